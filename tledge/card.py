@@ -1,0 +1,152 @@
+"""The model card: everything the runtime needs to use an artifact, carried by every artifact.
+
+A checkpoint stores it as a dict, an ONNX file in `metadata_props["tledge.card"]`, a TensorRT engine in
+the sidecar `<engine>.json`. So `tledge predict` never needs the training config, and nobody types
+labels, input names or normalisation constants by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tledge import __version__
+from tledge.errors import TledgeError
+
+CARD_FORMAT_VERSION = 1
+ONNX_METADATA_KEY = "tledge.card"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_POLICIES = ("stretch", "center_crop")
+
+
+@dataclass
+class ModelCard:
+    """What a classifier expects and what it was trained on. Plain JSON-able values only."""
+
+    arch: str
+    class_names: list[str]
+    input_size: tuple[int, int] = (224, 224)  # (H, W)
+    resize: str = "stretch"  # "stretch": resize to H×W; "center_crop": shorter side to H/0.875, crop
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+    precision: str = "fp32"
+    head: str = "linear"
+    dropout: float = 0.0
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"width_mult": 0.25} for tiny models
+    weights_origin: str = "none"
+    dataset_fingerprint: str = ""
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    input_name: str = "input"
+    output_name: str = "logits"
+    extra: dict[str, Any] = field(default_factory=dict)  # export/runtime facts: int8 flavour, TensorRT version...
+    format_version: int = CARD_FORMAT_VERSION
+    tledge_version: str = __version__
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def __post_init__(self):
+        self.class_names = [str(c) for c in self.class_names]
+        self.input_size = tuple(int(v) for v in self.input_size)
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        if len(self.class_names) < 2:
+            raise TledgeError(f"a model card needs at least 2 classes, got {len(self.class_names)}")
+        if self.resize not in RESIZE_POLICIES:
+            raise TledgeError(f"unknown resize policy {self.resize!r}; expected one of {RESIZE_POLICIES}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["input_size"] = list(self.input_size)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        data["num_classes"] = self.num_classes
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        if not isinstance(data, dict) or "arch" not in data or "class_names" not in data:
+            raise TledgeError("not a tledge model card (no 'arch' or 'class_names')")
+        version = int(data.get("format_version", 1))
+        if version > CARD_FORMAT_VERSION:
+            raise TledgeError(
+                f"model card format {version} is newer than this tledge understands ({CARD_FORMAT_VERSION}); "
+                "upgrade tledge"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def replace(self, **changes) -> "ModelCard":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelCard":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise TledgeError(f"model card is not valid JSON: {exc}") from None
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        atomic_write_text(path, self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelCard":
+        path = Path(path)
+        if not path.is_file():
+            raise TledgeError(f"model card not found: {path}")
+        return cls.from_json(path.read_text())
+
+
+def card_from_onnx(path: str | Path) -> ModelCard:
+    """Read the card from an ONNX file's metadata without loading weights into a session."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == ONNX_METADATA_KEY:
+            return ModelCard.from_json(prop.value)
+    raise TledgeError(f"{path} has no tledge model card in its metadata; export it with `tledge export`")
+
+
+def card_from_onnx_session(session) -> ModelCard:
+    """Read the card through an onnxruntime session (no `onnx` package needed: works on a bare Jetson)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if ONNX_METADATA_KEY not in meta:
+        raise TledgeError("this ONNX file has no tledge model card in its metadata; export it with `tledge export`")
+    return ModelCard.from_json(meta[ONNX_METADATA_KEY])
+
+
+def embed_in_onnx(model, card: ModelCard) -> None:
+    """Put the card into an `onnx.ModelProto`'s metadata_props (replacing an older one)."""
+    kept = [p for p in model.metadata_props if p.key != ONNX_METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key = ONNX_METADATA_KEY
+    entry.value = card.to_json()
+
+
+def engine_sidecar_path(engine_path: str | Path) -> Path:
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write text so that a crash leaves either the old file or the new one, never half of one."""
+    from tledge.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,72 @@
+"""Checkpoints: a dict of tensors and primitives only (loads with `weights_only=True`), written atomically.
+
+Layout: {"card": dict, "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
+"epoch": int, "best_metric": float, "best_epoch": int, "rng": {...}, "config": dict, "history": list}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tledge.card import ModelCard
+from tledge.errors import TledgeError, require
+
+BEST = "best.pt"
+LAST = "last.pt"
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """torch.save to a temp file, fsync, rename: a kill at any moment leaves the previous good file."""
+    torch = require("torch", "train", "saving a checkpoint")
+    from tledge.atomic import atomic_write_with
+
+    path = Path(path)
+    atomic_write_with(path, lambda tmp: torch.save(state, tmp))
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load with weights_only=True; a missing or corrupt file is a one-line TledgeError."""
+    torch = require("torch", "train", "reading a .pt checkpoint")
+    path = Path(path)
+    if not path.is_file():
+        raise TledgeError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle/zip/unpickling errors all mean "not usable"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TledgeError(f"{path} is not a readable checkpoint ({first_line[:160]})") from None
+    if not isinstance(state, dict):
+        raise TledgeError(f"{path} is not a checkpoint (holds a {type(state).__name__}, expected a dict)")
+    return state
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder → its best.pt; a .pt file → itself."""
+    path = Path(path)
+    if path.is_dir():
+        best = path / BEST
+        if not best.is_file():
+            raise TledgeError(f"{path} has no {BEST}; is it a finished tledge run folder?")
+        return best
+    if not path.exists():
+        raise TledgeError(f"no such file or folder: {path}")
+    return path
+
+
+def load_model(path: str | Path, device: str = "cpu"):
+    """(model in eval mode, card) from a tledge checkpoint or run folder."""
+    from tledge.train.backbones import model_from_card
+
+    ckpt_path = resolve_checkpoint(path)
+    state = load_checkpoint(ckpt_path)
+    if "card" not in state or "model" not in state:
+        raise TledgeError(f"{ckpt_path} is not a tledge checkpoint (no model card); train it with `tledge train`")
+    card = ModelCard.from_dict(state["card"])
+    model = model_from_card(card)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise TledgeError(f"{ckpt_path}: weights do not fit {card.arch} ({str(exc).splitlines()[0]})") from None
+    return model.to(device).eval(), card

@@ -1,0 +1,62 @@
+"""The `tledge` command: a click group. Thin: commands parse options and call library functions.
+
+Each area registers its own commands (tledge/train/cli.py, tledge/export/cli.py, tledge/runtime/cli.py),
+and none of those modules imports torch at import time, so `tledge predict model.onnx` works on a
+machine without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from tledge import __version__
+from tledge.errors import TledgeError
+
+COMMAND_MODULES = ("tledge.train.cli", "tledge.export.cli", "tledge.runtime.cli", "tledge.demo")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tledge")
+def cli():
+    """Image folder → fine-tuned model → ONNX / INT8 / TensorRT, verified → camera, video, folder."""
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that area is not built yet
+                continue
+            raise
+        for command in getattr(module, "COMMANDS", ()):
+            cli.add_command(command)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors print one line `error: …` and exit 2 (3 for a failed parity gate)."""
+    try:
+        cli.main(args=argv, prog_name="tledge", standalone_mode=False)
+    except TledgeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

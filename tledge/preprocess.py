@@ -1,0 +1,139 @@
+"""THE evaluation preprocessing, shared by training's val/test transform and every runtime backend.
+
+decode (cv2) → BGR→RGB uint8 → resize (card.resize) → /255 → (x - mean) / std → CHW float32.
+Training augmentation works on the uint8 RGB image and then calls `preprocess_rgb`, so train and
+runtime cannot drift apart (the classic notebook bug: rescaling in training but not at evaluation).
+numpy and cv2 only: this module must work without torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from tledge.card import ModelCard
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+CENTER_CROP_RATIO = 0.875  # ImageNet convention: resize shorter side to size/0.875, crop size
+
+
+def is_image_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(data: bytes | np.ndarray) -> np.ndarray | None:
+    """Decode encoded image bytes to uint8 RGB HxWx3, or None if they are not a readable image.
+
+    Grayscale, RGBA, CMYK, 16-bit and palette images are converted to 8-bit RGB.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if buf.size == 0:
+        return None
+    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        return None
+    return to_rgb8(image, already_rgb=False)
+
+
+def to_rgb8(image: np.ndarray, already_rgb: bool = False) -> np.ndarray:
+    """Any decoded array (gray, BGR, BGRA, 16-bit, float) → contiguous uint8 RGB HxWx3."""
+    if image.dtype == np.uint16:
+        image = (image / 257.0 + 0.5).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        scale = 255.0 if image.max(initial=0.0) <= 1.0 else 1.0
+        image = np.clip(image * scale + 0.5, 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    channels = image.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if channels == 4:
+        code = cv2.COLOR_RGBA2RGB if already_rgb else cv2.COLOR_BGRA2RGB
+        return cv2.cvtColor(image, code)
+    if channels == 3:
+        return np.ascontiguousarray(image) if already_rgb else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    raise ValueError(f"unsupported channel count {channels}")
+
+
+def load_image(path: str | Path) -> np.ndarray | None:
+    """Read a file as uint8 RGB, or None when it cannot be decoded (caller counts and reports it)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    image = decode_image(data)
+    if image is None:
+        image = _decode_with_pillow(path)
+    return image
+
+
+def _decode_with_pillow(path: str | Path) -> np.ndarray | None:
+    """Fallback for files cv2 cannot read (e.g. some CMYK TIFFs); Pillow is optional."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except Exception:  # noqa: BLE001 - any decoder failure means "unreadable", reported by the caller
+        return None
+
+
+def resize_rgb(image: np.ndarray, size: Sequence[int], policy: str = "stretch") -> np.ndarray:
+    """Resize uint8 RGB to (H, W) by the card's policy. INTER_AREA when shrinking, INTER_LINEAR otherwise."""
+    height, width = int(size[0]), int(size[1])
+    if policy == "center_crop":
+        short = min(image.shape[0], image.shape[1])
+        target_short = int(round(max(height, width) / CENTER_CROP_RATIO))
+        scale = target_short / short
+        new_h = max(height, int(round(image.shape[0] * scale)))
+        new_w = max(width, int(round(image.shape[1] * scale)))
+        image = _resize(image, new_h, new_w)
+        top = (new_h - height) // 2
+        left = (new_w - width) // 2
+        return image[top : top + height, left : left + width]
+    if image.shape[0] == height and image.shape[1] == width:
+        return image
+    return _resize(image, height, width)
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interp)
+
+
+def normalize_to_chw(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 RGB HxWx3 → float32 3xHxW, scaled to [0,1] then standardised per channel."""
+    scale = np.float32(1.0 / 255.0)
+    mean_arr = np.asarray(mean, dtype=np.float32)
+    inv_std = (1.0 / np.asarray(std, dtype=np.float32)).astype(np.float32)
+    out = (image.astype(np.float32) * scale - mean_arr) * inv_std
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def preprocess_rgb(image: np.ndarray, card: ModelCard) -> np.ndarray:
+    """uint8 RGB image → float32 CHW tensor exactly as the model expects (the one shared function)."""
+    resized = resize_rgb(image, card.input_size, card.resize)
+    return normalize_to_chw(resized, card.mean, card.std)
+
+
+def preprocess_batch(images: Sequence[np.ndarray], card: ModelCard) -> np.ndarray:
+    """List of uint8 RGB images → float32 NCHW batch."""
+    height, width = card.input_size
+    batch = np.empty((len(images), 3, height, width), dtype=np.float32)
+    for i, image in enumerate(images):
+        batch[i] = preprocess_rgb(image, card)
+    return batch
+
+
+def preprocess_file(path: str | Path, card: ModelCard) -> np.ndarray | None:
+    """Decode + preprocess one file, or None if unreadable."""
+    image = load_image(path)
+    return None if image is None else preprocess_rgb(image, card)
