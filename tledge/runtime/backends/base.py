@@ -1,0 +1,49 @@
+"""The Backend contract: `card`, `name`, `predict(float32 NCHW) -> logits [N, C]`, `close()`.
+
+Subclasses implement `_predict`; the base class checks the input against the card (shape, dtype), so an
+artifact fed the wrong size fails with a clear message instead of returning garbage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tledge.card import ModelCard
+from tledge.errors import TledgeError
+
+
+class Backend:
+    name: str = "backend"
+    card: ModelCard
+    max_batch: int | None = None  # None: any batch size
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        batch = self._check_input(batch)
+        logits = self._predict(batch)
+        return np.asarray(logits, dtype=np.float32)
+
+    def _predict(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (GPU backends); timing code calls it before reading the clock."""
+
+    def close(self) -> None:
+        """Free sessions, contexts and device buffers."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _check_input(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        height, width = self.card.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, height, width):
+            raise TledgeError(
+                f"{self.name}: input shape {tuple(batch.shape)} does not match the model card's [N, 3, {height}, {width}]"
+            )
+        if self.max_batch is not None and batch.shape[0] > self.max_batch:
+            raise TledgeError(f"{self.name}: batch {batch.shape[0]} exceeds this artifact's maximum {self.max_batch}")
+        return np.ascontiguousarray(batch, dtype=np.float32)

@@ -1,0 +1,49 @@
+"""PyTorch backend for .pt checkpoints and run folders: CPU or CUDA (AMP on CUDA when asked)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tledge.errors import TledgeError, require
+from tledge.runtime.backends.base import Backend
+
+
+def resolve_torch_device(device: str = "auto") -> str:
+    torch = require("torch", "train", "running a .pt checkpoint")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TledgeError("device cuda asked for, but torch sees no CUDA GPU")
+    return device
+
+
+class TorchBackend(Backend):
+    def __init__(self, path: str | Path, device: str = "auto", amp: bool = False, threads: int | None = None):
+        torch = require("torch", "train", "running a .pt checkpoint")
+        from tledge.checkpoint import load_model
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.torch = torch
+        self.device = resolve_torch_device(device)
+        self.model, self.card = load_model(path, self.device)
+        self.amp = bool(amp) and self.device.startswith("cuda")
+        if self.device.startswith("cuda"):
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.name = f"torch-{self.device.split(':')[0]}-{'amp' if self.amp else 'fp32'}"
+
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)
+            if self.device.startswith("cuda"):
+                x = x.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", enabled=self.amp):
+                logits = self.model(x)
+            return logits.float().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize()
