@@ -1,0 +1,61 @@
+import cv2
+import numpy as np
+import pytest
+
+from tledge.card import ModelCard
+from tledge.preprocess import decode_image, load_image, preprocess_batch, preprocess_file, preprocess_rgb, resize_rgb
+
+CARD = ModelCard(arch="mobilenet_v2", class_names=["a", "b"], input_size=(32, 40))
+
+
+def test_preprocess_is_rgb_scaled_and_normalised(tmp_path):
+    bgr = np.zeros((20, 20, 3), np.uint8)
+    bgr[:, :, 2] = 255  # pure red in BGR
+    path = tmp_path / "red.png"
+    cv2.imwrite(str(path), bgr)
+    tensor = preprocess_file(path, CARD)
+    assert tensor.shape == (3, 32, 40) and tensor.dtype == np.float32
+    expected = [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225]
+    assert tensor[:, 5, 5] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["gray", "rgba", "16bit"])
+def test_odd_formats_become_rgb8(tmp_path, kind):
+    if kind == "gray":
+        img = np.full((10, 12), 128, np.uint8)
+    elif kind == "rgba":
+        img = np.dstack([np.full((10, 12), v, np.uint8) for v in (10, 20, 30, 255)])
+    else:
+        img = np.full((10, 12, 3), 65535, np.uint16)
+    path = tmp_path / f"{kind}.png"
+    cv2.imwrite(str(path), img)
+    rgb = load_image(path)
+    assert rgb.shape == (10, 12, 3) and rgb.dtype == np.uint8
+    if kind == "rgba":
+        assert rgb[0, 0].tolist() == [30, 20, 10]  # BGR(A) on disk → RGB
+    if kind == "16bit":
+        assert rgb.max() == 255
+
+
+def test_unreadable_input_is_none(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    assert load_image(bad) is None
+    assert load_image(tmp_path / "missing.jpg") is None
+    assert decode_image(b"") is None
+
+
+def test_center_crop_policy_keeps_the_middle():
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[:, 75:125] = 255  # a white band in the middle
+    out = resize_rgb(img, (64, 64), "center_crop")
+    assert out.shape == (64, 64, 3)
+    assert out[32, 32].tolist() == [255, 255, 255] and out[32, 0].tolist() == [0, 0, 0]
+
+
+def test_batch_equals_single_images():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (50, 70, 3), dtype=np.uint8) for _ in range(3)]
+    batch = preprocess_batch(images, CARD)
+    for i, img in enumerate(images):
+        np.testing.assert_array_equal(batch[i], preprocess_rgb(img, CARD))

@@ -1,0 +1,38 @@
+"""Feature cache for `--freeze all`: the trunk is a fixed function, so run it once per image and let
+every later epoch train only the head on the stored vectors."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from tledge.train.device import DeviceSetup
+from tledge.train.loop import Progress
+
+
+@torch.inference_mode()
+def extract_features(model, loader, setup: DeviceSetup, label: str = "features") -> TensorDataset:
+    """(features, labels) of every item in `loader`, computed by the frozen trunk in eval mode."""
+    model.eval()
+    feats, labels = [], []
+    progress = Progress(label, len(loader))
+    seen = 0
+    for step, (inputs, targets) in enumerate(loader, 1):
+        inputs = inputs.to(setup.device, non_blocking=setup.pin_memory)
+        if setup.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with setup.autocast():
+            out = model.forward_features(inputs)
+        feats.append(out.float().cpu())
+        labels.append(targets)
+        seen += targets.shape[0]
+        progress.update(step, 0.0, 0.0, seen)
+    progress.close()
+    return TensorDataset(torch.cat(feats), torch.cat(labels))
+
+
+def feature_loader(features: TensorDataset, batch_size: int, shuffle: bool, seed: int, epoch: int) -> DataLoader:
+    """Batches of cached features; the shuffle order depends only on (seed, epoch), as for images."""
+    generator = torch.Generator()
+    generator.manual_seed(seed * 1_000_003 + epoch)
+    return DataLoader(features, batch_size=batch_size, shuffle=shuffle, generator=generator if shuffle else None)

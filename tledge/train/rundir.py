@@ -1,0 +1,29 @@
+"""Run folders: runs/exp, runs/exp2, … (or --name), and the files every run holds."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tledge.errors import TledgeError
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "card.json"
+
+
+def new_run_dir(project: str | Path, name: str | None = None, exist_ok: bool = False) -> Path:
+    """The next free runs/expN (exp, exp2, exp3 …), or runs/NAME."""
+    project = Path(project)
+    if name:
+        path = project / name
+        if path.exists() and any(path.iterdir()) and not exist_ok:
+            raise TledgeError(f"{path} already exists; choose another --name, pass --exist-ok, or --resume {path}")
+    else:
+        taken = {p.name for p in project.glob("exp*")} if project.is_dir() else set()
+        numbers = [int(m.group(1) or 1) for t in taken if (m := re.fullmatch(r"exp(\d*)", t))]
+        nxt = max(numbers, default=0) + 1
+        path = project / ("exp" if nxt == 1 else f"exp{nxt}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
