@@ -38,13 +38,18 @@ def choose_providers(available: list[str], device: str = "auto", provider: str |
 
 
 class OnnxRuntimeBackend(Backend):
-    def __init__(self, path: str | Path, device: str = "auto", provider: str | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path, device: str = "auto", provider: str | None = None, threads: int | None = None,
+                 spin: bool | None = None):
+        """`spin=False` stops idle intra-op threads from busy-waiting between calls, which leaves the cores to
+        decode threads in a pipeline; None keeps ONNX Runtime's default (spinning)."""
         ort = require("onnxruntime", "gpu", "running an .onnx model")
         self.path = Path(path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = int(threads)
+        if spin is not None:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         providers = choose_providers(ort.get_available_providers(), device, provider)
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)

@@ -1,0 +1,201 @@
+"""A call-recording stand-in for `tensorrt` and cuda-python's runtime, for testing tledge's TensorRT backend
+logic (sidecar checks, named-tensor binding, shapes, copies) on machines without a GPU.
+
+This is NOT TensorRT: it checks that tledge calls the API in a sensible order with sensible values. The fake
+"engine file" is JSON describing the tensors; "device memory" is host memory, so copies are real memmoves and
+the fake engine computes logits = per-channel mean of the input @ WEIGHTS (checkable with numpy).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import sys
+import types
+
+import numpy as np
+
+CALLS: list[tuple] = []
+
+
+def weights(num_classes: int) -> np.ndarray:
+    return np.arange(3 * num_classes, dtype=np.float32).reshape(3, num_classes) / 10.0 - 1.0
+
+
+def expected_logits(batch: np.ndarray, num_classes: int) -> np.ndarray:
+    return batch.mean(axis=(2, 3)) @ weights(num_classes)
+
+
+def engine_bytes(input_shape_max, num_classes, min_batch=1, opt_batch=1, input_name="input", output_name="logits",
+                 dtype="FLOAT") -> bytes:
+    c, h, w = input_shape_max[1:]
+    spec = {"input": input_name, "output": output_name, "classes": num_classes, "dtype": dtype,
+            "profile": [[min_batch, c, h, w], [opt_batch, c, h, w], list(input_shape_max)]}
+    return json.dumps(spec).encode()
+
+
+def _record(name, *args):
+    CALLS.append((name, *args))
+
+
+class _Enum:
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+
+def make_tensorrt(version="10.3.0"):
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+
+    class DataType:
+        FLOAT = _Enum("FLOAT")
+        HALF = _Enum("HALF")
+
+    class TensorIOMode:
+        INPUT = _Enum("INPUT")
+        OUTPUT = _Enum("OUTPUT")
+
+    class Logger:
+        WARNING = "WARNING"
+
+        def __init__(self, severity):
+            _record("Logger", severity)
+
+    class Context:
+        def __init__(self, engine):
+            self.engine = engine
+            self.shapes = {}
+            self.addresses = {}
+
+        def set_input_shape(self, name, shape):
+            _record("set_input_shape", name, tuple(shape))
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            spec = self.engine.spec
+            n = self.shapes[spec["input"]][0]
+            return self.shapes[name] if name == spec["input"] else (n, spec["classes"])
+
+        def set_tensor_address(self, name, ptr):
+            _record("set_tensor_address", name, ptr)
+            self.addresses[name] = ptr
+            return True
+
+        def execute_async_v3(self, stream_handle):
+            _record("execute_async_v3", stream_handle)
+            spec = self.engine.spec
+            shape = self.shapes[spec["input"]]
+            dtype = np.float16 if spec["dtype"] == "HALF" else np.float32
+            count = int(np.prod(shape))
+            x = np.empty(count, dtype=dtype)
+            ctypes.memmove(x.ctypes.data, self.addresses[spec["input"]], x.nbytes)
+            logits = expected_logits(x.reshape(shape).astype(np.float32), spec["classes"]).astype(dtype)
+            ctypes.memmove(self.addresses[spec["output"]], logits.ctypes.data, logits.nbytes)
+            return True
+
+    class Engine:
+        def __init__(self, spec):
+            self.spec = spec
+            self.num_io_tensors = 2
+            self.num_optimization_profiles = 1
+
+        def get_tensor_name(self, i):
+            return [self.spec["input"], self.spec["output"]][i]
+
+        def get_tensor_mode(self, name):
+            return TensorIOMode.INPUT if name == self.spec["input"] else TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return DataType.HALF if self.spec["dtype"] == "HALF" else DataType.FLOAT
+
+        def get_tensor_profile_shape(self, name, index):
+            _record("get_tensor_profile_shape", name, index)
+            return [tuple(s) for s in self.spec["profile"]]
+
+        def create_execution_context(self):
+            _record("create_execution_context")
+            return Context(self)
+
+    class Runtime:
+        def __init__(self, logger):
+            _record("Runtime")
+
+        def deserialize_cuda_engine(self, data):
+            _record("deserialize_cuda_engine", len(data))
+            try:
+                return Engine(json.loads(bytes(data)))
+            except ValueError:
+                return None
+
+    trt.DataType, trt.TensorIOMode, trt.Logger, trt.Runtime = DataType, TensorIOMode, Logger, Runtime
+    return trt
+
+
+def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin"):
+    cudart = types.ModuleType("cuda.bindings.runtime")
+    memory: dict[int, np.ndarray] = {}
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    class Stream(int):
+        pass
+
+    def cudaGetDeviceCount():
+        return (0, device_count) if device_count else (100, 0)  # 100: cudaErrorNoDevice
+
+    def cudaGetDeviceProperties(index):
+        return 0, types.SimpleNamespace(major=capability[0], minor=capability[1], name=gpu_name.encode())
+
+    def cudaStreamCreate():
+        _record("cudaStreamCreate")
+        return 0, Stream(0xBEEF)
+
+    def cudaMalloc(nbytes):
+        buf = np.empty(nbytes, dtype=np.uint8)
+        memory[buf.ctypes.data] = buf
+        _record("cudaMalloc", nbytes)
+        return 0, buf.ctypes.data
+
+    def cudaMemcpyAsync(dst, src, nbytes, kind, stream):
+        _record("cudaMemcpyAsync", kind, nbytes)
+        ctypes.memmove(dst, src, nbytes)
+        return (0,)
+
+    def cudaStreamSynchronize(stream):
+        _record("cudaStreamSynchronize")
+        return (0,)
+
+    def cudaFree(ptr):
+        memory.pop(ptr, None)
+        return (0,)
+
+    def cudaStreamDestroy(stream):
+        return (0,)
+
+    for fn in (cudaGetDeviceCount, cudaGetDeviceProperties, cudaStreamCreate, cudaMalloc, cudaMemcpyAsync,
+               cudaStreamSynchronize, cudaFree, cudaStreamDestroy):
+        setattr(cudart, fn.__name__, fn)
+    cudart.cudaMemcpyKind = cudaMemcpyKind
+    cudart.memory = memory
+    return cudart
+
+
+def install(monkeypatch, version="10.3.0", device_count=1, capability=(8, 7), gpu_name="Fake Orin"):
+    """Put the stand-ins into sys.modules (undone by monkeypatch at test end)."""
+    CALLS.clear()
+    cudart = make_cudart(device_count, capability, gpu_name)
+    cuda = types.ModuleType("cuda")
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = cudart
+    cuda.bindings = bindings
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version))
+    monkeypatch.setitem(sys.modules, "cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", cudart)
+    return cudart

@@ -1,0 +1,338 @@
+"""`tledge bench`: every artifact × backend × batch size, side by side, on the same machine and inputs.
+
+Per row: status (ok, or failed with the reason: one row failing never stops the others), file size,
+accuracy on a labelled folder (or the run's test split), latency p50/p99 per image, throughput, and speed-up
+over PyTorch eager FP32 at the same batch size (that row is the baseline, speed-up 1.0).
+
+Timing: each backend first runs `warmup` calls, then at least `iters` timed calls and at least `min_time`
+seconds, every call on the SAME preprocessed batch (built once per batch size, shared by every backend),
+each followed by `backend.synchronize()` before the clock is read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tledge.card import ModelCard
+from tledge.errors import TledgeError
+from tledge.metrics import accuracy, latency_stats
+from tledge.preprocess import preprocess_batch
+from tledge.runtime.backends import artifact_kind, load_backend
+from tledge.runtime.sources import Clock, find_images
+from tledge.table import format_table
+
+ARTIFACT_SUFFIXES = (".onnx", ".engine")
+ROW_KEYS = ("artifact", "format", "backend", "batch", "status", "size_mb", "accuracy", "p50_ms", "p99_ms",
+            "throughput", "speedup")
+BASELINE_FORMAT = "pytorch"
+
+
+@dataclass
+class BenchOptions:
+    batches: Sequence[int] = (1, 16)
+    iters: int = 50
+    warmup: int = 10
+    threads: int | None = None
+    min_time: float = 0.0  # seconds per row, on top of `iters`
+    device: str = "auto"
+    eval_batch: int = 32
+
+
+def discover_artifacts(source: str | Path | Sequence[str | Path]) -> tuple[list[Path], Path | None]:
+    """(artifacts, run folder or None). A run folder gives best.pt + every .onnx/.engine under run/export/."""
+    items = [source] if isinstance(source, (str, Path)) else list(source)
+    if len(items) == 1 and Path(items[0]).is_dir():
+        run = Path(items[0])
+        found = [run / "best.pt"] if (run / "best.pt").is_file() else []
+        export = run / "export"
+        if export.is_dir():
+            found += sorted(p for p in export.iterdir() if p.suffix in ARTIFACT_SUFFIXES and p.is_file())
+        if not found:
+            raise TledgeError(f"{run} has no best.pt and no export/*.onnx or *.engine to bench")
+        return found, run
+    paths = [Path(p) for p in items]
+    for path in paths:
+        if not path.exists():
+            raise TledgeError(f"no such file: {path}")
+        artifact_kind(path)  # unknown types fail here, before any timing
+    return paths, None
+
+
+def artifact_format(path: Path) -> str:
+    kind = artifact_kind(path)
+    if kind == "torch":
+        return BASELINE_FORMAT
+    name = path.name.lower()
+    if kind == "onnxruntime":
+        return "onnx-int8" if ".int8" in name else ("onnx-fp16" if ".fp16" in name else "onnx")
+    for precision in ("int8", "fp16", "fp32"):
+        if f".{precision}" in name:
+            return f"tensorrt-{precision}"
+    return "tensorrt"
+
+
+def labelled_images(data: str | Path, class_names: Sequence[str]) -> tuple[list[Path], list[int]]:
+    """A folder of class subfolders → (paths, label indices in the card's class order)."""
+    root = Path(data)
+    if not root.is_dir():
+        raise TledgeError(f"--data {root}: not a folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    unknown = [p.name for p in folders if p.name not in class_names]
+    if unknown:
+        raise TledgeError(f"--data {root}: class folders {unknown[:5]} are not in the model's classes {list(class_names)[:10]}")
+    paths, labels = [], []
+    index = {name: i for i, name in enumerate(class_names)}
+    for folder in folders:
+        for path in find_images(folder):
+            paths.append(path)
+            labels.append(index[folder.name])
+    if not paths:
+        raise TledgeError(f"--data {root}: no images in class subfolders")
+    return paths, labels
+
+
+def evaluation_set(card: ModelCard, data: str | Path | None, run: Path | None) -> tuple[list[Path], list[int], str]:
+    if data is not None:
+        paths, labels = labelled_images(data, card.class_names)
+        return paths, labels, str(data)
+    if run is not None and (run / "splits.json").is_file():
+        from tledge.splits import Splits
+
+        splits = Splits.load(run)
+        if splits.items.get("test"):
+            return splits.paths("test"), splits.labels("test"), f"{run}/splits.json:test"
+    return [], [], ""
+
+
+def _decoded_batches(paths: Sequence[Path], card: ModelCard, batch: int):
+    """Preprocessed batches, decoded in a 2-thread pool (unreadable images are dropped with their labels)."""
+    from tledge.runtime.sources import ImageFilesSource
+    from tledge.runtime.predict import preprocessor
+
+    source = ImageFilesSource("data", paths, workers=2, prefetch=2 * batch, prepare=preprocessor(card))
+    tensors, indices = [], []
+    for item in source:
+        if item.tensor is None:
+            continue
+        tensors.append(item.tensor)
+        indices.append(item.index)
+        if len(tensors) == batch:
+            yield np.stack(tensors), indices
+            tensors, indices = [], []
+    if tensors:
+        yield np.stack(tensors), indices
+
+
+def evaluate_accuracy(backend, paths: Sequence[Path], labels: Sequence[int], batch: int) -> float:
+    if backend.max_batch is not None:
+        batch = min(batch, backend.max_batch)
+    predicted, truth = [], []
+    for x, indices in _decoded_batches(paths, backend.card, batch):
+        predicted.extend(np.argmax(backend.predict(x), axis=1).tolist())
+        truth.extend(labels[i] for i in indices)
+    return accuracy(truth, predicted)
+
+
+def timing_batch(card: ModelCard, batch: int, paths: Sequence[Path]) -> np.ndarray:
+    """One fixed batch: real images when there are some (repeated to fill the batch), else seeded noise."""
+    from tledge.preprocess import load_image
+
+    images = [img for img in (load_image(p) for p in paths[:batch]) if img is not None]
+    if images:
+        images = [images[i % len(images)] for i in range(batch)]
+        return preprocess_batch(images, card)
+    height, width = card.input_size
+    return np.random.default_rng(0).standard_normal((batch, 3, height, width), dtype=np.float32)
+
+
+def time_backend(backend, x: np.ndarray, iters: int, warmup: int, min_time: float, clock: Clock) -> list[float]:
+    """Per-call milliseconds after warm-up: at least `iters` calls and at least `min_time` seconds."""
+    for _ in range(max(0, warmup)):
+        backend.predict(x)
+    backend.synchronize()
+    samples: list[float] = []
+    began = clock()
+    while len(samples) < max(1, iters) or clock() - began < min_time:
+        start = clock()
+        backend.predict(x)
+        backend.synchronize()
+        samples.append((clock() - start) * 1000.0)
+    return samples
+
+
+def _size_mb(path: Path) -> float:
+    return path.stat().st_size / 1e6
+
+
+def _backend_options(path: Path, threads: int | None) -> dict:
+    return {"threads": threads} if threads and artifact_kind(path) in ("onnxruntime", "torch") else {}
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+def bench(source, data: str | Path | None = None, options: BenchOptions | None = None,
+          clock: Clock = time.perf_counter, log: Callable[[str], None] = lambda _m: None) -> dict:
+    """Run the benchmark and return {"rows": [...], "machine": {...}, "eval_set": ..., "note": ...}."""
+    options = options or BenchOptions()
+    artifacts, run = discover_artifacts(source)
+    batches = sorted({int(b) for b in options.batches})
+    if not batches or batches[0] < 1:
+        raise TledgeError("--batch needs positive sizes, e.g. 1,16")
+    rows: list[dict] = []
+    inputs: dict[int, np.ndarray] = {}  # the same timing batch for every backend
+    eval_cache: dict = {}
+    for path in artifacts:
+        fmt = artifact_format(path)
+        base = {"artifact": path.name, "format": fmt, "size_mb": _size_mb(path) if path.is_file() else None}
+        try:
+            backend = load_backend(path, options.device, **_backend_options(path, options.threads))
+        except Exception as exc:  # noqa: BLE001 - a row fails, the table goes on
+            for b in batches:
+                rows.append({**base, "backend": "-", "batch": b, "status": f"failed: {_reason(exc)}"})
+            log(f"{path.name}: failed to load ({_reason(exc)})")
+            continue
+        try:
+            card = backend.card
+            if "set" not in eval_cache:
+                eval_cache["set"] = evaluation_set(card, data, run)
+            paths, labels, eval_name = eval_cache["set"]
+            acc = None
+            if paths:
+                try:
+                    acc = evaluate_accuracy(backend, paths, labels, options.eval_batch)
+                except Exception as exc:  # noqa: BLE001
+                    log(f"{path.name}: accuracy failed ({_reason(exc)})")
+            for b in batches:
+                row = {**base, "backend": backend.name, "batch": b, "accuracy": acc}
+                try:
+                    if backend.max_batch is not None and b > backend.max_batch:
+                        raise TledgeError(f"batch {b} exceeds this artifact's maximum {backend.max_batch}")
+                    if b not in inputs:
+                        inputs[b] = timing_batch(card, b, paths)
+                    samples = time_backend(backend, inputs[b], options.iters, options.warmup, options.min_time, clock)
+                    per_image = [s / b for s in samples]
+                    stats = latency_stats(per_image)
+                    row.update(status="ok", p50_ms=stats["p50_ms"], p99_ms=stats["p99_ms"],
+                               mean_ms=stats["mean_ms"], std_ms=stats["std_ms"], calls=stats["count"],
+                               throughput=1000.0 / stats["mean_ms"] if stats["mean_ms"] > 0 else None)
+                except Exception as exc:  # noqa: BLE001
+                    row["status"] = f"failed: {_reason(exc)}"
+                rows.append(row)
+                log(f"{path.name} batch {b}: {row['status']}")
+        finally:
+            backend.close()
+    for row in rows:
+        for key in ROW_KEYS:
+            row.setdefault(key, None)
+    note = add_speedups(rows)
+    return {"rows": rows, "eval_set": eval_cache.get("set", ([], [], ""))[2] or None,
+            "eval_images": len(eval_cache.get("set", ([], [], ""))[0]), "baseline": note,
+            "options": {"batches": batches, "iters": options.iters, "warmup": options.warmup,
+                        "min_time": options.min_time, "threads": options.threads, "device": options.device},
+            "machine": machine_facts()}
+
+
+def add_speedups(rows: list[dict]) -> str:
+    """speedup = throughput / PyTorch eager FP32 throughput at the same batch size; 1.0 for that row."""
+    baseline = {r["batch"]: r["throughput"] for r in rows
+                if r["format"] == BASELINE_FORMAT and r["status"] == "ok" and r.get("throughput")}
+    for row in rows:
+        ref = baseline.get(row["batch"])
+        row["speedup"] = row["throughput"] / ref if ref and row.get("throughput") else None
+    if not baseline:
+        return "no PyTorch (.pt) row ran, so there is no speed-up baseline"
+    return "speed-up vs PyTorch eager FP32 at the same batch size"
+
+
+def machine_facts() -> dict:
+    import os
+    import platform
+
+    facts = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+             "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    try:
+        import onnxruntime
+
+        facts["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return facts
+
+
+def format_bench_table(result: dict) -> str:
+    rows = []
+    for r in result["rows"]:
+        ok = r["status"] == "ok"
+        rows.append({
+            "artifact": r["artifact"], "backend": r["backend"], "batch": r["batch"],
+            "status": "ok" if ok else r["status"], "size MB": r.get("size_mb"),
+            "accuracy": f"{r['accuracy'] * 100:.2f}%" if r.get("accuracy") is not None else None,
+            "p50 ms/img": r.get("p50_ms"), "p99 ms/img": r.get("p99_ms"),
+            "img/s": f"{r['throughput']:.1f}" if r.get("throughput") else None,
+            "speed-up": f"{r['speedup']:.2f}x" if r.get("speedup") else None,
+        })
+    text = format_table(rows, floatfmt=".3g")
+    footer = [result["baseline"]]
+    if result.get("eval_set"):
+        footer.append(f"accuracy on {result['eval_images']} images of {result['eval_set']}")
+    else:
+        footer.append("no accuracy: give --data DIR (class subfolders) or bench a run folder with a test split")
+    return text + "\n" + "; ".join(footer)
+
+
+def write_bench(result: dict, out_dir: str | Path) -> tuple[Path, Path | None]:
+    """bench.json and bench.png (throughput bars per batch size; skipped when matplotlib is missing)."""
+    from tledge.card import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "bench.json"
+    atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+    try:
+        png = plot_bench(result, out / "bench.png")
+    except ImportError:
+        png = None
+    return json_path, png
+
+
+def plot_bench(result: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r["status"] == "ok" and r.get("throughput")]
+    batches = sorted({r["batch"] for r in rows}) or [1]
+    labels = list(dict.fromkeys(f"{r['artifact']}\n{r['backend']}" for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(labels) + 2), 4.5))
+    width = 0.8 / len(batches)
+    for j, b in enumerate(batches):
+        values = []
+        for label in labels:
+            match = [r for r in rows if r["batch"] == b and f"{r['artifact']}\n{r['backend']}" == label]
+            values.append(match[0]["throughput"] if match else 0.0)
+        xs = np.arange(len(labels)) + (j - (len(batches) - 1) / 2) * width
+        bars = ax.bar(xs, values, width, label=f"batch {b}")
+        for bar, label in zip(bars, labels):
+            match = [r for r in rows if r["batch"] == b and f"{r['artifact']}\n{r['backend']}" == label]
+            if match and match[0].get("speedup"):
+                ax.annotate(f"{match[0]['speedup']:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(np.arange(len(labels)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("images / s")
+    ax.set_title("tledge bench: throughput (labels: speed-up vs PyTorch FP32)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
