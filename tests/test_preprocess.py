@@ -59,3 +59,13 @@ def test_batch_equals_single_images():
     batch = preprocess_batch(images, CARD)
     for i, img in enumerate(images):
         np.testing.assert_array_equal(batch[i], preprocess_rgb(img, CARD))
+
+
+def test_fast_normalisation_matches_numpy_reference():
+    from tledge.preprocess import normalize_to_chw, normalize_to_chw_numpy
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    fast = normalize_to_chw(image, CARD.mean, CARD.std)
+    assert fast.shape == (3, 37, 53) and fast.dtype == np.float32 and fast.flags.c_contiguous
+    np.testing.assert_allclose(fast, normalize_to_chw_numpy(image, CARD.mean, CARD.std), atol=2e-6)
