@@ -1,0 +1,1 @@
+"""Training: data, backbones, freezing, fit loop, k-fold, reports (needs torch)."""
