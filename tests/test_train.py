@@ -143,3 +143,14 @@ def test_user_errors_exit_2_with_one_line(case, make_image_folder, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+
+
+def test_cached_features_train_the_head_like_the_uncached_run(data, tmp_path):
+    """The cache is an optimisation only: same batches, same head updates, same answers."""
+    common = dict(epochs=3, freeze="all", lr=1e-2, model="mobilenet_v2", arch_kwargs={"width_mult": 0.25})
+    cached = train_run(config(data, tmp_path, name="cached", **common), log=lambda s: None)
+    plain = train_run(config(data, tmp_path, name="plain", cache_features=False, **common), log=lambda s: None)
+    for a, b in zip(cached.history, plain.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_acc"] == b["val_acc"]
+    assert cached.test_metrics["accuracy"] == plain.test_metrics["accuracy"]

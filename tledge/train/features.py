@@ -32,7 +32,9 @@ def extract_features(model, loader, setup: DeviceSetup, label: str = "features")
 
 
 def feature_loader(features: TensorDataset, batch_size: int, shuffle: bool, seed: int, epoch: int) -> DataLoader:
-    """Batches of cached features; the shuffle order depends only on (seed, epoch), as for images."""
-    generator = torch.Generator()
-    generator.manual_seed(seed * 1_000_003 + epoch)
-    return DataLoader(features, batch_size=batch_size, shuffle=shuffle, generator=generator if shuffle else None)
+    """Batches of cached features in exactly the order the image loader would give for (seed, epoch),
+    so a cached run trains the head on the same batches as an uncached one."""
+    from tledge.train.dataset import loader_generator
+
+    generator = loader_generator(seed, epoch) if shuffle else None
+    return DataLoader(features, batch_size=batch_size, shuffle=shuffle, generator=generator)
