@@ -1,11 +1,12 @@
-"""Seconds per epoch of MobileNetV2 transfer learning on this machine, in one run, three ways:
-full fine-tune, frozen backbone (trunk still runs every epoch), frozen backbone with cached features.
+"""MobileNetV2 transfer-learning strategies side by side, in one run on the same split: feature extractor
+(freeze all, with and without the feature cache), partial fine-tune (freeze stages:10), full fine-tune.
 
-    python benchmarks/train_speed.py --data ../shared/data/intel-scenes \
-        --imagenet-weights ../shared/weights/mobilenet_v2-b0353104.pth --images 1000 --img-size 150
+    python benchmarks/transfer_strategies.py --data ../shared/data/intel-scenes \
+        --imagenet-weights ../shared/weights/mobilenet_v2-b0353104.pth --images 1000 --img-size 150 --epochs 2
 
-The images are a seeded, class-balanced subset, linked (not copied) into a temp folder. Writes
-benchmarks/results/train_speed.json with per-epoch times, accuracies and the cache speed-up.
+Reports seconds per epoch, total time, test accuracy and macro F1 per strategy, and the feature-cache
+speed-up. The images are a seeded, class-balanced subset, linked (not copied) into a temp folder.
+Writes benchmarks/results/transfer_strategies.json (or --out).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def main() -> int:
     parser.add_argument("--img-size", type=int, default=150)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=RESULTS / "train_speed.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "transfer_strategies.json")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="tledge-train-speed-"))
@@ -65,8 +66,9 @@ def main() -> int:
                   project=str(work / "runs"), seed=0)
     setups = {
         "full fine-tune (freeze none)": dict(freeze="none", lr=1e-4),
-        "frozen backbone, no cache (freeze all --no-cache)": dict(freeze="all", lr=1e-3, cache_features=False),
-        "frozen backbone, cached features (freeze all)": dict(freeze="all", lr=1e-3, cache_features=True),
+        "feature extractor, no cache (freeze all --no-cache)": dict(freeze="all", lr=1e-3, cache_features=False),
+        "feature extractor, cached features (freeze all)": dict(freeze="all", lr=1e-3, cache_features=True),
+        "partial fine-tune (freeze stages:10)": dict(freeze="stages:10", lr=3e-4),
     }
     rows = []
     for label, extra in setups.items():
@@ -84,6 +86,10 @@ def main() -> int:
             "wall_s": wall,
             "val_acc": result.best_val_acc,
             "test_acc": (result.test_metrics or {}).get("accuracy"),
+            "test_macro_f1": (result.test_metrics or {}).get("macro", {}).get("f1"),
+            "train_time_s": result.train_time_s,
+            "test_images": (result.test_metrics or {}).get("num_samples"),
+            "trainable_params": (result.test_metrics or {}).get("trainable_params"),
         })
         print(f"{label}: {rows[-1]['mean_epoch_s']:.1f} s/epoch, test acc {rows[-1]['test_acc']:.3f}", flush=True)
     no_cache, cached = rows[1]["mean_epoch_s"], rows[2]["mean_epoch_s"]

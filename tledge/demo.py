@@ -1,0 +1,114 @@
+"""`tledge demo`: the whole job on the built-in Fashion-MNIST sample (or `--data DIR`) in a few minutes
+on a laptop CPU: train → eval → export (ONNX + INT8, parity-checked) → predict → bench.
+
+Every step calls the same library functions as its own command, so the demo is also the smoke test of
+the toolchain (CI runs it with a short setting).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from tledge.errors import TledgeError
+
+
+def _imagenet_available(model: str) -> bool:
+    """True when torchvision can load the ImageNet weights (cache or network); says so when not."""
+    try:
+        from tledge.train.backbones import build_torchvision
+
+        build_torchvision(model, "imagenet")
+        return True
+    except TledgeError as exc:
+        click.echo(f"note: no ImageNet weights ({str(exc).split('. ')[0]}); training from scratch. "
+                   "See README 'Offline weights' (tledge weights add).")
+        return False
+
+
+def _step(title: str) -> float:
+    click.echo(click.style(f"\n== {title} ==", bold=True))
+    return time.perf_counter()
+
+
+def run_demo(data: Path | None, epochs: int, img_size: int, project: str, formats: str, bench_iters: int) -> dict:
+    from tledge.data import demo_data_dir
+    from tledge.runtime.bench import BenchOptions, bench, format_bench_table, write_bench
+    from tledge.runtime.runner import PredictRequest, run_predict
+    from tledge.splits import Splits
+    from tledge.train.config import TrainConfig
+    from tledge.train.evaluate import eval_run
+    from tledge.train.fit import train_run
+
+    data = Path(data) if data else demo_data_dir()
+    timings = {}
+    started = _step(f"train: mobilenet_v2 on {data}")
+    weights = "imagenet" if _imagenet_available("mobilenet_v2") else "none"
+    config = TrainConfig(data=str(data), model="mobilenet_v2", weights=weights,
+                         freeze="stages:8" if weights == "imagenet" else "none",
+                         img_size=img_size, epochs=epochs, batch_size=32, augment="light",
+                         lr=1e-3, project=project, name=None)
+    result = train_run(config, log=click.echo)
+    if result.interrupted:
+        raise click.Abort()
+    run = result.run_dir
+    timings["train_s"] = time.perf_counter() - started
+
+    started = _step(f"eval: tledge eval {run}")
+    report = eval_run(run, log=lambda line: None)
+    click.echo(f"test accuracy {report['accuracy']:.4f}, macro F1 {report['macro']['f1']:.4f} "
+               f"on {report['num_samples']} images; plots in {run / 'eval'}")
+    timings["eval_s"] = time.perf_counter() - started
+
+    started = _step(f"export: tledge export {run} --formats {formats}")
+    from tledge.export.pipeline import export_run
+
+    export_run(run, formats=formats)
+    timings["export_s"] = time.perf_counter() - started
+
+    export_dir = run / "export"
+    artifact = next((p for p in (export_dir / "model.int8.onnx", export_dir / "model.onnx") if p.is_file()), None)
+    if artifact is None:
+        raise TledgeError(f"export wrote no ONNX file into {export_dir}")
+    test_images = Splits.load(run).paths("test")[:8]
+    sample_dir = run / "demo_images"
+    sample_dir.mkdir(exist_ok=True)
+    for path in test_images:
+        target = sample_dir / f"{path.parent.name}_{path.name}"
+        if not target.exists():
+            target.write_bytes(path.read_bytes())
+    started = _step(f"predict: tledge predict {artifact} {sample_dir} --topk 3")
+    run_predict(PredictRequest(str(artifact), str(sample_dir), topk=3, batch=1,
+                               summary_json=str(run / "demo_predict_summary.json")), echo=click.echo)
+    timings["predict_s"] = time.perf_counter() - started
+
+    started = _step(f"bench: tledge bench {run} --batch 1,16")
+    outcome = bench(run, None, BenchOptions(batches=(1, 16), iters=bench_iters, warmup=3))
+    click.echo(format_bench_table(outcome))
+    json_path, _ = write_bench(outcome, run / "bench")
+    timings["bench_s"] = time.perf_counter() - started
+
+    click.echo(click.style("\n== done ==", bold=True))
+    click.echo(f"everything is in {run}: best.pt, metrics.json, plots, export/, bench/ ({json_path.name})")
+    for name, seconds in timings.items():
+        click.echo(f"  {name[:-2]:<8} {seconds:6.1f} s")
+    click.echo(f"next: tledge predict {artifact} 0 --show    (webcam)")
+    return {"run_dir": str(run), "timings": timings, "test_accuracy": report["accuracy"]}
+
+
+@click.command("demo")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Any image folder instead of the built-in Fashion-MNIST sample.")
+@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--img-size", type=click.IntRange(min=32), default=96, show_default=True)
+@click.option("--project", default="runs", show_default=True)
+@click.option("--formats", default="onnx,int8", show_default=True, help="Export formats (see tledge export).")
+@click.option("--bench-iters", type=click.IntRange(min=1), default=30, show_default=True)
+def demo(data, epochs, img_size, project, formats, bench_iters):
+    """Run the whole job (train → eval → export → predict → bench) on built-in real images."""
+    run_demo(data, epochs, img_size, project, formats, bench_iters)
+
+
+COMMANDS = [demo]
