@@ -52,6 +52,7 @@ def _parse_split(text: str) -> tuple[float, float, float]:
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--workers", type=int, default=None, help="Data-loading processes (default: CPU count - 1, at most 4).")
 @click.option("--no-amp", is_flag=True, help="Train in float32 on CUDA too.")
+@click.option("--sync-bn", is_flag=True, help="Under torchrun on CUDA: synchronise BatchNorm statistics across GPUs.")
 @click.option("--no-cache", is_flag=True, help="With --freeze all: do not cache trunk features.")
 @click.option("--kfold", type=int, default=0, show_default=True, help="Stratified K-fold cross-validation over train+val.")
 @click.option("--project", default="runs", show_default=True, help="Folder that holds run folders.")

@@ -37,6 +37,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int | None = None  # None: chosen from the CPU count
     amp: bool = True  # only on CUDA
+    sync_bn: bool = False  # torchrun on CUDA: SyncBatchNorm across ranks
     cache_features: bool = True  # with freeze all and no augmentation: cache trunk features
     kfold: int = 0
     project: str = "runs"

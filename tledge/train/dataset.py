@@ -74,14 +74,22 @@ def make_loader(
     workers: int = 0,
     pin_memory: bool = False,
     drop_last: bool = False,
+    shard=None,
 ) -> DataLoader:
     """A DataLoader for one epoch (build a new one each epoch; workers are not persistent).
 
+    `shard` (a DistInfo) gives each torchrun rank its part of the epoch.
     No worker_init_fn touching cv2: calling `cv2.setNumThreads` in a forked worker deadlocks on the
     thread pool inherited from the parent.
     """
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
+    if shard is not None and shard.enabled:  # torchrun: this rank's share of the epoch (tledge.train.distributed)
+        from tledge.train.distributed import ShardedSampler
+
+        sampler = ShardedSampler(len(dataset), shard, loader_generator(seed, epoch) if shuffle else None)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                          pin_memory=pin_memory, drop_last=drop_last, persistent_workers=False)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -31,10 +31,13 @@ def extract_features(model, loader, setup: DeviceSetup, label: str = "features")
     return TensorDataset(torch.cat(feats), torch.cat(labels))
 
 
-def feature_loader(features: TensorDataset, batch_size: int, shuffle: bool, seed: int, epoch: int) -> DataLoader:
+def feature_loader(features: TensorDataset, batch_size: int, shuffle: bool, seed: int, epoch: int,
+                   shard=None) -> DataLoader:
     """Batches of cached features in exactly the order the image loader would give for (seed, epoch),
     so a cached run trains the head on the same batches as an uncached one."""
-    from tledge.train.dataset import loader_generator
+    from tledge.train.dataset import loader_generator, make_loader
 
+    if shard is not None and shard.enabled:
+        return make_loader(features, batch_size, shuffle, seed, epoch, shard=shard)
     generator = loader_generator(seed, epoch) if shuffle else None
     return DataLoader(features, batch_size=batch_size, shuffle=shuffle, generator=generator)

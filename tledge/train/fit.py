@@ -20,7 +20,7 @@ from tledge.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from tledge.errors import TledgeError
 from tledge.splits import Splits
 from tledge.table import format_table
-from tledge.train import reports
+from tledge.train import distributed, reports
 from tledge.train.backbones import create_model
 from tledge.train.config import TrainConfig
 from tledge.train.data import build_splits
@@ -64,6 +64,8 @@ class _Session:
     scheduler: object
     scaler: object
     criterion: nn.Module
+    dist: distributed.DistInfo = distributed.SINGLE
+    train_module: nn.Module | None = None  # the model (or its DDP wrapper) that training steps call
     history: list[dict] = field(default_factory=list)
     start_epoch: int = 0
     best_epoch: int = -1
@@ -89,22 +91,51 @@ def train_run(
     log: Log = print,
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> RunResult:
-    """Train one model. `splits`/`run_dir` are given by k-fold; otherwise the data are scanned here."""
-    if resume:
-        session = _resume_session(Path(run_dir), log)
-    else:
-        if splits is None:
-            splits, report = build_splits(config.data, tuple(config.split), config.seed)
-            for line in report.summary_lines():
-                log(line)
-            fingerprint = report.fingerprint
-        if run_dir is None:
-            run_dir = new_run_dir(config.project, config.name, config.exist_ok)
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        splits.save(run_dir)
-        reports.write_json(Path(run_dir) / CONFIG_FILE, config.to_dict())
-        session = _new_session(config, Path(run_dir), splits, fingerprint, log)
-    return _fit(session, log, on_epoch_end)
+    """Train one model. `splits`/`run_dir` are given by k-fold; otherwise the data are scanned here.
+
+    Under torchrun every rank calls this; only rank 0 logs and writes (see tledge.train.distributed).
+    """
+    info = distributed.from_environment()
+    if not info.is_main:
+        log = _silent
+    try:
+        if resume:
+            config = _config_of(Path(run_dir))
+            distributed.init(info, _device_type(config))
+            session = _resume_session(Path(run_dir), log, info)
+        else:
+            distributed.init(info, _device_type(config))
+            if splits is None:
+                splits, report = build_splits(config.data, tuple(config.split), config.seed)
+                for line in report.summary_lines():
+                    log(line)
+                fingerprint = report.fingerprint
+            if info.is_main:
+                if run_dir is None:
+                    run_dir = new_run_dir(config.project, config.name, config.exist_ok)
+                Path(run_dir).mkdir(parents=True, exist_ok=True)
+                splits.save(run_dir)
+                reports.write_json(Path(run_dir) / CONFIG_FILE, config.to_dict())
+            run_dir = Path(distributed.broadcast(str(run_dir), info))
+            session = _new_session(config, run_dir, splits, fingerprint, log, info)
+        return _fit(session, log, on_epoch_end)
+    finally:
+        distributed.shutdown()
+
+
+def _silent(_line: str) -> None:
+    """Log sink of ranks other than 0."""
+
+
+def _device_type(config: TrainConfig) -> str:
+    return "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu"
+
+
+def _config_of(run_dir: Path) -> TrainConfig:
+    last = run_dir / LAST
+    if not last.is_file():
+        raise TledgeError(f"cannot resume {run_dir}: no {LAST} there (was it started by tledge train?)")
+    return TrainConfig.from_dict(load_checkpoint(last)["config"])
 
 
 def _build_card(config: TrainConfig, class_names: list[str], fingerprint: str) -> ModelCard:
@@ -121,12 +152,19 @@ def _build_card(config: TrainConfig, class_names: list[str], fingerprint: str) -
     )
 
 
-def _assemble(config, run_dir, splits, card, weights, log) -> _Session:
+def _assemble(config, run_dir, splits, card, weights, log, info=distributed.SINGLE) -> _Session:
     torch.manual_seed(config.seed)
     model = create_model(config.model, card.num_classes, weights, config.head, config.dropout, **config.arch_kwargs)
     frozen = apply_freeze(model, config.freeze)
     log(frozen.summary)
-    setup = resolve_device(config.device, config.amp)
+    device = config.device
+    if info.enabled and _device_type(config) == "cuda":
+        device = f"cuda:{info.local_rank}"
+        torch.cuda.set_device(info.local_rank)
+    setup = resolve_device(device, config.amp)
+    if info.enabled and config.sync_bn and setup.is_cuda:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        frozen = apply_freeze(model, config.freeze)  # the converted BN layers are new modules
     model = model.to(setup.device)
     if setup.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -135,23 +173,35 @@ def _assemble(config, run_dir, splits, card, weights, log) -> _Session:
         config.scheduler, optimizer, config.epochs, config.step_size, config.gamma, config.warmup_epochs
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    return _Session(config, run_dir, splits, card, model, frozen, setup, optimizer, scheduler,
-                    setup.grad_scaler(), criterion)
+    session = _Session(config, run_dir, splits, card, model, frozen, setup, optimizer, scheduler,
+                       setup.grad_scaler(), criterion, info)
+    session.train_module = _wrap_for_training(session)
+    return session
 
 
-def _new_session(config: TrainConfig, run_dir: Path, splits: Splits, fingerprint: str, log: Log) -> _Session:
+def _wrap_for_training(session: _Session) -> nn.Module:
+    """The module a training step calls: the head alone on cached features, the model otherwise,
+    wrapped in DistributedDataParallel under torchrun."""
+    module = session.model.head if _uses_feature_cache(session.config) else session.model
+    if not session.dist.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [session.setup.device.index] if session.setup.is_cuda else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def _new_session(config: TrainConfig, run_dir: Path, splits: Splits, fingerprint: str, log: Log,
+                 info: distributed.DistInfo) -> _Session:
     card = _build_card(config, splits.class_names, fingerprint)
-    return _assemble(config, run_dir, splits, card, config.weights, log)
+    return _assemble(config, run_dir, splits, card, config.weights, log, info)
 
 
-def _resume_session(run_dir: Path, log: Log) -> _Session:
-    last = run_dir / LAST
-    if not last.is_file():
-        raise TledgeError(f"cannot resume {run_dir}: no {LAST} there (was it started by tledge train?)")
-    state = load_checkpoint(last)
+def _resume_session(run_dir: Path, log: Log, info: distributed.DistInfo) -> _Session:
+    state = load_checkpoint(run_dir / LAST)
     config = TrainConfig.from_dict(state["config"])
     card = ModelCard.from_dict(state["card"])
-    session = _assemble(config, run_dir, Splits.load(run_dir), card, "none", log)
+    session = _assemble(config, run_dir, Splits.load(run_dir), card, "none", log, info)
     session.model.load_state_dict(state["model"])
     session.optimizer.load_state_dict(state["optimizer"])
     if session.scheduler is not None and state.get("scheduler"):
@@ -184,7 +234,9 @@ def _datasets(session: _Session):
 def _loader(session: _Session, dataset, shuffle: bool, epoch: int = 0):
     config = session.config
     workers = default_workers() if config.workers is None else config.workers
-    return make_loader(dataset, config.batch_size, shuffle, config.seed, epoch, workers, session.setup.pin_memory)
+    shard = session.dist if shuffle else None  # training is sharded; every rank validates on everything
+    return make_loader(dataset, config.batch_size, shuffle, config.seed, epoch, workers, session.setup.pin_memory,
+                       shard=shard)
 
 
 def _uses_feature_cache(config: TrainConfig) -> bool:
@@ -213,10 +265,12 @@ def _fit(session: _Session, log: Log, on_epoch_end) -> RunResult:
         for epoch in range(session.start_epoch, config.epochs):
             lr = session.optimizer.param_groups[0]["lr"]
             label = f"epoch {epoch + 1}/{config.epochs}"
+            reduce = lambda values: distributed.sum_across_ranks(values, session.dist, setup.device)  # noqa: E731
             if cached:
                 train_stats = train_one_epoch(
-                    model.head, feature_loader(train_feats, config.batch_size, True, config.seed, epoch),
-                    session.optimizer, session.criterion, setup, session.scaler, model.head.train, label,
+                    session.train_module,
+                    feature_loader(train_feats, config.batch_size, True, config.seed, epoch, session.dist),
+                    session.optimizer, session.criterion, setup, session.scaler, model.head.train, label, reduce,
                 )
                 val_stats, _, _ = evaluate(
                     model.head, feature_loader(val_feats, config.batch_size, False, config.seed, epoch),
@@ -225,8 +279,9 @@ def _fit(session: _Session, log: Log, on_epoch_end) -> RunResult:
             else:
                 train_ds.set_epoch(epoch)
                 train_stats = train_one_epoch(
-                    model, _loader(session, train_ds, True, epoch), session.optimizer, session.criterion,
-                    setup, session.scaler, lambda: set_train_mode(model, session.frozen), label,
+                    session.train_module, _loader(session, train_ds, True, epoch), session.optimizer,
+                    session.criterion, setup, session.scaler, lambda: set_train_mode(model, session.frozen), label,
+                    reduce,
                 )
                 val_stats, _, _ = evaluate(model, _loader(session, val_ds, False), session.criterion, setup)
             if session.scheduler is not None:
@@ -245,14 +300,14 @@ def _fit(session: _Session, log: Log, on_epoch_end) -> RunResult:
                 break
     except KeyboardInterrupt:
         interrupted = True
-        done = session.history[-1]["epoch"] if session.history else 0
-        log(
-            f"\ninterrupted: {session.run_dir / LAST} holds epoch {done}. "
-            f"Resume with: tledge train --resume {session.run_dir}"
-        )
+        if session.history:
+            log(f"\ninterrupted: {session.run_dir / LAST} holds epoch {session.history[-1]['epoch']}. "
+                f"Resume with: tledge train --resume {session.run_dir}")
+        else:
+            log("\ninterrupted before the first epoch finished: nothing saved to resume; start the run again")
     result = RunResult(session.run_dir, session.card, session.history, session.best_epoch + 1,
                        session.best_val_acc, session.train_time_s, interrupted=interrupted)
-    if interrupted or session.best_state is None:
+    if interrupted or session.best_state is None or not session.dist.is_main:
         return result
     return _finish(session, result, test_ds, log)
 
@@ -302,6 +357,8 @@ def _rng_state() -> dict:
 
 
 def _save_epoch(session: _Session, epoch: int, improved: bool) -> None:
+    if not session.dist.is_main:
+        return
     run_dir = session.run_dir
     reports.write_history_csv(run_dir / HISTORY_FILE, session.history)
     if improved:

@@ -15,7 +15,7 @@ from tledge.checkpoint import BEST
 from tledge.errors import TledgeError
 from tledge.splits import SPLITS_FILE, Splits
 from tledge.table import format_table
-from tledge.train import reports
+from tledge.train import distributed, reports
 from tledge.train.config import TrainConfig
 from tledge.train.data import build_splits, stratified_kfold
 from tledge.train.fit import RunResult, train_run
@@ -43,6 +43,8 @@ def run_kfold(config: TrainConfig, log: Callable[[str], None] = print, resume_di
     """Train every fold (skipping finished ones when resuming) and write the cross-validation table."""
     if config.kfold < 2:
         raise TledgeError(f"--kfold needs at least 2 folds, got {config.kfold}")
+    if distributed.from_environment().enabled:
+        raise TledgeError("--kfold under torchrun is not supported; run folds side by side with tledge sweep --devices")
     if resume_dir is None:
         splits, report = build_splits(config.data, tuple(config.split), config.seed)
         for line in report.summary_lines():

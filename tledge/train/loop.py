@@ -71,7 +71,9 @@ def train_one_epoch(
     scaler,
     set_mode: Callable[[], None],
     label: str = "train",
+    reduce: Callable[[list[float]], list[float]] | None = None,
 ) -> EpochStats:
+    """One pass over `loader`. `reduce` sums (loss, correct, seen) across torchrun ranks."""
     set_mode()
     loss_sum, correct, seen = 0.0, 0, 0
     progress = Progress(label, len(loader))
@@ -94,6 +96,9 @@ def train_one_epoch(
     progress.close()
     if setup.is_cuda:
         torch.cuda.synchronize(setup.device)
+    if reduce is not None:
+        loss_sum, correct, seen = reduce([loss_sum, float(correct), float(seen)])
+        seen = int(seen)
     return EpochStats(loss_sum / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start)
 
 
