@@ -1,0 +1,219 @@
+"""A call-recording stand-in for the `tensorrt` builder API, for testing tledge.export.tensorrt_build's logic
+(era detection, flags per era, profile shapes, workspace, timing-cache reuse, sidecar, error paths) on
+machines without a GPU.
+
+This is NOT TensorRT and proves nothing about TensorRT itself: it checks that tledge calls the API it means
+to call, in a sensible order with sensible values, and records every attribute name tledge touches so a
+test can compare them with the names found in real TensorRT bindings. The "engine" it builds is JSON
+describing the build.
+
+    trt = fake_tensorrt.make("10.3.0")      # a module object; install with monkeypatch.setitem(sys.modules, ...)
+    trt.CALLS  -> [("set_flag", "FP16"), ...]   trt.NAMES -> {"create_network", "BuilderFlag", ...}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+
+def make(version: str = "10.3.0", parse_errors=(), fail_build: bool = False):
+    """A fresh fake `tensorrt` module for TensorRT `version` (8.6.x, 10.x or 11.x surface)."""
+    major, minor = (int(p) for p in version.split(".")[:2])
+    state = {"calls": [], "names": set()}
+
+    def record(*call):
+        state["calls"].append(call)
+
+    class Recorded:
+        """Records every public attribute name read on it from outside this module (methods included)."""
+
+        def __getattribute__(self, name):
+            if not name.startswith("_") and sys._getframe(1).f_globals.get("__name__") != __name__:
+                state["names"].add(name)
+            return object.__getattribute__(self, name)
+
+    class Enum(Recorded):
+        def __init__(self, **members):
+            for key, value in members.items():
+                object.__setattr__(self, key, value)
+
+    class Flag(int):
+        def __new__(cls, value, label):
+            obj = int.__new__(cls, value)
+            obj.label = label
+            return obj
+
+    class Severity(Recorded):
+        pass
+
+    class Logger(Recorded):
+        WARNING = "WARNING"
+        INFO = "INFO"
+
+        def __init__(self, severity="WARNING"):
+            record("Logger", severity)
+
+    class Tensor(Recorded):
+        def __init__(self, name, shape):
+            self.name, self.shape = name, shape
+
+    class Network(Recorded):
+        def __init__(self, flags):
+            self.flags = flags
+            self.inputs = []
+
+        @property
+        def num_inputs(self):
+            return len(self.inputs)
+
+        def get_input(self, index):
+            return self.inputs[index]
+
+    class ParserError(Recorded):
+        def __init__(self, text):
+            self.text = text
+
+        def __str__(self):
+            return self.text
+
+    class OnnxParser(Recorded):
+        def __init__(self, network, logger):
+            self.network = network
+            self.errors = []
+
+        def parse_from_file(self, path):
+            record("parse_from_file", Path(path).name)
+            if parse_errors:
+                self.errors = [ParserError(e) for e in parse_errors]
+                return False
+            import onnx
+
+            model = onnx.load(str(path), load_external_data=False)
+            graph_input = model.graph.input[0]
+            dims = [d.dim_value if d.dim_value > 0 else -1 for d in graph_input.type.tensor_type.shape.dim]
+            self.network.inputs.append(Tensor(graph_input.name, tuple(dims)))
+            self.network.elem_type = graph_input.type.tensor_type.elem_type
+            self.network.fp16_weights = any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+            return True
+
+        @property
+        def num_errors(self):
+            return len(self.errors)
+
+        def get_error(self, index):
+            return self.errors[index]
+
+    class TimingCache(Recorded):
+        def __init__(self, data):
+            self.data = bytes(data)
+
+        def serialize(self):
+            return memoryview(self.data + b"+")  # grows each build, so reuse is visible
+
+    class OptimizationProfile(Recorded):
+        def __init__(self):
+            self.shapes = {}
+
+        def set_shape(self, name, minimum, opt, maximum):
+            record("set_shape", name, tuple(minimum), tuple(opt), tuple(maximum))
+            self.shapes[name] = (tuple(minimum), tuple(opt), tuple(maximum))
+
+    class BuilderConfig(Recorded):
+        def __init__(self):
+            self.flags, self.profiles, self.pool_limits = [], [], {}
+            self.cache = None
+            self.progress_monitor = None
+
+        def set_flag(self, flag):
+            record("set_flag", flag.label)
+            self.flags.append(flag.label)
+
+        def set_memory_pool_limit(self, pool, size):
+            record("set_memory_pool_limit", pool.label, size)
+            self.pool_limits[pool.label] = size
+
+        def add_optimization_profile(self, profile):
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+        def create_timing_cache(self, data):
+            record("create_timing_cache", bytes(data))
+            return TimingCache(data)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            record("set_timing_cache", cache.data, ignore_mismatch)
+            if cache.data.startswith(b"mismatch"):
+                return False
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self):
+            return self.cache
+
+    class Builder(Recorded):
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags=0):
+            record("create_network", flags)
+            return Network(flags)
+
+        def create_builder_config(self):
+            return BuilderConfig()
+
+        def create_optimization_profile(self):
+            return OptimizationProfile()
+
+        def build_serialized_network(self, network, config):
+            monitor = config.progress_monitor
+            if monitor is not None:
+                monitor.phase_start("Building engine", None, 2)
+                monitor.step_complete("Building engine", 0)
+                monitor.phase_finish("Building engine")
+            record("build_serialized_network")
+            if fail_build:
+                return None
+            spec = {"flags": config.flags, "network_flags": network.flags, "fp16_graph": network.fp16_weights,
+                    "profiles": [{k: [list(s) for s in v] for k, v in p.shapes.items()} for p in config.profiles]}
+            return memoryview(json.dumps(spec).encode())
+
+    module = types.ModuleType("tensorrt")
+    module.__version__ = version
+    module.CALLS = state["calls"]
+    module.NAMES = state["names"]
+    module.Logger = Logger
+    module.Builder = Builder
+    module.OnnxParser = OnnxParser
+    module.MemoryPoolType = Enum(WORKSPACE=Flag(0, "WORKSPACE"))
+    creation = {"EXPLICIT_BATCH": Flag(0, "EXPLICIT_BATCH")} if major < 11 else {}
+    if (major, minor) >= (10, 0):
+        creation["STRONGLY_TYPED"] = Flag(1, "STRONGLY_TYPED")
+    module.NetworkDefinitionCreationFlag = Enum(**creation)
+    builder_flags = {"INT8": Flag(1, "INT8")}
+    if major < 11:
+        builder_flags["FP16"] = Flag(0, "FP16")
+    module.BuilderFlag = Enum(**builder_flags)
+    if major >= 10:
+        class IProgressMonitor(Recorded):
+            def __init__(self):
+                pass
+
+        module.IProgressMonitor = IProgressMonitor
+
+    class RecordingModule(types.ModuleType):
+        def __getattribute__(self, name):
+            if (not name.startswith("_") and name not in ("CALLS", "NAMES")
+                    and sys._getframe(1).f_globals.get("__name__") != __name__):
+                state["names"].add(name)
+            return types.ModuleType.__getattribute__(self, name)
+
+    module.__class__ = RecordingModule
+    return module
+
+
+def engine_spec(path) -> dict:
+    """What the fake builder put into an engine file."""
+    return json.loads(Path(path).read_bytes())

@@ -1,0 +1,289 @@
+"""TensorRT engine building, checked against a call-recording stand-in (tests/fake_tensorrt.py) and, statically,
+against the identifier lists of real TensorRT bindings (../shared/tensorrt-api). Neither is TensorRT
+verification: that is scripts/gpu_check.sh on a GPU machine (and the @pytest.mark.gpu test below)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import fake_tensorrt
+from tledge.card import ModelCard, engine_sidecar_path
+from tledge.errors import MissingDependency, TledgeError
+from tledge.export import tensorrt_build as tb
+from tledge.export.fp16 import convert_to_fp16
+from tledge.export.onnx_export import export_onnx
+from tledge.train.backbones import create_model
+
+API_LISTS = Path(__file__).resolve().parents[1].parent / "shared" / "tensorrt-api"
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    """model.onnx (dynamic batch) and a symmetric QDQ model.int8.trt.onnx of a tiny random MobileNetV2."""
+    from tledge.export.int8 import quantize_int8
+    import cv2
+
+    base = tmp_path_factory.mktemp("trt")
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", 3, width_mult=0.25, inverted_residual_setting=[[1, 8, 1, 1]]).eval()
+    card = ModelCard("mobilenet_v2", ["a", "b", "c"], input_size=(SIZE, SIZE),
+                     arch_kwargs={"width_mult": 0.25, "inverted_residual_setting": [[1, 8, 1, 1]]})
+    onnx_path = export_onnx(model, card, base / "model.onnx")
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(32):
+        path = base / "calib" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(path), rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8))
+        images.append(path)
+    int8_path = quantize_int8(onnx_path, base / "model.int8.trt.onnx", images, flavour="s8s8")
+    fixed = export_onnx(model, card, base / "fixed.onnx", batch=2)
+    return {"onnx": onnx_path, "int8": int8_path, "fixed": fixed, "card": card}
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    """Install a fake tensorrt of a given version, and a fake GPU."""
+
+    def install(version="10.3.0", **kwargs):
+        module = fake_tensorrt.make(version, **kwargs)
+        monkeypatch.setitem(sys.modules, "tensorrt", module)
+        monkeypatch.setattr(tb, "detect_gpu", lambda: ("Fake Orin", "8.7"))
+        return module
+
+    return install
+
+
+def _build(files, tmp_path, precision="fp16", profile=tb.Profile(1, 4, 8), **kwargs):
+    src = files["onnx"] if precision == "fp16" else files["int8"]
+    return tb.build_engine(src, tmp_path / f"model.{precision}.engine", precision, profile, echo=lambda m: None, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------- eras and flags
+@pytest.mark.parametrize("version, era", [("8.5.2", "weak"), ("8.6.1", "weak"), ("10.3.0", "weak"),
+                                          ("10.11.0", "weak"), ("10.12.0", "strong"), ("11.4.0", "strong")])
+def test_era_detection(version, era):
+    assert tb.detect_era(fake_tensorrt.make(version)) == era
+
+
+def test_too_old_tensorrt_is_refused():
+    with pytest.raises(TledgeError, match="8.5 or newer"):
+        tb.detect_era(fake_tensorrt.make("8.4.3"))
+
+
+@pytest.mark.parametrize("version, precision, flags, network_flags", [
+    ("8.6.1", "fp16", ["FP16"], 1 << 0),  # EXPLICIT_BATCH
+    ("8.6.1", "int8", ["FP16", "INT8"], 1 << 0),
+    ("10.3.0", "fp16", ["FP16"], 0),
+    ("10.3.0", "int8", ["FP16", "INT8"], 0),
+    ("10.12.0", "fp16", [], 1 << 1),  # STRONGLY_TYPED, no precision flags
+    ("11.4.0", "int8", [], 1 << 1),
+])
+def test_flags_per_era(version, precision, flags, network_flags, fake_trt, onnx_files, tmp_path):
+    trt = fake_trt(version)
+    engine = _build(onnx_files, tmp_path, precision)
+    spec = fake_tensorrt.engine_spec(engine)
+    assert spec["flags"] == flags and spec["network_flags"] == network_flags
+    strong = version.startswith(("10.12", "11"))
+    assert spec["fp16_graph"] is (strong and precision == "fp16")  # strongly typed FP16 comes from an FP16 ONNX
+    parsed = [c[1] for c in trt.CALLS if c[0] == "parse_from_file"]
+    expected = "model.fp16.onnx" if strong and precision == "fp16" else Path(
+        onnx_files["onnx"] if precision == "fp16" else onnx_files["int8"]).name
+    assert parsed == [expected]
+    facts = json.loads(engine_sidecar_path(engine).read_text())["extra"]["tensorrt"]
+    assert facts["typed"] == ("strong" if strong else "weak") and facts["flags"] == flags
+
+
+def test_profile_workspace_and_sidecar(fake_trt, onnx_files, tmp_path):
+    trt = fake_trt("10.3.0")
+    engine = _build(onnx_files, tmp_path, "int8", tb.make_profile(4, 32), workspace_mib=256)
+    assert ("set_shape", "input", (1, 3, SIZE, SIZE), (4, 3, SIZE, SIZE), (32, 3, SIZE, SIZE)) in trt.CALLS
+    assert ("set_memory_pool_limit", "WORKSPACE", 256 << 20) in trt.CALLS
+    sidecar = json.loads(engine_sidecar_path(engine).read_text())
+    card = ModelCard.from_dict(sidecar)
+    assert card.precision == "int8" and card.class_names == ["a", "b", "c"] and card.input_size == (SIZE, SIZE)
+    facts = card.extra["tensorrt"]
+    assert facts == {**facts, "version": "10.3.0", "gpu_name": "Fake Orin", "compute_capability": "8.7",
+                     "precision": "int8", "profile": {"min": 1, "opt": 4, "max": 32}, "typed": "weak",
+                     "workspace_mib": 256}
+    assert card.extra["int8"]["flavour"] == "s8s8"  # the QDQ facts travel with the engine
+    from tledge.runtime.backends.tensorrt_backend import read_engine_sidecar
+
+    assert read_engine_sidecar(engine).extra["tensorrt"]["precision"] == "int8"
+
+
+def test_timing_cache_persisted_and_reused(fake_trt, onnx_files, tmp_path):
+    trt = fake_trt("10.3.0")
+    first = _build(onnx_files, tmp_path, "fp16")
+    cache = tmp_path / tb.TIMING_CACHE_NAME
+    assert cache.read_bytes() == b"+"
+    assert json.loads(engine_sidecar_path(first).read_text())["extra"]["tensorrt"]["timing_cache_reused"] is False
+    second = _build(onnx_files, tmp_path, "int8")
+    assert ("create_timing_cache", b"+") in trt.CALLS
+    assert cache.read_bytes() == b"++"
+    assert json.loads(engine_sidecar_path(second).read_text())["extra"]["tensorrt"]["timing_cache_reused"] is True
+    cache.write_bytes(b"mismatch")  # from another TensorRT/GPU: a fresh cache, not a failure
+    third = _build(onnx_files, tmp_path, "fp16")
+    assert json.loads(engine_sidecar_path(third).read_text())["extra"]["tensorrt"]["timing_cache_reused"] is False
+
+
+def test_progress_monitor_where_available(fake_trt, onnx_files, tmp_path):
+    fake_trt("10.3.0")
+    lines = []
+    tb.build_engine(onnx_files["onnx"], tmp_path / "a.engine", "fp16", tb.Profile(1, 1, 2), echo=lines.append)
+    assert any("Building engine (2 steps)" in line for line in lines)
+    trt8 = fake_trt("8.6.1")
+    tb.build_engine(onnx_files["onnx"], tmp_path / "b.engine", "fp16", tb.Profile(1, 1, 2), echo=lines.append)
+    assert ("Logger", "INFO") in trt8.CALLS  # no IProgressMonitor in 8.x: the builder log is the progress
+
+
+# ----------------------------------------------------------------------------------------- errors
+def test_parser_errors_are_one_clear_error(fake_trt, onnx_files, tmp_path):
+    fake_trt("10.3.0", parse_errors=["In node 3 (Conv): UNSUPPORTED_NODE"])
+    with pytest.raises(TledgeError, match="parser rejected model.onnx.*UNSUPPORTED_NODE"):
+        _build(onnx_files, tmp_path)
+
+
+def test_failed_build_is_a_clear_error(fake_trt, onnx_files, tmp_path):
+    fake_trt("10.3.0", fail_build=True)
+    with pytest.raises(TledgeError, match="could not build the engine.*--workspace"):
+        _build(onnx_files, tmp_path)
+    assert not (tmp_path / "model.fp16.engine").exists()
+
+
+def test_fixed_batch_onnx_is_refused(fake_trt, onnx_files, tmp_path):
+    fake_trt("10.3.0")
+    with pytest.raises(TledgeError, match="fixed batch"):
+        tb.build_engine(onnx_files["fixed"], tmp_path / "x.engine", "fp16", tb.Profile(1, 1, 2), echo=lambda m: None)
+
+
+def test_no_gpu_and_no_tensorrt(monkeypatch, fake_trt, onnx_files, tmp_path):
+    fake_trt("10.3.0")
+    monkeypatch.setattr(tb, "detect_gpu", lambda: None)
+    with pytest.raises(TledgeError, match="NVIDIA GPU"):
+        _build(onnx_files, tmp_path)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails
+    with pytest.raises(MissingDependency, match="pip install 'tledge\\[gpu\\]'"):
+        _build(onnx_files, tmp_path)
+
+
+def test_profile_bounds():
+    assert tb.make_profile() == tb.Profile(1, 1, 16)
+    assert tb.make_profile(8, None) == tb.Profile(1, 8, 16)
+    with pytest.raises(TledgeError):
+        tb.make_profile(8, 4)
+
+
+def test_pipeline_builds_both_engines_with_fake(fake_trt, tmp_path, monkeypatch):
+    """export_run end to end with trt-fp16 and trt-int8 (engines cannot run here: --no-parity)."""
+    from test_export import ARCH_KWARGS, CLASSES, _write_images
+    from tledge.checkpoint import save_checkpoint
+    from tledge.export.pipeline import export_run
+    from tledge.splits import Splits
+
+    trt = fake_trt("10.3.0")
+    data = tmp_path / "data"
+    train = _write_images(data, "train", 11, seed=3)
+    run = tmp_path / "run"
+    run.mkdir()
+    Splits(str(data), CLASSES, {"train": train, "val": [], "test": []}).save(run)
+    model = create_model("mobilenet_v2", 3, **ARCH_KWARGS)
+    card = ModelCard("mobilenet_v2", CLASSES, input_size=(SIZE, SIZE), arch_kwargs=ARCH_KWARGS)
+    save_checkpoint(run / "best.pt", {"card": card.to_dict(), "model": model.state_dict(), "epoch": 0})
+    result = export_run(run, "onnx,trt-fp16,trt-int8", batch=2, max_batch=8, workspace=512, parity=False,
+                        echo=lambda m: None)
+    out = run / "export"
+    assert {r.format for r in result.rows} == {"onnx", "int8-trt", "trt-fp16", "trt-int8"}
+    for name in ("model.onnx", "model.int8.trt.onnx", "model.fp16.engine", "model.int8.engine",
+                 "model.fp16.engine.json", "model.int8.engine.json", tb.TIMING_CACHE_NAME):
+        assert (out / name).is_file(), name
+    assert onnx.load(str(out / "model.onnx")).graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic
+    shapes = [c for c in trt.CALLS if c[0] == "set_shape"]
+    assert shapes and all(c[2][0] == 1 and c[3][0] == 2 and c[4][0] == 8 for c in shapes)
+    assert "tledge predict" in result.next_commands[0] and "model.fp16.engine" in result.next_commands[0]
+
+
+# ----------------------------------------------------------------------------------------- fp16 onnx
+def test_fp16_conversion_keeps_float32_io(onnx_files, tmp_path):
+    import onnxruntime as ort
+
+    out = convert_to_fp16(onnx_files["onnx"], tmp_path / "model.fp16.onnx")
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert all(i.data_type != onnx.TensorProto.FLOAT for i in model.graph.initializer)
+    x = np.random.default_rng(0).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    want = ort.InferenceSession(str(onnx_files["onnx"])).run(None, {"input": x})[0]
+    got = ort.InferenceSession(str(out)).run(None, {"input": x})[0]
+    assert got.dtype == np.float32
+    assert np.abs(got - want).max() <= 1e-2 * max(np.abs(want).max(), 1e-6)
+
+
+# ----------------------------------------------------------------------------------------- API names
+def _names(version: str) -> list[str]:
+    path = API_LISTS / f"names-{version}.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    return path.read_text().split()
+
+
+def _missing(names, listed):
+    """Names in neither the list nor, as a suffix, any listed string. Compilers merge string tails (`INT8` is
+    stored inside `UINT8`, `num_errors` inside `get_num_errors`), so a suffix hit counts — a weaker check."""
+    exact = set(listed)
+    return [n for n in names if n not in exact and not any(s.endswith(n) for s in listed)]
+
+
+@pytest.mark.parametrize("version, tuples", [
+    ("8.6.1", (tb.API_NAMES_WEAK, tb.API_NAMES_EXPLICIT_BATCH)),
+    ("10.3.0", (tb.API_NAMES_WEAK, tb.API_NAMES_PROGRESS)),
+    ("11.4.0.106", (tb.API_NAMES_STRONG, tb.API_NAMES_PROGRESS)),
+])
+def test_api_names_exist_in_that_era(version, tuples):
+    listed = _names(version)
+    for names in tuples:
+        assert _missing(names, listed) == []
+
+
+def test_probed_names_exist_somewhere():
+    """Feature probes must name something real in at least one era (a typo would silently probe nothing)."""
+    listed = _names("8.6.1") + _names("10.3.0") + _names("11.4.0.106")
+    assert _missing(tb.API_NAMES_PROBED, listed) == []
+
+
+def test_weak_only_names_are_gone_in_11():
+    listed = set(_names("11.4.0.106"))
+    assert "FP16" not in listed and "EXPLICIT_BATCH" not in listed  # why the strong era must not use them
+
+
+@pytest.mark.parametrize("version, allowed", [
+    ("8.6.1", tb.API_NAMES_WEAK + tb.API_NAMES_EXPLICIT_BATCH),
+    ("10.3.0", tb.API_NAMES_WEAK + tb.API_NAMES_PROGRESS),
+    ("11.4.0", tb.API_NAMES_STRONG + tb.API_NAMES_PROGRESS),
+])
+def test_code_uses_only_its_eras_names(version, allowed, fake_trt, onnx_files, tmp_path):
+    """Every attribute tledge read on the fake module/objects during fp16 + int8 builds is in the era tuple
+    (names only probed with hasattr to tell the eras apart are allowed to be absent)."""
+    trt = fake_trt(version)
+    _build(onnx_files, tmp_path, "fp16")
+    _build(onnx_files, tmp_path, "int8")
+    used = set(trt.NAMES) - set(tb.API_NAMES_UNLISTED) - set(tb.API_NAMES_PROBED)
+    assert used - set(allowed) == set()
+
+
+@pytest.mark.gpu
+def test_real_tensorrt_builds_engines(onnx_files, tmp_path):
+    pytest.importorskip("tensorrt")
+    if tb.detect_gpu() is None:
+        pytest.skip("no CUDA GPU")
+    for precision in ("fp16", "int8"):
+        engine = _build(onnx_files, tmp_path, precision, tb.Profile(1, 2, 4))
+        assert engine.stat().st_size > 0 and engine_sidecar_path(engine).is_file()
