@@ -47,7 +47,7 @@ class ArtifactRow:
                 "time s": round(self.seconds, 2),
                 "agreement %": None if p is None else round(p.agreement, 2),
                 "acc %": None if p is None else round(p.acc_artifact, 2),
-                "Δacc pt": None if p is None else round(p.acc_delta, 2),
+                "Δacc pt": None if p is None else f"{p.acc_delta:+.2f}",
                 "max rel Δlogit": None if p is None else float(f"{p.max_rel_diff:.2e}"),
                 "status": self.status}
 
