@@ -21,9 +21,14 @@ def new_run_dir(project: str | Path, name: str | None = None, exist_ok: bool = F
         if path.exists() and any(path.iterdir()) and not exist_ok:
             raise TledgeError(f"{path} already exists; choose another --name, pass --exist-ok, or --resume {path}")
     else:
-        taken = {p.name for p in project.glob("exp*")} if project.is_dir() else set()
-        numbers = [int(m.group(1) or 1) for t in taken if (m := re.fullmatch(r"exp(\d*)", t))]
-        nxt = max(numbers, default=0) + 1
-        path = project / ("exp" if nxt == 1 else f"exp{nxt}")
+        path = project / next_free_name(project, "exp")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def next_free_name(project: Path, prefix: str) -> str:
+    """prefix, prefix2, prefix3 …: one more than the highest taken in `project`."""
+    taken = {p.name for p in project.glob(f"{prefix}*")} if project.is_dir() else set()
+    numbers = [int(m.group(1) or 1) for t in taken if (m := re.fullmatch(rf"{re.escape(prefix)}(\d*)", t))]
+    nxt = max(numbers, default=0) + 1
+    return prefix if nxt == 1 else f"{prefix}{nxt}"

@@ -42,7 +42,7 @@ from tledge.errors import TledgeError
 from tledge.table import format_table
 from tledge.train import reports
 from tledge.train.config import TrainConfig
-from tledge.train.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE
+from tledge.train.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, next_free_name
 
 Log = Callable[[str], None]
 
@@ -244,10 +244,7 @@ def new_sweep_dir(project: str | Path, name: str | None = None) -> Path:
         if (path / SWEEP_FILE).is_file():
             raise TledgeError(f"{path} already holds a sweep; resume it with: tledge sweep --resume {path}")
     else:
-        taken = {p.name for p in project.glob("sweep*")} if project.is_dir() else set()
-        numbers = [int(m.group(1) or 1) for t in taken if (m := re.fullmatch(r"sweep(\d*)", t))]
-        nxt = max(numbers, default=0) + 1
-        path = project / ("sweep" if nxt == 1 else f"sweep{nxt}")
+        path = project / next_free_name(project, "sweep")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
