@@ -46,19 +46,9 @@ DEFAULT_OUT = REPO / "tledge" / "data" / "fashion_mnist_sample"
 DEFAULT_PER_CLASS = 60
 DEFAULT_SEED = 2017
 
-# Fashion-MNIST label order (label i -> CLASS_NAMES[i]), as in the upstream README's label table.
-CLASS_NAMES = (
-    "t_shirt_top",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle_boot",
-)
+# Fashion-MNIST label order (label i -> CLASS_NAMES[i]): one list, kept in the package.
+sys.path.insert(0, str(REPO))
+from tledge.data import DEMO_DATA_CLASSES as CLASS_NAMES  # noqa: E402
 
 IMAGES_FILE = "t10k-images-idx3-ubyte.gz"
 LABELS_FILE = "t10k-labels-idx1-ubyte.gz"

@@ -69,6 +69,19 @@ class Item:
     preprocess_ms: float = 0.0
 
 
+def _stop_reader(source) -> None:
+    """Stop a source's reader thread and release its cv2.VideoCapture (video files and live streams)."""
+    source._stop.set()
+    if source._thread is not None and source._thread is not threading.current_thread():
+        source._thread.join(timeout=2.0)
+    if source.capture is not None:
+        try:
+            source.capture.release()
+        except Exception:  # noqa: BLE001 - a lost device may fail to release; nothing else to do
+            pass
+        source.capture = None
+
+
 class Source:
     """Base: iterate for Items; `close()` releases devices and threads. Context manager."""
 
@@ -217,11 +230,7 @@ class VideoFileSource(Source):
             self.close()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
-        if self.capture is not None:
-            self.capture.release()
+        _stop_reader(self)
 
 
 # --------------------------------------------------------------------------------------------- live sources
@@ -323,15 +332,7 @@ class LiveSource(Source):
             self.close()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
-        if self.capture is not None:
-            try:
-                self.capture.release()
-            except Exception:  # noqa: BLE001
-                pass
-            self.capture = None
+        _stop_reader(self)
 
 
 # --------------------------------------------------------------------------------------------- opening
