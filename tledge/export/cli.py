@@ -37,9 +37,27 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
               help="Override parity gates: KIND=VALUE or KIND.METRIC=VALUE, comma-separated; kinds onnx, fp16, int8; "
                    "metrics agreement (%), acc_drop (pt), rel_diff. E.g. int8=2.0,onnx=1e-3")
 @click.option("--no-parity", is_flag=True, help="Skip the parity check.")
+@click.option("--int8-budget", type=float, default=None,
+              help="INT8: accuracy drop allowed vs FP32, in points, judged on the run's val split: search calibration "
+                   "methods, then keep the most sensitive layers in float until it fits (exit 3 if it cannot).")
+@click.option("--int8-methods", default=None,
+              help="INT8 search candidates, e.g. minmax,percentile:99.99,entropy "
+                   "(default minmax, percentile 99.9/99.99/99.999, entropy).")
+@click.option("--int8-max-groups", type=int, default=None,
+              help="INT8 search: at most this many layer groups kept in float (default 8).")
+@click.option("--int8-recipe", type=click.Path(path_type=str), default=None,
+              help="INT8: reuse a search's decisions without searching: RUN/export/int8_recipe.json, or an INT8 ONNX "
+                   "written by tledge (its card holds the recipe).")
+@click.option("--report", "int8_report", type=click.Path(path_type=str), default=None,
+              help="INT8: Markdown report of the search and final parity (default RUN/export/int8_report.md when "
+                   "searching or fine-tuning).")
+@click.option("--qat-epochs", type=int, default=None,
+              help="INT8: quantization-aware fine-tuning on the train split for N epochs before quantizing.")
+@click.option("--qat-lr", type=float, default=None, help="INT8: learning rate of --qat-epochs (default 1e-3, SGD momentum 0.9).")
 @click.option("--out", type=click.Path(path_type=str), default=None, help="Output folder (default RUN/export).")
 def export(source, formats, opset, exporter, batch, max_batch, workspace, calib_data, calib_images, calib_method,
-           calib_percentile, int8_flavours, exclude_nodes, parity_data, tolerance, no_parity, out):
+           calib_percentile, int8_flavours, exclude_nodes, parity_data, tolerance, no_parity, int8_budget,
+           int8_methods, int8_max_groups, int8_recipe, int8_report, qat_epochs, qat_lr, out):
     """Export a run folder or best.pt to ONNX / INT8 ONNX / TensorRT and check each against PyTorch.
 
     Exit codes: 0 ok, 2 user error, 3 an artifact outside the parity tolerance.
@@ -50,7 +68,9 @@ def export(source, formats, opset, exporter, batch, max_batch, workspace, calib_
     export_run(source, formats, out, opset=opset, exporter=exporter, batch=batch, max_batch=max_batch,
                workspace=workspace, calib_data=calib_data, calib_images=calib_images, calib_method=calib_method,
                calib_percentile=calib_percentile, int8_flavours=int8_flavours, nodes_to_exclude=nodes,
-               parity_data=parity_data, tolerance=tolerance, parity=not no_parity, echo=click.echo)
+               parity_data=parity_data, tolerance=tolerance, parity=not no_parity, int8_budget=int8_budget,
+               int8_methods=int8_methods, int8_recipe=int8_recipe, int8_report=int8_report,
+               int8_max_groups=int8_max_groups, qat_epochs=qat_epochs, qat_lr=qat_lr, echo=click.echo)
 
 
 COMMANDS = [export]

@@ -229,6 +229,7 @@ def parity_message(results: Sequence[ParityResult]) -> str:
     message = "parity check failed: " + " | ".join(parts)
     if any(r.kind == "int8" for r in failed):
         message += (" — INT8 is over its accuracy budget; try more calibration images (--calib-images), another "
-                    "--calib-method (percentile or entropy), trt-fp16 instead, or the upcoming --int8-budget; "
+                    "--calib-method (percentile or entropy), trt-fp16 instead, or --int8-budget PT (searches calibration and "
+                    "keeps sensitive layers in float); "
                     "--tolerance int8=N accepts a larger drop")
     return message + " (details in parity.json)"

@@ -79,6 +79,9 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
                calib_images: int | None = None, calib_method: str | None = None, calib_percentile: float | None = None,
                int8_flavours: str | None = None, nodes_to_exclude: Sequence[str] | None = None,
                parity_data: str | Path | None = None, tolerance: str | None = None, parity: bool = True,
+               int8_budget: float | None = None, int8_methods: str | None = None, int8_recipe: str | Path | None = None,
+               int8_report: str | Path | None = None, int8_max_groups: int | None = None,
+               qat_epochs: int | None = None, qat_lr: float | None = None,
                echo: Callable[[str], None] = print) -> ExportResult:
     """Export a run folder (or a best.pt) to `formats`, check parity, write parity.json; see module doc.
 
@@ -94,7 +97,11 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
     check_options(fmts, {"exporter": exporter, "batch": batch, "max_batch": max_batch, "workspace": workspace,
                          "calib_data": calib_data, "calib_images": calib_images, "calib_method": calib_method,
                          "calib_percentile": calib_percentile, "int8_flavours": int8_flavours,
-                         "nodes_to_exclude": nodes_to_exclude or None})
+                         "nodes_to_exclude": nodes_to_exclude or None, "int8_budget": int8_budget,
+                         "int8_methods": int8_methods, "int8_recipe": int8_recipe, "int8_report": int8_report,
+                         "int8_max_groups": int8_max_groups, "qat_epochs": qat_epochs, "qat_lr": qat_lr})
+    _check_int8_options(int8_budget, int8_methods, int8_recipe, nodes_to_exclude, calib_method, calib_percentile,
+                        qat_epochs, qat_lr)
     if int8_flavours is not None and int8_flavours not in INT8_FLAVOUR_CHOICES:
         raise TledgeError(f"--int8-flavours must be one of {', '.join(INT8_FLAVOUR_CHOICES)}")
     method = calib_method or "minmax"
@@ -136,6 +143,17 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
                               "pass --calib-data DIR (a folder of representative photos)")
         count = int8_mod.DEFAULT_CALIBRATION_IMAGES if calib_images is None else calib_images
         calib_paths = int8_mod.select_calibration_images(found, count, calib_source)
+    if int8_budget is not None and (splits is None or not splits.items.get("val")):
+        raise TledgeError("--int8-budget searches on the run's val split, and this source has none (a run folder "
+                          "trained with a val split is needed); use --int8-recipe or plain --calib-method instead")
+    if qat_epochs and (splits is None or not splits.items.get("train")):
+        raise TledgeError("--qat-epochs fine-tunes on the run's train split; this source has no splits.json")
+    recipe = None
+    if int8_recipe is not None:
+        from tledge.export.int8_search import load_recipe
+
+        recipe = load_recipe(int8_recipe)
+        method, calib_percentile, nodes_to_exclude = recipe["method"], recipe["percentile"], recipe["nodes_to_exclude"]
 
     # Parity images: the run's test split, --parity-data, or none (with a warning).
     parity_set: ParityData | None = None
@@ -162,19 +180,48 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
     if "onnx" in names:
         result.rows.append(row)
 
+    search, qat_facts = None, None
     with tempfile.TemporaryDirectory(prefix="tledge-export-") as tmp:
         cache = Path(tmp) / f"calibration-{method}.json"  # one calibration, reused by the second flavour
+        int8_source = onnx_path  # what gets quantized: the model, or its QAT fine-tuned copy
+        if qat_epochs and (wants_cpu_int8 or wants_trt_int8):
+            from tledge.export.qat import qat_finetune
+
+            echo(f"quantization-aware fine-tuning: {qat_epochs} epoch(s) on the train split of {run_dir}")
+            qmodel, qat_facts = qat_finetune(model, card, splits.paths("train"), splits.labels("train"), qat_epochs,
+                                             qat_lr, echo=echo)
+            int8_source = Path(tmp) / "model.qat.onnx"
+            export_onnx(qmodel, card, int8_source, opset=opset, batch=onnx_batch, dynamo=exporter == "dynamo")
+        if int8_budget is not None and (wants_cpu_int8 or wants_trt_int8):
+            from tledge.export import int8_search
+
+            val = int8_search.load_val(splits.paths("val"), splits.labels("val"), card, f"val split of {run_dir}")
+            search = int8_search.search_int8(onnx_path, int8_source, Path(tmp) / "search", calib_paths, val,
+                                             float(int8_budget), int8_methods,
+                                             int8_max_groups or int8_search.DEFAULT_MAX_GROUPS, calib_source, echo)
+            method, calib_percentile, nodes_to_exclude = search.method, search.percentile, search.nodes_excluded
+            cache = search.cache_path
+            if not search.fits:
+                report = Path(int8_report) if int8_report else out / "int8_report.md"
+                int8_search.write_report(report, search, [], {"qat": qat_facts})
+                raise ParityError(search.explain() + f"\n(report: {report})")
+            int8_search.write_recipe(out / int8_search.RECIPE_FILE, search.recipe())
         common = dict(images=calib_paths, method=method, percentile=calib_percentile,
                       nodes_to_exclude=nodes_to_exclude, calibration_source=calib_source, calibration_cache=cache)
         int8_rows = {}
         if wants_cpu_int8:
             path = artifact_path(out, FORMATS["int8"])
-            int8_rows["u8s8"] = _timed("int8", "int8", lambda: int8_mod.quantize_int8(onnx_path, path, flavour="u8s8",
-                                                                                     **common))
+            int8_rows["u8s8"] = _timed("int8", "int8", lambda: int8_mod.quantize_int8(int8_source, path,
+                                                                                     flavour="u8s8", **common))
         if wants_trt_int8:
             path = out / INT8_TRT_FILENAME
-            int8_rows["s8s8"] = _timed("int8-trt", "int8", lambda: int8_mod.quantize_int8(onnx_path, path,
+            int8_rows["s8s8"] = _timed("int8-trt", "int8", lambda: int8_mod.quantize_int8(int8_source, path,
                                                                                          flavour="s8s8", **common))
+        facts = {**({"search": search.to_card()} if search else {}), **({"qat": qat_facts} if qat_facts else {}),
+                 **({"recipe_source": recipe["source"]} if recipe else {})}
+        for row in int8_rows.values():
+            if facts:
+                int8_mod.record_latency(row.path, facts)
         if len(int8_rows) == 2:
             _compare_flavours(onnx_path, int8_rows, card, echo)
         result.rows.extend(int8_rows.values())
@@ -192,6 +239,12 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
     if parity_set is not None:
         _check_parity(result, model, card, parity_set, tolerances, echo)
 
+    if search is not None or qat_facts is not None or recipe is not None or int8_report is not None:
+        from tledge.export.int8_search import write_report
+
+        report = write_report(Path(int8_report) if int8_report else out / "int8_report.md", search,
+                              [r for r in result.rows if r.kind == "int8"], {"qat": qat_facts, "recipe": recipe})
+        echo(f"int8 report: {report}")
     echo(result.table())
     result.next_commands = _next_commands(result, run_dir, parity_data)
     echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
@@ -200,6 +253,24 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
 
         raise ParityError(parity_message([r.parity for r in result.rows if r.parity is not None]))
     return result
+
+
+def _check_int8_options(budget, methods, recipe, nodes, calib_method, calib_percentile, qat_epochs, qat_lr) -> None:
+    """Contradictory INT8 options are an error before any work (nothing is silently ignored)."""
+    if recipe is not None and (budget is not None or nodes or calib_method or calib_percentile is not None):
+        raise TledgeError("--int8-recipe fixes the calibration and the float nodes; it cannot be combined with "
+                          "--int8-budget, --exclude-nodes, --calib-method or --calib-percentile")
+    if budget is not None and (nodes or calib_method or calib_percentile is not None):
+        raise TledgeError("--int8-budget chooses the calibration and the float nodes itself; drop --exclude-nodes, "
+                          "--calib-method and --calib-percentile (or use --int8-methods to restrict the candidates)")
+    if methods is not None and budget is None:
+        raise TledgeError("--int8-methods lists the candidates of the --int8-budget search; give --int8-budget too")
+    if qat_lr is not None and not qat_epochs:
+        raise TledgeError("--qat-lr applies to quantization-aware fine-tuning; give --qat-epochs N too")
+    if methods is not None:
+        from tledge.export.int8_search import parse_candidates
+
+        parse_candidates(methods)
 
 
 def _timed(name: str, kind: str, build: Callable[[], Path]) -> ArtifactRow:

@@ -1,0 +1,227 @@
+"""INT8 accuracy search (`--int8-budget`): budget kept on val, test never read, recipe recorded and reused, exit 3.
+
+Tiny MobileNetV2 from test_export.py on coloured-square images, with train/val/test splits. One run is made
+quantization-hostile on purpose: a constant outlier of 100,000 is added to one channel of the last residual
+block and the next conv ignores that channel, so FP32 answers are unchanged while MinMax INT8 of that
+tensor loses nearly all resolution; only keeping the right layers in float brings the accuracy back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from test_export import ARCH_KWARGS, CLASSES, _card, _train_briefly, _write_images
+from tledge.card import card_from_onnx
+from tledge.checkpoint import save_checkpoint
+from tledge.cli import main
+from tledge.errors import ExportOptionError
+from tledge.export import int8_search
+from tledge.export.int8_search import load_recipe, parse_candidates
+from tledge.export.pipeline import export_run
+from tledge.export.sensitivity import group_key, kl_to_reference
+from tledge.splits import Splits
+from tledge.train.backbones import create_model
+
+
+def _make_run(base: Path, hostile: bool, with_val: bool = True) -> Path:
+    data = base / "data"
+    train = _write_images(data, "train", 16, seed=1)
+    val = _write_images(data, "val", 12, seed=3) if with_val else []
+    test = _write_images(data, "test", 8, seed=2)
+    run = base / "run"
+    run.mkdir(parents=True)
+    Splits(str(data), CLASSES, {"train": train, "val": val, "test": test}).save(run)
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", 3, **ARCH_KWARGS)
+    _train_briefly(model, data, train)
+    if hostile:
+        with torch.no_grad():
+            model.features[3].conv[3].bias[0] += 1e5  # outlier channel in the residual stream...
+            model.features[4][0].weight[:, 0] = 0.0  # ...that the next conv ignores: FP32 answers unchanged
+    save_checkpoint(run / "best.pt", {"card": _card().to_dict(), "model": model.state_dict(), "epoch": 0})
+    return run
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    return _make_run(tmp_path_factory.mktemp("hostile"), hostile=True)
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    return _make_run(tmp_path_factory.mktemp("plain"), hostile=False)
+
+
+class LoadRecorder:
+    """Wraps tledge.preprocess.load_image everywhere it is used; notes which phase read which file."""
+
+    def __init__(self, monkeypatch):
+        import tledge.export.int8 as int8_mod
+        import tledge.export.parity as parity_mod
+        import tledge.preprocess as preprocess_mod
+
+        self.phase = "search"
+        self.reads: list[tuple[str, Path]] = []
+        real = preprocess_mod.load_image
+
+        def recording(path):
+            self.reads.append((self.phase, Path(path).resolve()))
+            return real(path)
+
+        for module in (preprocess_mod, int8_mod, parity_mod):
+            monkeypatch.setattr(module, "load_image", recording)
+
+    def echo(self, message: str) -> None:
+        if message.startswith("parity:"):
+            self.phase = "parity"
+
+    def read_in(self, phase: str) -> set[Path]:
+        return {p for ph, p in self.reads if ph == phase}
+
+
+@pytest.fixture(scope="module")
+def searched(hostile_run, tmp_path_factory):
+    """One searched export of the hostile run (both flavours), with every image read recorded."""
+    mp = pytest.MonkeyPatch()
+    recorder = LoadRecorder(mp)
+    out = tmp_path_factory.mktemp("searched")
+    try:
+        result = export_run(hostile_run, "int8", out, int8_flavours="both", int8_budget=1.0, int8_methods="minmax",
+                            echo=recorder.echo)
+    finally:
+        mp.undo()
+    return result, recorder, out
+
+
+# ----------------------------------------------------------------------------------------- units
+def test_candidates_group_keys_and_kl():
+    assert parse_candidates("minmax, percentile:99.99,entropy,minmax") == [
+        ("minmax", None), ("percentile", 99.99), ("entropy", None)]
+    assert parse_candidates("percentile")[0] == ("percentile", 99.999)
+    for bad in ("bogus", "minmax:99", "percentile:20", ""):
+        with pytest.raises(ExportOptionError):
+            parse_candidates(bad)
+    assert group_key("/features/features.3/conv/conv.0/conv.0.0/Conv") == "features.3"
+    assert group_key("/head/Gemm") == "head" and group_key("/pool/GlobalAveragePool") == "pool"
+    z = np.random.default_rng(0).standard_normal((5, 3))
+    assert kl_to_reference(z, z) == pytest.approx(0.0, abs=1e-12) and kl_to_reference(z, -z) > 0
+
+
+def test_hostile_model_is_fp32_exact_but_int8_minmax_breaks(searched):
+    result, _, _ = searched
+    steps = card_from_onnx(result.path("int8")).extra["int8"]["search"]["steps"]
+    assert steps[0]["stage"] == "calibration" and steps[0]["val_drop"] > 1.0  # plain MinMax is over budget
+
+
+# ----------------------------------------------------------------------------------------- search
+def test_search_keeps_the_budget_on_val_and_never_reads_test(searched, hostile_run):
+    result, recorder, out = searched
+    splits = Splits.load(hostile_run)
+    test = {p.resolve() for p in splits.paths("test")}
+    val = {p.resolve() for p in splits.paths("val")}
+    read_before_parity = recorder.read_in("search")
+    assert not (read_before_parity & test), "the search opened test images"
+    assert val <= read_before_parity  # it judged on val...
+    assert test <= recorder.read_in("parity")  # ...and the final parity ran on test
+
+    search = card_from_onnx(result.path("int8")).extra["int8"]["search"]
+    assert search["fits"] is True and search["budget_pt"] == 1.0
+    assert search["val_source"].startswith("val split of")
+    final = [s for s in search["steps"] if s["fits"]][0]
+    assert final["stage"] == "fallback" and final["val_drop"] <= 1.0
+    assert search["groups_in_float"] and search["nodes_excluded"]
+    assert search["sensitivity"] and all("kl" in s for s in search["sensitivity"])
+    for s in search["steps"]:
+        assert s["latency_ms"] > 0 and 0 <= s["agreement"] <= 100
+
+
+def test_both_flavours_get_the_same_exclusions_and_the_report(searched):
+    result, _, out = searched
+    cpu = card_from_onnx(result.path("int8")).extra["int8"]
+    trt = card_from_onnx(result.path("int8-trt")).extra["int8"]
+    assert cpu["flavour"] == "u8s8" and trt["flavour"] == "s8s8"
+    assert cpu["nodes_excluded"] == trt["nodes_excluded"] == cpu["search"]["nodes_excluded"]
+    assert cpu["method"] == trt["method"] == cpu["search"]["method"]
+    graph_nodes = {n.name: n for n in onnx.load(str(result.path("int8"))).graph.node}
+    assert all(name in graph_nodes for name in cpu["nodes_excluded"])  # still there, in float
+    report = (out / "int8_report.md").read_text()
+    assert "## Search (val split)" in report and "## Final parity (test split)" in report
+    assert "sensitivity" in report.lower() and "batch-1 ms" in report
+    recipe = json.loads((out / int8_search.RECIPE_FILE).read_text())
+    assert recipe["nodes_to_exclude"] == cpu["nodes_excluded"]
+    assert all(r.parity is not None and r.parity.passed for r in result.rows)
+
+
+@pytest.mark.parametrize("source", ["json", "onnx"])
+def test_reexport_reproduces_the_exclusions_without_searching(searched, hostile_run, tmp_path, monkeypatch, source):
+    result, _, out = searched
+    recipe_file = out / int8_search.RECIPE_FILE if source == "json" else result.path("int8")
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(int8_search, "search_int8", no_search)
+    again = export_run(hostile_run, "int8", tmp_path / "again", int8_recipe=recipe_file, echo=lambda m: None)
+    before = card_from_onnx(result.path("int8")).extra["int8"]
+    after = card_from_onnx(again.path("int8")).extra["int8"]
+    assert after["nodes_excluded"] == before["nodes_excluded"] and after["method"] == before["method"]
+    assert after["recipe_source"] == str(recipe_file) and "search" not in after
+    assert load_recipe(recipe_file)["nodes_to_exclude"] == before["nodes_excluded"]
+    assert again.rows[0].parity.passed
+
+
+def test_plain_model_fits_with_calibration_alone(plain_run, tmp_path):
+    result = export_run(plain_run, "int8", tmp_path / "o", int8_budget=5.0, int8_methods="minmax,percentile:99.99",
+                        echo=lambda m: None)
+    search = card_from_onnx(result.path("int8")).extra["int8"]["search"]
+    assert search["fits"] and not search["nodes_excluded"] and not search["sensitivity"]
+    assert [s["label"] for s in search["steps"]] == ["minmax", "percentile 99.99"]
+
+
+def test_impossible_budget_exits_3_and_explains_each_step(hostile_run, tmp_path, capsys):
+    out = tmp_path / "o"
+    code = main(["export", str(hostile_run), "--formats", "int8", "--out", str(out), "--int8-budget", "-5",
+                 "--int8-methods", "minmax", "--int8-max-groups", "2"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "cannot meet the -5-point budget" in err
+    assert "calibration minmax" in err and "fallback" in err and "--qat-epochs" in err
+    assert not (out / "model.int8.onnx").exists()
+    assert "does not fit" in (out / "int8_report.md").read_text()
+
+
+def test_nothing_to_fall_back_on_is_said(plain_run, tmp_path, capsys):
+    code = main(["export", str(plain_run), "--formats", "int8", "--out", str(tmp_path / "o"), "--int8-budget", "-5",
+                 "--int8-methods", "minmax"])
+    assert code == 3 and "no single layer group does measurable damage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--int8-budget", "1", "--calib-method", "entropy"], "--int8-budget chooses the calibration"),
+    (["--int8-methods", "minmax"], "give --int8-budget too"),
+    (["--int8-budget", "1", "--int8-methods", "bogus"], "unknown method"),
+    (["--int8-recipe", "{nope}"], "file not found"),
+    (["--qat-lr", "0.01"], "give --qat-epochs"),
+])
+def test_option_errors_exit_2(plain_run, tmp_path, capsys, extra, message):
+    argv = ["export", str(plain_run), "--formats", "int8", "--out", str(tmp_path / "o")]
+    code = main(argv + [a.format(nope=tmp_path / "nope.json") for a in extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+
+
+def test_budget_needs_a_val_split(tmp_path, capsys):
+    run = _make_run(tmp_path, hostile=False, with_val=False)
+    code = main(["export", str(run), "--formats", "int8", "--out", str(tmp_path / "o"), "--int8-budget", "1"])
+    assert code == 2 and "val split" in capsys.readouterr().err
+
+
+def test_budget_is_an_int8_option(plain_run, tmp_path, capsys):
+    code = main(["export", str(plain_run), "--formats", "onnx", "--out", str(tmp_path / "o"), "--int8-budget", "1"])
+    assert code == 2 and "--int8-budget applies to int8" in capsys.readouterr().err

@@ -1,0 +1,66 @@
+"""Quantization-aware fine-tuning (`--qat-epochs`): fake quantization in and out, end to end to QDQ ONNX + parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from test_int8_search import _make_run
+from tledge.card import card_from_onnx
+from tledge.checkpoint import load_model
+from tledge.export.pipeline import export_run
+from tledge.export.qat import insert_fake_quant
+
+
+@pytest.fixture(scope="module")
+def qat_run(tmp_path_factory):
+    return _make_run(tmp_path_factory.mktemp("qat"), hostile=False)
+
+
+def test_fake_quant_changes_outputs_a_little_and_is_removed_cleanly(qat_run):
+    model, card = load_model(qat_run)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 3, *card.input_size)
+    with torch.no_grad():
+        reference = model(x)
+        remove = insert_fake_quant(model)
+        fake = model(x)
+        remove()
+        restored = model(x)
+    assert remove.weights >= 10 and remove.points >= 10
+    assert not torch.equal(fake, reference)
+    assert torch.allclose(fake, reference, atol=0.1 * float(reference.abs().max()))
+    assert torch.equal(restored, reference)
+    assert set(model.state_dict()) == set(before)  # no parametrization left behind
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_qat_end_to_end_exports_qdq_onnx_and_checks_parity(qat_run, tmp_path):
+    messages = []
+    result = export_run(qat_run, "onnx,int8", tmp_path / "o", int8_flavours="both", qat_epochs=1, qat_lr=1e-3,
+                        echo=messages.append)
+    assert any(m.startswith("  qat epoch 1/1") for m in messages)
+    for name in ("int8", "int8-trt"):
+        path = result.path(name)
+        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        logits = session.run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})[0]
+        assert logits.shape == (2, 3) and np.isfinite(logits).all()
+        facts = card_from_onnx(path).extra["int8"]["qat"]
+        assert facts["epochs"] == 1 and facts["steps"] >= 1 and facts["train_images"] == 48
+        row = next(r for r in result.rows if r.format == name)
+        assert row.parity is not None and row.parity.images == 24  # parity computed on the test split
+    # the FP32 ONNX stays the trained model (not the fine-tuned copy): exact parity
+    assert next(r for r in result.rows if r.format == "onnx").parity.agreement == 100.0
+    assert "Quantization-aware fine-tuning" in (tmp_path / "o" / "int8_report.md").read_text()
+
+
+def test_qat_combines_with_the_budget_search(qat_run, tmp_path):
+    result = export_run(qat_run, "int8", tmp_path / "o", qat_epochs=1, qat_lr=1e-3, int8_budget=5.0,
+                        int8_methods="minmax", echo=lambda m: None)
+    facts = card_from_onnx(result.path("int8")).extra["int8"]
+    assert facts["qat"]["epochs"] == 1 and facts["search"]["fits"]

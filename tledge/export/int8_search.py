@@ -1,0 +1,385 @@
+"""Accuracy-aware INT8: find a calibration and a set of float-kept layers that fit an accuracy budget.
+
+Judged on the run's **val** split only (the test split stays for the final parity check), against the
+FP32 ONNX model's own val accuracy, on the CPU flavour (U8S8, model.int8.onnx); the symmetric TensorRT
+flavour gets the same decisions.
+
+1. Calibration: each candidate (minmax, percentile at a few levels, entropy) is calibrated once (ranges
+   cached to JSON, reused by every later quantization of that method, both flavours included), quantized,
+   and run on the cached val batch. The best val accuracy wins (ties: the smaller KL divergence to FP32).
+2. If that is still over budget: per-group sensitivity (sensitivity.py: each block quantized alone, the
+   rest in float, with the winning calibration reused), then the most damaging groups are kept in float
+   one at a time, re-measuring after each, until the val drop fits. It stops, and says so, when
+   `max_groups` groups are in float or no remaining group does measurable damage.
+
+Every step keeps val accuracy, agreement with FP32, KL and batch-1 latency: the card and the Markdown
+report show what each cost. A recipe (method, percentile, nodes kept in float) reproduces the result
+without searching (`--int8-recipe FILE`, a JSON recipe or an INT8 ONNX that carries one in its card).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tledge import preprocess
+from tledge.errors import ExportOptionError, TledgeError
+
+DEFAULT_CANDIDATES = ("minmax", "percentile:99.9", "percentile:99.99", "percentile:99.999", "entropy")
+DEFAULT_MAX_GROUPS = 8
+MAX_VAL_IMAGES = 1000
+EVAL_BATCH = 32
+RECIPE_FILE = "int8_recipe.json"
+
+
+# ----------------------------------------------------------------------------------------- candidates
+def parse_candidates(text: str | Sequence[str] | None) -> list[tuple[str, float | None]]:
+    """"minmax,percentile:99.99,entropy" → [("minmax", None), ("percentile", 99.99), ("entropy", None)]."""
+    from tledge.export.int8 import CALIB_METHODS, DEFAULT_PERCENTILE
+
+    items = text.split(",") if isinstance(text, str) else list(text or DEFAULT_CANDIDATES)
+    out = []
+    for item in (i.strip().lower() for i in items):
+        if not item:
+            continue
+        method, _, level = item.partition(":")
+        if method not in CALIB_METHODS:
+            raise ExportOptionError(f"--int8-methods: unknown method {method!r}; choose from {', '.join(CALIB_METHODS)}")
+        if level and method != "percentile":
+            raise ExportOptionError(f"--int8-methods: only percentile takes a level ({item!r})")
+        try:
+            pct = float(level) if level else (DEFAULT_PERCENTILE if method == "percentile" else None)
+        except ValueError:
+            raise ExportOptionError(f"--int8-methods: {level!r} is not a percentile") from None
+        if pct is not None and not 50.0 < pct <= 100.0:
+            raise ExportOptionError(f"--int8-methods: percentile must be in (50, 100], got {pct}")
+        if (method, pct) not in out:
+            out.append((method, pct))
+    if not out:
+        raise ExportOptionError("--int8-methods: no calibration method given")
+    return out
+
+
+def candidate_label(method: str, percentile: float | None) -> str:
+    return f"{method} {percentile:g}" if percentile is not None else method
+
+
+# ----------------------------------------------------------------------------------------- val data
+@dataclass
+class ValBatch:
+    """Val images decoded and preprocessed once, kept as one array (≤ MAX_VAL_IMAGES)."""
+
+    x: np.ndarray
+    labels: np.ndarray
+    source: str
+    paths: list[Path]
+
+
+def load_val(paths: Sequence[Path], labels: Sequence[int], card, source: str,
+             max_images: int = MAX_VAL_IMAGES, seed: int = 0) -> ValBatch:
+    paths, labels = list(paths), list(labels)
+    if len(paths) > max_images:
+        keep = sorted(np.random.default_rng(seed).choice(len(paths), max_images, replace=False).tolist())
+        paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+    arrays, kept_labels, kept_paths = [], [], []
+    for path, label in zip(paths, labels):
+        image = preprocess.load_image(path)  # module attribute: tests instrument it
+        if image is None:
+            continue
+        arrays.append(preprocess.preprocess_batch([image], card)[0])
+        kept_labels.append(label)
+        kept_paths.append(Path(path))
+    if not arrays:
+        raise TledgeError(f"--int8-budget: none of the {len(paths)} val images of {source} could be read")
+    return ValBatch(np.stack(arrays), np.asarray(kept_labels), source, kept_paths)
+
+
+def onnx_logits(path: str | Path, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    from tledge.export.parity import _predict_any_batch
+    from tledge.runtime.backends import load_backend
+
+    backend = load_backend(path, device="cpu")
+    try:
+        return np.concatenate([_predict_any_batch(backend, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    finally:
+        backend.close()
+
+
+# ----------------------------------------------------------------------------------------- search
+@dataclass
+class Step:
+    stage: str  # "calibration" | "fallback"
+    label: str  # e.g. "percentile 99.99" or "+ features.1"
+    method: str
+    percentile: float | None
+    nodes_excluded: list[str]
+    groups_excluded: list[str]
+    val_acc: float
+    val_drop: float  # points below FP32 (positive = worse)
+    agreement: float
+    kl: float
+    latency_ms: float
+    seconds: float
+    fits: bool
+
+    def to_dict(self, with_nodes: bool = False) -> dict:
+        d = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+        if not with_nodes:
+            d["nodes_excluded"] = len(self.nodes_excluded)
+        return d
+
+
+@dataclass
+class SearchResult:
+    budget: float
+    fp32_val_acc: float
+    fp32_latency_ms: float
+    val_images: int
+    val_source: str
+    steps: list[Step] = field(default_factory=list)
+    sensitivity: list[dict] = field(default_factory=list)
+    chosen: Step | None = None
+    fits: bool = False
+    cache_path: Path | None = None  # calibration ranges of the chosen method (reused for both flavours)
+    stop_reason: str = ""
+    seconds: float = 0.0
+    source_val_acc: float | None = None  # FP32 val accuracy of what is quantized, when it differs (QAT)
+
+    @property
+    def method(self) -> str:
+        return self.chosen.method
+
+    @property
+    def percentile(self) -> float | None:
+        return self.chosen.percentile
+
+    @property
+    def nodes_excluded(self) -> list[str]:
+        return list(self.chosen.nodes_excluded)
+
+    def recipe(self) -> dict:
+        return {"method": self.method, "percentile": self.percentile, "nodes_to_exclude": self.nodes_excluded,
+                "groups_in_float": list(self.chosen.groups_excluded), "budget": self.budget,
+                "val_drop": round(self.chosen.val_drop, 4), "source": "int8 search (val split)"}
+
+    def to_card(self) -> dict:
+        return {"budget_pt": self.budget, "fits": self.fits, "method": self.method, "percentile": self.percentile,
+                "nodes_excluded": self.nodes_excluded, "groups_in_float": list(self.chosen.groups_excluded),
+                "val_images": self.val_images, "val_source": self.val_source,
+                "fp32_val_acc": round(self.fp32_val_acc, 4), "fp32_latency_ms_batch1": round(self.fp32_latency_ms, 3),
+                "steps": [s.to_dict() for s in self.steps], "sensitivity": self.sensitivity,
+                "stop_reason": self.stop_reason, "seconds": round(self.seconds, 1),
+                "source_fp32_val_acc": None if self.source_val_acc is None else round(self.source_val_acc, 4)}
+
+    def explain(self) -> str:
+        lines = [f"INT8 cannot meet the {self.budget:g}-point budget on the val split "
+                 f"({self.val_images} images, FP32 {self.fp32_val_acc:.2f}%): {self.stop_reason}"]
+        for s in self.steps:
+            lines.append(f"  {s.stage:<11} {s.label:<26} val {s.val_acc:6.2f}% (drop {s.val_drop:+.2f} pt), "
+                         f"agreement {s.agreement:6.2f}%, {s.latency_ms:.2f} ms")
+        if self.source_val_acc is not None and self.fp32_val_acc - self.source_val_acc > self.budget:
+            lines.append(f"note: the fine-tuned (QAT) model is already {self.fp32_val_acc - self.source_val_acc:.2f} pt "
+                         "below FP32 on val before any quantization: lower --qat-lr or use fewer --qat-epochs")
+        lines.append(f"best: {self.chosen.label} with {len(self.chosen.groups_excluded)} group(s) in float, "
+                     f"drop {self.chosen.val_drop:.2f} pt; try --qat-epochs N, a larger --int8-budget, or FP16")
+        return "\n".join(lines)
+
+
+def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: str | Path,
+                calib_paths: Sequence[Path], val: ValBatch, budget: float, candidates=None,
+                max_groups: int = DEFAULT_MAX_GROUPS, calibration_source: str = "",
+                echo: Callable[[str], None] = print) -> SearchResult:
+    """Search on `val`; `reference_onnx` gives the FP32 answers, `source_onnx` is what gets quantized (the same
+    file, or a QAT fine-tuned one). Quantized probes are written under `work_dir`."""
+    from tledge.card import card_from_onnx
+    from tledge.export.int8 import measure_latency_ms, quantize_int8
+    from tledge.export.sensitivity import kl_to_reference, layer_groups, measure_sensitivity
+
+    started = time.perf_counter()
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    card = card_from_onnx(reference_onnx)
+    candidates = parse_candidates(candidates)
+    reference = onnx_logits(reference_onnx, val.x)  # FP32 val logits: computed once
+    fp32_acc = 100.0 * float(np.mean(reference.argmax(1) == val.labels))
+    fp32_ms = measure_latency_ms(reference_onnx, card)
+    result = SearchResult(budget, fp32_acc, fp32_ms, len(val.labels), val.source)
+    if Path(source_onnx) != Path(reference_onnx):  # e.g. QAT: how much of a drop is the fine-tuning's own
+        source_logits = onnx_logits(source_onnx, val.x)
+        result.source_val_acc = 100.0 * float(np.mean(source_logits.argmax(1) == val.labels))
+        echo(f"  int8 search: the model to quantize (fine-tuned) is {result.source_val_acc:.2f}% on val in FP32")
+    echo(f"  int8 search: budget {budget:g} pt on {len(val.labels)} val images (FP32 {fp32_acc:.2f}%, "
+         f"{fp32_ms:.2f} ms batch 1)")
+    counter = iter(range(10_000))
+
+    def probe(stage, label, method, pct, cache, nodes, groups) -> tuple[Step, np.ndarray]:
+        t0 = time.perf_counter()
+        path = work / f"probe-{next(counter):03d}.onnx"
+        quantize_int8(source_onnx, path, calib_paths, "u8s8", method, pct, nodes, calibration_source, cache)
+        logits = onnx_logits(path, val.x)
+        acc = 100.0 * float(np.mean(logits.argmax(1) == val.labels))
+        step = Step(stage, label, method, pct, sorted(nodes), list(groups), acc, fp32_acc - acc,
+                    100.0 * float(np.mean(logits.argmax(1) == reference.argmax(1))), kl_to_reference(reference, logits),
+                    measure_latency_ms(path, card), time.perf_counter() - t0, fp32_acc - acc <= budget + 1e-9)
+        path.unlink(missing_ok=True)
+        result.steps.append(step)
+        echo(f"    {stage:<11} {label:<26} val {acc:6.2f}% (drop {step.val_drop:+.2f} pt), agreement "
+             f"{step.agreement:6.2f}%, {step.latency_ms:.2f} ms, {step.seconds:.0f} s")
+        return step, logits
+
+    # Step 1: calibration methods.
+    caches, best = {}, None
+    for method, pct in candidates:
+        label = candidate_label(method, pct)
+        caches[label] = work / f"calibration-{method}-{pct or 0:g}.json"
+        step, logits = probe("calibration", label, method, pct, caches[label], [], [])
+        if best is None or (step.val_acc, -step.kl) > (best.val_acc, -best.kl):
+            best = step
+    result.chosen, result.cache_path = best, caches[candidate_label(best.method, best.percentile)]
+    if best.fits:
+        result.fits, result.stop_reason = True, f"{best.label} fits without float fallback"
+        result.seconds = time.perf_counter() - started
+        return result
+
+    # Step 2: sensitivity of each layer group (with the winning calibration), then greedy float fallback.
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = work / "prepared.onnx"
+    try:
+        quant_pre_process(str(source_onnx), str(prepared), skip_symbolic_shape=False)
+    except Exception:  # noqa: BLE001 - same fallback as int8.quantize_int8
+        quant_pre_process(str(source_onnx), str(prepared), skip_symbolic_shape=True)
+    groups = {g.name: g for g in layer_groups(prepared)}
+    echo(f"  int8 search: best calibration {best.label} is {best.val_drop:.2f} pt over FP32; measuring the "
+         f"sensitivity of {len(groups)} layer groups")
+
+    def evaluate(nodes):
+        path = work / "sensitivity.onnx"
+        quantize_int8(source_onnx, path, calib_paths, "u8s8", best.method, best.percentile, nodes,
+                      calibration_source, result.cache_path)
+        return onnx_logits(path, val.x)
+
+    ranked = measure_sensitivity(list(groups.values()), evaluate, reference, echo)
+    result.sensitivity = [s.to_dict() for s in ranked]
+    helpful = [s for s in ranked if s.kl > 1e-6 or s.agreement < 100.0]
+    chosen_groups: list[str] = []
+    current = best
+    for sens in helpful[:max_groups]:
+        chosen_groups.append(sens.group)
+        nodes = [n for g in chosen_groups for n in groups[g].nodes]
+        step, _ = probe("fallback", f"+ {sens.group} in float", best.method, best.percentile, result.cache_path,
+                        nodes, chosen_groups)
+        if (step.val_acc, -step.kl) >= (current.val_acc, -current.kl):
+            current = step
+        if step.fits:
+            result.chosen, result.fits = step, True
+            result.stop_reason = f"fits with {len(chosen_groups)} group(s) in float: {', '.join(chosen_groups)}"
+            break
+    else:
+        result.chosen = current
+        if not helpful:
+            result.stop_reason = "no single layer group does measurable damage when quantized alone"
+        elif len(helpful) > max_groups:
+            result.stop_reason = (f"still over budget with the {max_groups} most sensitive groups in float "
+                                  f"(the limit; more float layers give back the INT8 speed)")
+        else:
+            result.stop_reason = f"still over budget with every helpful group ({len(helpful)}) in float"
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# ----------------------------------------------------------------------------------------- recipes
+def write_recipe(path: str | Path, recipe: dict) -> Path:
+    from tledge.atomic import atomic_write_bytes
+
+    path = Path(path)
+    atomic_write_bytes(path, (json.dumps(recipe, indent=2) + "\n").encode())
+    return path
+
+
+def load_recipe(path: str | Path) -> dict:
+    """A recipe from a JSON file, or from the card of an INT8 ONNX written by tledge (search or not)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TledgeError(f"--int8-recipe: file not found: {path}")
+    if path.suffix == ".onnx":
+        from tledge.card import card_from_onnx
+
+        facts = card_from_onnx(path).extra.get("int8")
+        if not facts:
+            raise TledgeError(f"--int8-recipe: {path} has no INT8 facts in its card")
+        search = facts.get("search") or {}
+        data = {"method": search.get("method", facts.get("method")),
+                "percentile": search.get("percentile", facts.get("percentile")),
+                "nodes_to_exclude": search.get("nodes_excluded", facts.get("nodes_excluded", []))}
+    else:
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, OSError) as exc:
+            raise TledgeError(f"--int8-recipe: {path} is not a JSON recipe ({exc})") from None
+    from tledge.export.int8 import CALIB_METHODS
+
+    method = data.get("method")
+    if method not in CALIB_METHODS:
+        raise TledgeError(f"--int8-recipe {path}: method must be one of {', '.join(CALIB_METHODS)}, got {method!r}")
+    nodes = data.get("nodes_to_exclude") or []
+    if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+        raise TledgeError(f"--int8-recipe {path}: nodes_to_exclude must be a list of node names")
+    pct = data.get("percentile")
+    return {"method": method, "percentile": float(pct) if (pct is not None and method == "percentile") else None,
+            "nodes_to_exclude": nodes, "source": str(path)}
+
+
+# ----------------------------------------------------------------------------------------- report
+def write_report(path: str | Path, search: SearchResult | None, parity_rows: Sequence, extra: dict | None = None) -> Path:
+    """The Markdown INT8 report: search steps (val), sensitivity, chosen recipe, final parity on test."""
+    from tledge.card import atomic_write_text
+    from tledge.table import format_table
+
+    lines = ["# INT8 report", ""]
+    extra = extra or {}
+    if extra.get("recipe"):
+        r = extra["recipe"]
+        lines += [f"Recipe reused from `{r['source']}` (no search): {candidate_label(r['method'], r['percentile'])}, "
+                  f"{len(r['nodes_to_exclude'])} node(s) kept in float.", ""]
+    if extra.get("qat"):
+        q = extra["qat"]
+        lines += ["## Quantization-aware fine-tuning", "",
+                  format_table([{k: v for k, v in q.items() if not isinstance(v, (list, dict))}]), ""]
+    if search is not None:
+        lines += ["## Search (val split)", "",
+                  f"Budget {search.budget:g} pt below FP32 on {search.val_images} val images from {search.val_source}. "
+                  f"FP32 ONNX: {search.fp32_val_acc:.2f}% val, {search.fp32_latency_ms:.2f} ms at batch 1."
+                  + ("" if search.source_val_acc is None else
+                     f" The fine-tuned model that is quantized: {search.source_val_acc:.2f}% val in FP32."), "",
+                  format_table([{"step": s.stage, "what": s.label, "val acc %": round(s.val_acc, 2),
+                                 "drop pt": f"{s.val_drop:+.2f}", "agreement %": round(s.agreement, 2),
+                                 "KL": float(f"{s.kl:.3g}"), "batch-1 ms": round(s.latency_ms, 2),
+                                 "speed-up": round(search.fp32_latency_ms / max(s.latency_ms, 1e-9), 2),
+                                 "fits": "yes" if s.fits else "no"} for s in search.steps]), "",
+                  f"**Result**: {'fits' if search.fits else 'does not fit'} — {search.stop_reason}. "
+                  f"Chosen: {search.chosen.label}; calibration {candidate_label(search.method, search.percentile)}; "
+                  f"groups in float: {', '.join(search.chosen.groups_excluded) or 'none'} "
+                  f"({len(search.nodes_excluded)} nodes).", ""]
+        if search.sensitivity:
+            lines += ["### Layer-group sensitivity (each group quantized alone, the rest in float)", "",
+                      format_table([{"group": s["group"], "nodes": s["nodes"], "MMACs": round(s["macs"] / 1e6, 2),
+                                     "KL alone": float(f"{s['kl']:.3g}"), "agreement alone %": round(s["agreement"], 2)}
+                                    for s in search.sensitivity]), ""]
+    rows = [r for r in parity_rows if r.parity is not None]
+    if rows:
+        lines += ["## Final parity (test split)", "",
+                  format_table([{"artifact": r.format, "file": r.path.name, "acc %": round(r.parity.acc_artifact, 2),
+                                 "FP32 acc %": round(r.parity.acc_reference, 2), "Δacc pt": f"{r.parity.acc_delta:+.2f}",
+                                 "agreement %": round(r.parity.agreement, 2), "status": r.status} for r in rows]), ""]
+    if extra.get("latency"):
+        lines += ["Batch-1 latency on this CPU (ms): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in extra["latency"].items()), ""]
+    path = Path(path)
+    atomic_write_text(path, "\n".join(lines))
+    return path
