@@ -16,9 +16,15 @@ class ExportOptionError(TledgeError):
 
 
 class ParityError(TledgeError):
-    """An artifact whose answers differ from PyTorch's by more than the tolerance. Exit code 3."""
+    """An artifact the data show to be outside its tolerance (or an INT8 search that cannot fit). Exit code 3."""
 
     exit_code = 3
+
+
+class ParityInconclusive(TledgeError):
+    """Too few parity images to tell whether an artifact keeps its budget (the message says how many). Exit 4."""
+
+    exit_code = 4
 
 
 class MissingDependency(TledgeError):

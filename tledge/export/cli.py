@@ -37,12 +37,18 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
               help="Override parity gates: KIND=VALUE or KIND.METRIC=VALUE, comma-separated; kinds onnx, fp16, int8; "
                    "metrics agreement (%), acc_drop (pt), rel_diff. E.g. int8=2.0,onnx=1e-3")
 @click.option("--no-parity", is_flag=True, help="Skip the parity check.")
+@click.option("--int8-search", type=click.Choice(["budget", "full", "off"]), default=None,
+              help="INT8 accuracy search on the run's val split. budget (default when the run has a val split): "
+                   "candidates cheapest first, stop at the first within the budget; full: every candidate, then the "
+                   "most agreeing one; off: plain --calib-method. Fixing --calib-method/--exclude-nodes/--int8-recipe "
+                   "means off.")
 @click.option("--int8-budget", type=float, default=None,
-              help="INT8: accuracy drop allowed vs FP32, in points, judged on the run's val split: search calibration "
-                   "methods, then keep the most sensitive layers in float until it fits (exit 3 if it cannot).")
+              help="INT8 search: accuracy drop allowed vs FP32 on val, in points (default: the int8 parity tolerance, "
+                   "1.0); if no calibration fits, the most sensitive layers are kept in float (exit 3 if the val data "
+                   "show it cannot fit).")
 @click.option("--int8-methods", default=None,
-              help="INT8 search candidates, e.g. minmax,percentile:99.99,entropy "
-                   "(default minmax, percentile 99.9/99.99/99.999, entropy).")
+              help="INT8 search candidates, tried in this order, e.g. minmax,percentile:99.99,entropy "
+                   "(default minmax, percentile 99.9/99.99/99.999, entropy: cheapest first).")
 @click.option("--int8-max-groups", type=int, default=None,
               help="INT8 search: at most this many layer groups kept in float (default 8).")
 @click.option("--int8-recipe", type=click.Path(path_type=str), default=None,
@@ -56,11 +62,13 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 @click.option("--qat-lr", type=float, default=None, help="INT8: learning rate of --qat-epochs (default 1e-3, SGD momentum 0.9).")
 @click.option("--out", type=click.Path(path_type=str), default=None, help="Output folder (default RUN/export).")
 def export(source, formats, opset, exporter, batch, max_batch, workspace, calib_data, calib_images, calib_method,
-           calib_percentile, int8_flavours, exclude_nodes, parity_data, tolerance, no_parity, int8_budget,
-           int8_methods, int8_max_groups, int8_recipe, int8_report, qat_epochs, qat_lr, out):
+           calib_percentile, int8_flavours, exclude_nodes, parity_data, tolerance, no_parity, int8_search,
+           int8_budget, int8_methods, int8_max_groups, int8_recipe, int8_report, qat_epochs, qat_lr, out):
     """Export a run folder or best.pt to ONNX / INT8 ONNX / TensorRT and check each against PyTorch.
 
-    Exit codes: 0 ok, 2 user error, 3 an artifact outside the parity tolerance.
+    Parity is judged with 95% intervals on the test split (or --parity-data). Exit codes: 0 every artifact
+    within tolerance; 2 user error; 3 over tolerance (the data show it; also an INT8 search that cannot
+    fit); 4 inconclusive: too few parity images to tell (the message says how many would).
     """
     from tledge.export.pipeline import export_run
 
@@ -70,7 +78,7 @@ def export(source, formats, opset, exporter, batch, max_batch, workspace, calib_
                calib_percentile=calib_percentile, int8_flavours=int8_flavours, nodes_to_exclude=nodes,
                parity_data=parity_data, tolerance=tolerance, parity=not no_parity, int8_budget=int8_budget,
                int8_methods=int8_methods, int8_recipe=int8_recipe, int8_report=int8_report,
-               int8_max_groups=int8_max_groups, qat_epochs=qat_epochs, qat_lr=qat_lr, echo=click.echo)
+               int8_max_groups=int8_max_groups, int8_search=int8_search, qat_epochs=qat_epochs, qat_lr=qat_lr, echo=click.echo)
 
 
 COMMANDS = [export]

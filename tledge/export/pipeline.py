@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from tledge.atomic import atomic_write_bytes
-from tledge.errors import ParityError, TledgeError
+from tledge.errors import ParityError, ParityInconclusive, TledgeError
 from tledge.export.formats import FORMATS, INT8_TRT_FILENAME, artifact_path, check_options, parse_formats
 from tledge.splits import SPLITS_FILE, Splits
 from tledge.table import format_table
@@ -39,15 +39,18 @@ class ArtifactRow:
     def status(self) -> str:
         if self.parity is None:
             return "ok (no parity)"
-        return "ok" if self.parity.passed else "FAILED parity"
+        return {"within": "ok", "over": "OVER budget", "inconclusive": "inconclusive"}[self.parity.outcome]
 
     def table_row(self) -> dict:
         p = self.parity
         return {"format": self.format, "file": self.path.name, "size MB": round(self.size_mb, 2),
                 "time s": round(self.seconds, 2),
-                "agreement %": None if p is None else round(p.agreement, 2),
+                "N": None if p is None else p.images,
+                "agreement % (95%)": None if p is None else f"{p.agreement:.2f} ({p.agreement_ci[0]:.1f}-{p.agreement_ci[1]:.1f})",
                 "acc %": None if p is None else round(p.acc_artifact, 2),
-                "Δacc pt": None if p is None else f"{p.acc_delta:+.2f}",
+                "Δacc pt (95%)": None if p is None else
+                f"{p.acc_delta:+.2f} ({p.acc_delta_ci[0]:+.2f} to {p.acc_delta_ci[1]:+.2f})",
+                "resolves pt": None if p is None else round(p.resolvable_drop, 2),
                 "max rel Δlogit": None if p is None else float(f"{p.max_rel_diff:.2e}"),
                 "status": self.status}
 
@@ -57,7 +60,7 @@ class ExportResult:
     out_dir: Path
     rows: list[ArtifactRow] = field(default_factory=list)
     parity_path: Path | None = None
-    passed: bool = True
+    outcome: str = "within"  # within | over | inconclusive (worst of the rows' parity outcomes)
     next_commands: list[str] = field(default_factory=list)
 
     def table(self) -> str:
@@ -65,6 +68,10 @@ class ExportResult:
 
     def path(self, name: str) -> Path:
         return next(r.path for r in self.rows if r.format == name)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "within"
 
 
 def default_formats() -> list[str]:
@@ -81,12 +88,13 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
                parity_data: str | Path | None = None, tolerance: str | None = None, parity: bool = True,
                int8_budget: float | None = None, int8_methods: str | None = None, int8_recipe: str | Path | None = None,
                int8_report: str | Path | None = None, int8_max_groups: int | None = None,
-               qat_epochs: int | None = None, qat_lr: float | None = None,
+               int8_search: str | None = None, qat_epochs: int | None = None, qat_lr: float | None = None,
                echo: Callable[[str], None] = print) -> ExportResult:
     """Export a run folder (or a best.pt) to `formats`, check parity, write parity.json; see module doc.
 
-    Raises TledgeError (exit 2) for user mistakes and ParityError (exit 3) when an artifact is outside
-    tolerance (after everything, parity.json included, is written).
+    Raises TledgeError (exit 2) for user mistakes, ParityError (exit 3) when the data show an artifact over
+    its tolerance, ParityInconclusive (exit 4) when the parity images are too few to tell (both after
+    everything, parity.json included, is written).
     """
     from tledge.checkpoint import load_model, resolve_checkpoint
     from tledge.export import int8 as int8_mod
@@ -99,9 +107,10 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
                          "calib_percentile": calib_percentile, "int8_flavours": int8_flavours,
                          "nodes_to_exclude": nodes_to_exclude or None, "int8_budget": int8_budget,
                          "int8_methods": int8_methods, "int8_recipe": int8_recipe, "int8_report": int8_report,
-                         "int8_max_groups": int8_max_groups, "qat_epochs": qat_epochs, "qat_lr": qat_lr})
-    _check_int8_options(int8_budget, int8_methods, int8_recipe, nodes_to_exclude, calib_method, calib_percentile,
-                        qat_epochs, qat_lr)
+                         "int8_max_groups": int8_max_groups, "int8_search": int8_search,
+                         "qat_epochs": qat_epochs, "qat_lr": qat_lr})
+    search_mode = _check_int8_options(int8_budget, int8_methods, int8_recipe, nodes_to_exclude, calib_method,
+                                      calib_percentile, qat_epochs, qat_lr, int8_search)
     if int8_flavours is not None and int8_flavours not in INT8_FLAVOUR_CHOICES:
         raise TledgeError(f"--int8-flavours must be one of {', '.join(INT8_FLAVOUR_CHOICES)}")
     method = calib_method or "minmax"
@@ -143,9 +152,14 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
                               "pass --calib-data DIR (a folder of representative photos)")
         count = int8_mod.DEFAULT_CALIBRATION_IMAGES if calib_images is None else calib_images
         calib_paths = int8_mod.select_calibration_images(found, count, calib_source)
-    if int8_budget is not None and (splits is None or not splits.items.get("val")):
-        raise TledgeError("--int8-budget searches on the run's val split, and this source has none (a run folder "
-                          "trained with a val split is needed); use --int8-recipe or plain --calib-method instead")
+    if search_mode != "off" and (wants_cpu_int8 or wants_trt_int8) and (splits is None or not splits.items.get("val")):
+        if int8_budget is not None or int8_search is not None or int8_methods is not None:
+            raise TledgeError("the INT8 search (--int8-budget, --int8-search, --int8-methods) judges on the run's val "
+                              "split, and this source has none (a run folder trained with a val split is needed); use "
+                              "--int8-recipe or plain --calib-method instead")
+        echo("note: no val split to judge INT8 on: calibrating with minmax, without the accuracy-budgeted search "
+             "(the parity check below still judges it)")
+        search_mode = "off"
     if qat_epochs and (splits is None or not splits.items.get("train")):
         raise TledgeError("--qat-epochs fine-tunes on the run's train split; this source has no splits.json")
     recipe = None
@@ -192,20 +206,29 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
                                              qat_lr, echo=echo)
             int8_source = Path(tmp) / "model.qat.onnx"
             export_onnx(qmodel, card, int8_source, opset=opset, batch=onnx_batch, dynamo=exporter == "dynamo")
-        if int8_budget is not None and (wants_cpu_int8 or wants_trt_int8):
-            from tledge.export import int8_search
+        if search_mode != "off" and (wants_cpu_int8 or wants_trt_int8):
+            from tledge.export import int8_search as searching
 
-            val = int8_search.load_val(splits.paths("val"), splits.labels("val"), card, f"val split of {run_dir}")
-            search = int8_search.search_int8(onnx_path, int8_source, Path(tmp) / "search", calib_paths, val,
-                                             float(int8_budget), int8_methods,
-                                             int8_max_groups or int8_search.DEFAULT_MAX_GROUPS, calib_source, echo)
+            budget = float(int8_budget) if int8_budget is not None else tolerances["int8"]["acc_drop"]
+            val = searching.load_val(splits.paths("val"), splits.labels("val"), card, f"val split of {run_dir}")
+            search = searching.search_int8(onnx_path, int8_source, Path(tmp) / "search", calib_paths, val, budget,
+                                           int8_methods, int8_max_groups or searching.DEFAULT_MAX_GROUPS, calib_source,
+                                           echo, mode=search_mode)
             method, calib_percentile, nodes_to_exclude = search.method, search.percentile, search.nodes_excluded
             cache = search.cache_path
-            if not search.fits:
+            if not search.fits and search.shown_over:
                 report = Path(int8_report) if int8_report else out / "int8_report.md"
-                int8_search.write_report(report, search, [], {"qat": qat_facts})
+                searching.write_report(report, search, [], {"qat": qat_facts})
                 raise ParityError(search.explain() + f"\n(report: {report})")
-            int8_search.write_recipe(out / int8_search.RECIPE_FILE, search.recipe())
+            if not search.fits:
+                echo(f"warning: no INT8 candidate is within {budget:g} pt on val by its estimate, but {search.val_images} "
+                     f"val images cannot show it is over either; keeping the closest ({search.chosen.label}) and "
+                     "letting the parity check judge it")
+            searching.write_recipe(out / searching.RECIPE_FILE, search.recipe())
+        elif wants_cpu_int8 or wants_trt_int8:
+            from tledge.export.calibration import Calibration
+
+            cache = Calibration(int8_source, calib_paths, Path(tmp) / "calibration").cache_for(method, calib_percentile)
         common = dict(images=calib_paths, method=method, percentile=calib_percentile,
                       nodes_to_exclude=nodes_to_exclude, calibration_source=calib_source, calibration_cache=cache)
         int8_rows = {}
@@ -248,29 +271,77 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
     echo(result.table())
     result.next_commands = _next_commands(result, run_dir, parity_data)
     echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
-    if not result.passed:
+    checked = [r.parity for r in result.rows if r.parity is not None]
+    if result.outcome == "over":
         from tledge.export.parity import parity_message
 
-        raise ParityError(parity_message([r.parity for r in result.rows if r.parity is not None]))
+        raise ParityError(parity_message(checked))
+    if result.outcome == "inconclusive":
+        from tledge.export.parity import inconclusive_message
+
+        raise ParityInconclusive(inconclusive_message(checked, parity_set.source))
     return result
 
 
-def _check_int8_options(budget, methods, recipe, nodes, calib_method, calib_percentile, qat_epochs, qat_lr) -> None:
-    """Contradictory INT8 options are an error before any work (nothing is silently ignored)."""
-    if recipe is not None and (budget is not None or nodes or calib_method or calib_percentile is not None):
+def _check_int8_options(budget, methods, recipe, nodes, calib_method, calib_percentile, qat_epochs, qat_lr,
+                        search) -> str:
+    """The INT8 search mode ("budget", "full" or "off"); contradictory options are an error before any work.
+
+    The accuracy-budgeted search is the default; fixing the calibration yourself (--calib-method,
+    --calib-percentile, --exclude-nodes, --int8-recipe) means no search, and asking for both is an error.
+    """
+    fixed = [flag for flag, value in (("--int8-recipe", recipe), ("--exclude-nodes", nodes),
+                                      ("--calib-method", calib_method), ("--calib-percentile", calib_percentile))
+             if value]
+    if search is not None and search not in ("budget", "full", "off"):
+        raise TledgeError(f"--int8-search must be budget, full or off, got {search!r}")
+    if recipe is not None and len(fixed) > 1:
         raise TledgeError("--int8-recipe fixes the calibration and the float nodes; it cannot be combined with "
-                          "--int8-budget, --exclude-nodes, --calib-method or --calib-percentile")
-    if budget is not None and (nodes or calib_method or calib_percentile is not None):
-        raise TledgeError("--int8-budget chooses the calibration and the float nodes itself; drop --exclude-nodes, "
-                          "--calib-method and --calib-percentile (or use --int8-methods to restrict the candidates)")
-    if methods is not None and budget is None:
-        raise TledgeError("--int8-methods lists the candidates of the --int8-budget search; give --int8-budget too")
+                          "--exclude-nodes, --calib-method or --calib-percentile")
+    searching = [flag for flag, value in (("--int8-budget", budget), ("--int8-methods", methods),
+                                          ("--int8-search", search if search != "off" else None)) if value is not None]
+    if fixed and searching:
+        raise TledgeError(f"{searching[0]} asks the INT8 search to choose the calibration and the float nodes, and "
+                          f"{fixed[0]} fixes them; drop one (--int8-methods restricts the search's candidates)")
+    if search == "off" and (budget is not None or methods is not None):
+        raise TledgeError("--int8-budget and --int8-methods belong to the INT8 search; drop them or --int8-search off")
     if qat_lr is not None and not qat_epochs:
         raise TledgeError("--qat-lr applies to quantization-aware fine-tuning; give --qat-epochs N too")
     if methods is not None:
         from tledge.export.int8_search import parse_candidates
 
         parse_candidates(methods)
+    if fixed or search == "off":
+        return "off"
+    return search or "budget"
+
+
+def _interleaved_latency_ms(paths: dict, card, rounds: int = 5, runs: int = 10) -> dict[str, float]:
+    """Batch-1 latency of several ONNX files timed in alternating rounds (so a noisy minute hits them all);
+    per file the median over every call. Single back-to-back timings on a shared host are noise."""
+    import numpy as np
+
+    from tledge.runtime.backends import load_backend
+
+    backends = {name: load_backend(path, device="cpu") for name, path in paths.items()}
+    try:
+        height, width = card.input_size
+        times: dict[str, list[float]] = {name: [] for name in backends}
+        inputs = {name: np.random.default_rng(0).standard_normal(
+            (b.max_batch or 1, 3, height, width)).astype(np.float32) for name, b in backends.items()}
+        for name, backend in backends.items():  # warm-up
+            for _ in range(3):
+                backend.predict(inputs[name])
+        for _ in range(rounds):
+            for name, backend in backends.items():
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    backend.predict(inputs[name])
+                    times[name].append(time.perf_counter() - start)
+        return {name: float(np.median(t) * 1000.0) for name, t in times.items()}
+    finally:
+        for backend in backends.values():
+            backend.close()
 
 
 def _timed(name: str, kind: str, build: Callable[[], Path]) -> ArtifactRow:
@@ -282,16 +353,14 @@ def _timed(name: str, kind: str, build: Callable[[], Path]) -> ArtifactRow:
 
 
 def _compare_flavours(onnx_path: Path, rows: dict, card, echo) -> None:
-    """Quick batch-1 latency of FP32 and both INT8 flavours on this CPU, recorded in each INT8 card."""
-    from tledge.export.int8 import measure_latency_ms, record_latency
+    """Batch-1 latency of FP32 and both INT8 flavours on this CPU (interleaved rounds), recorded in each INT8 card."""
+    from tledge.export.int8 import record_latency
 
-    latencies = {"fp32": measure_latency_ms(onnx_path, card)}
-    for flavour, row in rows.items():
-        latencies[flavour] = measure_latency_ms(row.path, card)
+    latencies = _interleaved_latency_ms({"fp32": onnx_path, **{f: row.path for f, row in rows.items()}}, card)
     compared = {k: round(v, 3) for k, v in latencies.items()}
     for flavour, row in rows.items():
         record_latency(row.path, {"latency_ms_batch1": compared[flavour], "latency_compared_ms_batch1": compared})
-    echo("  int8 latency, batch 1, this CPU: " + ", ".join(f"{k} {v:.2f} ms" for k, v in compared.items()))
+    echo("  int8 latency, batch 1, this CPU, interleaved: " + ", ".join(f"{k} {v:.2f} ms" for k, v in compared.items()))
     if latencies["s8s8"] < latencies["u8s8"]:
         echo("  note: symmetric s8s8 is faster than u8s8 on this CPU; model.int8.trt.onnx also runs in ONNX Runtime")
 
@@ -311,11 +380,14 @@ def _check_parity(result: ExportResult, model, card, data, tolerances, echo) -> 
     results, info = run_parity(reference, artifacts, data, card, tolerances)
     for row, parity in zip(result.rows, results):
         row.parity = parity
-    result.passed = all(p.passed for p in results)
+    from tledge.stats import combine
+
+    result.outcome = combine([p.outcome for p in results])
     if info["skipped"]:
         echo(f"warning: parity skipped {len(info['skipped'])} unreadable image(s): {', '.join(info['skipped'][:5])}")
     report = {"source": info["source"], "images": info["images"], "skipped": info["skipped"],
-              "tolerances": tolerances, "passed": result.passed,
+              "tolerances": tolerances, "outcome": result.outcome, "passed": result.passed,
+              "intervals": "95%: Wilson (agreement), Tango paired score (accuracy difference); see tledge/stats.py",
               "results": [{**p.to_dict(), "seconds": round(r.seconds, 3), "size_mb": round(r.size_mb, 3)}
                           for r, p in zip(result.rows, results)]}
     result.parity_path = result.out_dir / PARITY_FILE
