@@ -59,7 +59,9 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
                    "searching or fine-tuning).")
 @click.option("--qat-epochs", type=int, default=None,
               help="INT8: quantization-aware fine-tuning on the train split for N epochs before quantizing.")
-@click.option("--qat-lr", type=float, default=None, help="INT8: learning rate of --qat-epochs (default 1e-3, SGD momentum 0.9).")
+@click.option("--qat-lr", type=float, default=None,
+              help="INT8: learning rate of --qat-epochs (default 1e-4, cosine to 0, SGD momentum 0.9; activation "
+                   "ranges frozen after the first epoch).")
 @click.option("--out", type=click.Path(path_type=str), default=None, help="Output folder (default RUN/export).")
 def export(source, formats, opset, exporter, batch, max_batch, workspace, calib_data, calib_images, calib_method,
            calib_percentile, int8_flavours, exclude_nodes, parity_data, tolerance, no_parity, int8_search,
@@ -78,7 +80,8 @@ def export(source, formats, opset, exporter, batch, max_batch, workspace, calib_
                calib_percentile=calib_percentile, int8_flavours=int8_flavours, nodes_to_exclude=nodes,
                parity_data=parity_data, tolerance=tolerance, parity=not no_parity, int8_budget=int8_budget,
                int8_methods=int8_methods, int8_recipe=int8_recipe, int8_report=int8_report,
-               int8_max_groups=int8_max_groups, int8_search=int8_search, qat_epochs=qat_epochs, qat_lr=qat_lr, echo=click.echo)
+               int8_max_groups=int8_max_groups, int8_search=int8_search, qat_epochs=qat_epochs, qat_lr=qat_lr,
+               echo=click.echo)
 
 
 COMMANDS = [export]

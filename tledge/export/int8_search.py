@@ -7,7 +7,9 @@ records the 95% interval of that drop (tledge.stats), so the report shows what t
 
 Two modes (`--int8-search`):
 - budget (the default): candidates cheapest first (MinMax, then Percentile levels, then Entropy), stop at
-  the first that fits.
+  the first that fits. When the val split is too small to resolve the budget even at full agreement, it
+  keeps the cheapest candidate (choosing by a noisy val accuracy would select noise) and the final parity
+  check says how many images a verdict needs.
 - full: every candidate; among those that fit, the highest top-1 agreement with FP32 wins (agreement
   varies far less than accuracy on a small split, so choosing by it selects less noise).
 Calibration is computed once for all candidates (calibration.py: one MinMax pass, one histogram pass for
@@ -235,8 +237,9 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
         result.source_val_acc = 100.0 * float(np.mean(source_logits.argmax(1) == val.labels))
         echo(f"  int8 search: the model to quantize (fine-tuned) is {result.source_val_acc:.2f}% on val in FP32")
     n = len(val.labels)
+    resolvable = 100.0 * stats.resolvable_drop(n, 0)
     echo(f"  int8 search ({mode}): budget {budget:g} pt on {n} val images (FP32 {fp32_acc:.2f}%; these images "
-         f"resolve a drop of about {100.0 * stats.resolvable_drop(n, 0):.2f} pt at full agreement)")
+         f"resolve a drop of about {resolvable:.2f} pt at full agreement)")
     counter = iter(range(10_000))
 
     def probe(stage, label, method, pct, nodes, groups) -> Step:
@@ -265,6 +268,18 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
         result.calibration_seconds = dict(calibration.seconds)
         result.seconds = time.perf_counter() - started
         return result
+
+    # Too few val images to resolve the budget even with full agreement: comparing candidates by val accuracy
+    # would select noise (one image of 24 is 4.17 pt), so the budget mode keeps the cheapest candidate and
+    # lets the parity check say how many images a verdict needs. --int8-search full still searches.
+    if mode == "budget" and resolvable > budget:
+        method, pct = candidates[0]
+        step = probe("calibration", candidate_label(method, pct), method, pct, [], [])
+        result.chosen, result.fits = step, step.fits
+        echo(f"  int8 search: {n} val images cannot resolve a {budget:g}-pt budget (they resolve {resolvable:.2f} pt); "
+             f"keeping the cheapest candidate, {step.label}, without searching further")
+        return finish(f"{n} val images resolve {resolvable:.2f} pt, more than the {budget:g}-pt budget: kept the "
+                      f"cheapest candidate ({step.label}); a larger val split lets the search decide")
 
     # Step 1: calibration methods, in the order given (cheapest first by default).
     tried: list[Step] = []
