@@ -67,8 +67,8 @@ class Calibration:
         if method == "minmax":
             save_tensors_data(ranges, path)
             return path
-        started = time.perf_counter()
         histograms = self.histograms()
+        started = time.perf_counter()
         if method == "percentile":
             data = _percentile_thresholds(ranges, histograms, float(percentile))
             save_tensors_data(TensorsData(CalibrationMethod.Percentile, data), path)
