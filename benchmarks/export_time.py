@@ -30,7 +30,8 @@ def one_export(run: Path, mode: str | None) -> dict:
         out = Path(tmp) / "export"
         outcome, error = "within", None
         try:
-            export_run(run, "onnx,int8", out, int8_search=mode, echo=lines.append)
+            export_run(run, "onnx,int8", out, int8_search=mode,
+                       echo=lambda m: lines.append(f"[{time.perf_counter() - started:6.1f} s] {m}"))
         except TledgeError as exc:
             outcome, error = {3: "over", 4: "inconclusive"}.get(exc.exit_code, "error"), str(exc)
         seconds = time.perf_counter() - started
