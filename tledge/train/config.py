@@ -38,7 +38,8 @@ class TrainConfig:
     workers: int | None = None  # None: chosen from the CPU count
     amp: bool = True  # only on CUDA
     sync_bn: bool = False  # torchrun on CUDA: SyncBatchNorm across ranks
-    cache_features: bool = True  # with freeze all and no augmentation: cache trunk features
+    cache_features: bool = True  # no augmentation + freeze all / stages:K: cache the frozen prefix's outputs
+    cache_views: int = 1  # 2: also cache each train image's mirror; each epoch uses one view per image
     kfold: int = 0
     project: str = "runs"
     name: str | None = None
