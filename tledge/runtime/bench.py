@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,6 +23,7 @@ from tledge.errors import TledgeError
 from tledge.metrics import accuracy, latency_stats
 from tledge.preprocess import preprocess_batch
 from tledge.runtime.backends import artifact_kind, load_backend
+from tledge.runtime.options import BenchOptions
 from tledge.runtime.sources import Clock, find_images
 from tledge.table import format_table
 
@@ -31,17 +31,6 @@ ARTIFACT_SUFFIXES = (".onnx", ".engine")
 ROW_KEYS = ("artifact", "format", "backend", "batch", "status", "size_mb", "accuracy", "p50_ms", "p99_ms",
             "throughput", "speedup")
 BASELINE_FORMAT = "pytorch"
-
-
-@dataclass
-class BenchOptions:
-    batches: Sequence[int] = (1, 16)
-    iters: int = 50
-    warmup: int = 10
-    threads: int | None = None
-    min_time: float = 0.0  # seconds per row, on top of `iters`
-    device: str = "auto"
-    eval_batch: int = 32
 
 
 def discover_artifacts(source: str | Path | Sequence[str | Path]) -> tuple[list[Path], Path | None]:
@@ -183,6 +172,7 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
           clock: Clock = time.perf_counter, log: Callable[[str], None] = lambda _m: None) -> dict:
     """Run the benchmark and return {"rows": [...], "machine": {...}, "eval_set": ..., "note": ...}."""
     options = options or BenchOptions()
+    data = data if data is not None else options.data
     artifacts, run = discover_artifacts(source)
     batches = sorted({int(b) for b in options.batches})
     if not batches or batches[0] < 1:

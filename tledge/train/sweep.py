@@ -41,6 +41,8 @@ from tledge.atomic import atomic_write_bytes
 from tledge.errors import TledgeError
 from tledge.table import format_table
 from tledge.train import reports
+from tledge.options import options_of
+from tledge.train.checks import check_model, check_names
 from tledge.train.config import TrainConfig
 from tledge.train.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, next_free_name
 
@@ -52,13 +54,13 @@ STATUS_FILE = "sweep_status.json"  # written by a worker process when its cell f
 WORKER_LOG = "sweep.log"
 RESULT_FILES = ("results.csv", "results.md", "results.json", "results.png")
 
-# Options a grid may vary, with their type. The order is also the order of name tokens and table columns.
-AXIS_TYPES: dict[str, type] = {
-    "model": str, "freeze": str, "optimizer": str, "lr": float, "epochs": int, "img_size": int,
-    "batch_size": int, "augment": str, "head": str, "weights": str, "seed": int, "kfold": int,
-    "dropout": float, "weight_decay": float, "momentum": float, "scheduler": str, "resize": str,
-    "label_smoothing": float, "warmup_epochs": int, "patience": int,
-}
+# Options a grid may vary, with their type (from TrainConfig's option fields, where their ranges live too).
+# The order is also the order of name tokens and table columns.
+AXES = ("model", "freeze", "optimizer", "lr", "epochs", "img_size", "batch_size", "augment", "head", "weights",
+        "seed", "kfold", "dropout", "weight_decay", "momentum", "scheduler", "resize", "label_smoothing",
+        "warmup_epochs", "patience")
+_TRAIN_OPTIONS = {o.name: o for o in options_of(TrainConfig)}
+AXIS_TYPES: dict[str, type] = {axis: _TRAIN_OPTIONS[axis].base_type for axis in AXES}
 # How a varying axis appears in a cell name: prefix + value ("" = the value alone).
 NAME_PREFIX = {"model": "", "optimizer": "", "freeze": "freeze_", "lr": "lr", "epochs": "ep", "img_size": "px",
                "batch_size": "bs", "augment": "aug_", "head": "head_", "weights": "w_", "seed": "seed",
@@ -66,7 +68,6 @@ NAME_PREFIX = {"model": "", "optimizer": "", "freeze": "freeze_", "lr": "lr", "e
                "scheduler": "sched_", "resize": "resize_", "label_smoothing": "ls", "warmup_epochs": "warm",
                "patience": "pat"}
 AXIS_ALIASES = {"models": "model", "optimizers": "optimizer"}
-RESIZE_MODES = ("stretch", "center_crop")
 
 # The numbers every result row carries (k-fold rows: the mean over folds, and a <name>_std column).
 METRICS = ("trainable_params", "total_params", "best_epoch", "epochs_run", "train_time_s", "train_loss",
@@ -158,7 +159,10 @@ def expand_grid(base: TrainConfig, axes: dict[str, Sequence]) -> list[Cell]:
         combos = [{**combo, axis: v} for combo in combos for v in values]
     cells, seen = [], {}
     for combo in combos:
-        config = dataclasses.replace(base, **combo)
+        try:
+            config = dataclasses.replace(base, **combo)
+        except TledgeError as exc:
+            raise TledgeError(f"grid cell {combo}: {exc}") from None
         name = "-".join([_token("model", config.model)] + [_token(a, combo[a]) for a in varying])
         if name in seen:
             raise TledgeError(f"grid cells {seen[name]} and {combo} would share the folder name {name!r}")
@@ -178,61 +182,16 @@ def validate_cells(cells: Sequence[Cell]) -> None:
         c = cell.config
         where = f"cell {cell.name}: "
         try:
-            _check_options(c)
+            check_names(c)
             key = (c.model, c.freeze, c.img_size, c.head, tuple(sorted(c.arch_kwargs.items())))
             if key not in checked:
-                _check_model(c)
+                check_model(c)
                 checked.add(key)
         except TledgeError as exc:
             raise TledgeError(where + str(exc)) from None
     data = Path(cells[0].config.data)
     if not data.is_dir():
         raise TledgeError(f"data folder {data} not found")
-
-
-def _check_options(c: TrainConfig) -> None:
-    from tledge.train.augment import LEVELS
-    from tledge.train.backbones import HEADS, get_spec
-    from tledge.train.freeze import parse_policy
-    from tledge.train.optim import OPTIMIZERS, SCHEDULERS
-
-    get_spec(c.model)
-    parse_policy(c.freeze)
-    checks = [
-        (c.optimizer in OPTIMIZERS, f"unknown optimizer {c.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"),
-        (c.scheduler in SCHEDULERS, f"unknown scheduler {c.scheduler!r}; expected one of {', '.join(SCHEDULERS)}"),
-        (c.head in HEADS, f"unknown head {c.head!r}; expected one of {', '.join(HEADS)}"),
-        (c.augment in LEVELS, f"unknown augmentation {c.augment!r}; expected one of {', '.join(LEVELS)}"),
-        (c.resize in RESIZE_MODES, f"unknown resize {c.resize!r}; expected one of {', '.join(RESIZE_MODES)}"),
-        (c.epochs >= 1, f"epochs must be at least 1, got {c.epochs}"),
-        (c.batch_size >= 1, f"batch size must be at least 1, got {c.batch_size}"),
-        (c.img_size >= 8, f"image size must be at least 8 px, got {c.img_size}"),
-        (c.lr is None or c.lr > 0, f"lr must be positive, got {c.lr}"),
-        (c.kfold == 0 or c.kfold >= 2, f"kfold must be 0 (off) or at least 2, got {c.kfold}"),
-        (c.weights in ("imagenet", "none") or Path(c.weights).is_file(),
-         f"weights file {c.weights!r} not found (expected imagenet, none or a file)"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise TledgeError(message)
-
-
-def _check_model(c: TrainConfig) -> None:
-    """Build the model on the meta device, apply the freeze policy, push one image of img_size through."""
-    import torch
-
-    from tledge.train.backbones import create_model
-    from tledge.train.freeze import apply_freeze
-
-    with torch.device("meta"):
-        model = create_model(c.model, 2, "none", c.head, c.dropout, **c.arch_kwargs)
-        apply_freeze(model, c.freeze)
-        try:
-            model.eval()(torch.empty(1, 3, c.img_size, c.img_size))
-        except (RuntimeError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TledgeError(f"{c.model} cannot take {c.img_size} px images ({reason}); "
-                              f"use a larger img_size") from None
 
 
 # --------------------------------------------------------------------------------------------- sweep folder
