@@ -13,12 +13,12 @@ The names are loaded on first use, so `import tledge` stays light (no torch, no 
 from tledge.errors import TledgeError
 
 __version__ = "0.1.0"
-__all__ = ["train", "export", "load", "bench", "TledgeError", "Run", "Model", "Prediction", "TrainConfig",
+__all__ = ["train", "export", "load", "bench", "TledgeError", "Run", "Export", "Model", "Prediction", "TrainConfig",
            "ExportOptions", "BenchOptions", "PredictRequest"]
 
 _LAZY = {
     "load": "tledge.api", "bench": "tledge.api", "Run": "tledge.api",
-    "Model": "tledge.runtime.model", "Prediction": "tledge.runtime.model", "TrainConfig": "tledge.train.config",
+    "Export": "tledge.export.pipeline", "Model": "tledge.runtime.model", "Prediction": "tledge.runtime.model", "TrainConfig": "tledge.train.config",
     "ExportOptions": "tledge.export.options", "BenchOptions": "tledge.runtime.options",
     "PredictRequest": "tledge.runtime.options",
 }

@@ -16,11 +16,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from tledge.errors import TledgeError
 from tledge.options import build
 from tledge.runtime.model import Model, Prediction, load
+
+if TYPE_CHECKING:
+    from tledge.export.pipeline import ExportResult
 
 __all__ = ["Run", "train", "export", "load", "bench", "bench_result", "Model", "Prediction"]
 
@@ -84,18 +87,24 @@ def _resume(run_dir: Path, log: Log) -> Run:
     return run_training(config, resume_dir=run_dir, log=log)
 
 
-def export(source: str | os.PathLike, formats: str | Sequence[str] | None = None, *, echo: Log = print,
-           **options: Any):
+def export(source: str | os.PathLike, formats: str | Sequence[str] | None = None, *, strict: bool = False,
+           echo: Log = print, **options: Any) -> ExportResult:
     """Export a run (a Run, run folder or best.pt) to `formats` (onnx, int8, trt-fp16, trt-int8), check each
     artifact against PyTorch, and return the result: `exp["onnx"]` is a Path, `exp.parity` the parity rows.
 
-    `options` are ExportOptions fields (opset, calib_images, tolerance, out, ...). A failed step is a row of
-    the result; at the end the worst outcome is raised (ParityError, exit 3; ExportFailed, exit 2 or 1)."""
+    `options` are ExportOptions fields (opset, calib_images, tolerance, out, ...); bad ones raise TledgeError
+    before anything is written. Each format is a step: a failed step is a row of the result (its status says
+    why) and the others still run. An artifact outside its parity tolerance or a failed step sets
+    `exp.failure` (and `exp.exit_code`: 3 parity, 2 or 1 a failed step) and prints a warning; with
+    `strict=True` that failure is raised instead (what the CLI does)."""
     from tledge.export.pipeline import export_run
 
     if formats is not None:
         options["formats"] = formats
-    return export_run(os.fspath(source), echo=echo, **options)
+    result = export_run(os.fspath(source), echo=echo, raise_on_failure=strict, **options)
+    if result.failure is not None and not strict:
+        echo(f"warning: {result.failure}")
+    return result
 
 
 def bench_result(source: str | os.PathLike | Sequence[str | os.PathLike], options=None, *,

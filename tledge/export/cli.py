@@ -21,7 +21,7 @@ def export(source, **values):
     """
     from tledge.api import export as export_api
 
-    export_api(source, echo=click.echo, **given(values, ExportOptions))
+    export_api(source, strict=True, echo=click.echo, **given(values, ExportOptions))
 
 
 COMMANDS = [export]

@@ -533,3 +533,6 @@ def _next_commands(result: ExportResult, run_dir: Path | None, parity_data) -> l
         files = " ".join(str(r.path) for r in result.rows if r.ok)
         commands.append(f"tledge bench {files}" + (f" --data {parity_data}" if parity_data else ""))
     return commands
+
+
+Export = ExportResult  # the name the public API documents (tledge.export(...) returns one)

@@ -13,7 +13,8 @@ from typing import Any
 from tledge.errors import TledgeError
 from tledge.options import option, validate
 
-FREEZE_HELP = "none | all | stages:K (freeze first K stages) | last:N (only last N layers + head train)"
+FREEZE_HELP = ("none (full fine-tune), all (feature extractor: only the head trains; features are cached), "
+               "stages:K (freeze the first K stages), last:N (only the last N Conv/Linear layers + head train).")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adadelta")
 SCHEDULERS = ("cosine", "step", "none")
 AUGMENT_LEVELS = ("none", "light", "standard", "strong")
@@ -36,9 +37,12 @@ def parse_split(value: Any) -> tuple[float, float, float]:
 @dataclass
 class TrainConfig:
     data: str = option(help="Image folder: class subfolders, or train/val/test folders of them.", cli=False)
-    model: str = option("mobilenet_v2", "Backbone (tledge weights list).")
-    weights: str = option("imagenet", "imagenet | none | PATH (state dict or tledge .pt).")
-    head: str = option("linear", "Classifier head.", choices=HEADS)
+    model: str = option("mobilenet_v2", "Backbone: mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large, resnet18, "
+                        "resnet50, vgg16, alexnet, efficientnet_b0 (tledge weights list).")
+    weights: str = option("imagenet", "imagenet (torchvision's weights, cache or download), none, or a PATH: a "
+                          "torchvision state dict or a tledge checkpoint.")
+    head: str = option("linear", "Classifier head: linear, or mlp (pool → 512 → ReLU → dropout 0.5 → classes).",
+                       choices=HEADS)
     dropout: float = option(0.0, "Dropout before the classifier.", min=0, below=1)
     width_mult: float | None = option(None, "MobileNetV2 width multiplier (tiny models; no ImageNet weights).",
                                       above=0, max=4)
@@ -46,29 +50,35 @@ class TrainConfig:
     freeze: str = option("none", FREEZE_HELP)
     img_size: int = option(224, "Input size in px (square).", min=8, max=4096)
     resize: str = option("stretch", "stretch, or center_crop (ImageNet 0.875).", choices=RESIZE_MODES)
-    augment: str = option("standard", "Training augmentation level.", choices=AUGMENT_LEVELS)
+    augment: str = option("standard", "Training augmentation: none, light (flip, small shift/zoom), standard (±20° "
+                          "rotation, shifts, shear, zoom, flip, mild colour jitter), strong (+ hue, cutout).",
+                          choices=AUGMENT_LEVELS)
     epochs: int = option(15, "Training epochs.", min=1)
     batch_size: int = option(32, "Images per training step.", min=1)
-    optimizer: str = option("adam", "Optimizer.", choices=OPTIMIZERS)
+    optimizer: str = option("adam", "Optimizer (sgd uses Nesterov momentum).", choices=OPTIMIZERS)
     lr: float | None = option(None, "Default: adam/adamw 1e-3, sgd 1e-2, adadelta 1.0.", above=0)
     weight_decay: float = option(0.0, "L2 weight decay.", min=0)
     momentum: float = option(0.9, "SGD momentum (Nesterov when > 0).", min=0, below=1)
-    scheduler: str = option("cosine", "Learning-rate schedule.", choices=SCHEDULERS)
+    scheduler: str = option("cosine", "Learning-rate schedule: cosine (with linear warm-up), step, none.",
+                           choices=SCHEDULERS)
     step_size: int = option(7, "StepLR period in epochs.", min=1)
     gamma: float = option(0.1, "StepLR decay.", above=0, max=1)
     warmup_epochs: int = option(0, "Linear warm-up before cosine.", min=0)
     label_smoothing: float = option(0.0, "Cross-entropy label smoothing.", min=0, below=1)
-    patience: int = option(0, "Early stop after N epochs without gain (0: off).", min=0)
+    patience: int = option(0, "Early stop after N epochs without a better val accuracy (best epoch restored; 0: off).",
+                        min=0)
     split: tuple[float, float, float] = option((0.8, 0.1, 0.1), "train,val,test fractions when DATA has no split "
                                                "folders.", parse=parse_split)
     seed: int = option(0, "Random seed (splits, order, augmentation).", min=0)
-    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N. CUDA uses AMP (bf16 where supported, else fp16 + "
+                        "GradScaler), channels_last and pinned memory.")
     workers: int | None = option(None, "Data-loading processes (default: CPU count - 1, at most 4).", min=0)
     amp: bool = option(True, "Train in float32 on CUDA too.", flag="--no-amp", negate=True)
     sync_bn: bool = option(False, "Under torchrun on CUDA: synchronise BatchNorm statistics across GPUs.")
     cache_features: bool = option(True, "With --freeze all: do not cache trunk features.", flag="--no-cache",
                                   negate=True)
-    kfold: int = option(0, "Stratified K-fold cross-validation over train+val (0: off, else at least 2).", min=0)
+    kfold: int = option(0, "Stratified K-fold over train+val (0: off, else at least 2): runs/NAME/foldK, "
+                       "kfold.json/kfold.md with mean ± std; the best fold's model becomes the run's best.pt.", min=0)
     project: str = option("runs", "Folder that holds run folders.")
     name: str | None = option(None, "Run folder name (default exp, exp2, ...).")
     exist_ok: bool = option(False, "Reuse an existing --name folder.")
