@@ -4,7 +4,6 @@ stream with latency, bench rows, export steps that fail one by one, and CLI = AP
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,7 +18,7 @@ from tledge.preprocess import load_image
 
 
 def _imagenet_cached() -> bool:
-    from tledge.train.weights import cache_dir
+    from tledge.train.imagenet import cache_dir
 
     return (cache_dir() / "mobilenet_v2-b0353104.pth").is_file()
 

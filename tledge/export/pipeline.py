@@ -46,6 +46,7 @@ class ArtifactRow:
     parity: object | None = None  # ParityResult
     error: str | None = None  # why the step failed or was skipped
     exit_code: int = 0  # of the step's failure (2 user error, 3 budget, 1 crash)
+    failure: TledgeError | None = None  # the step's own error, when it was a TledgeError
 
     @property
     def ok(self) -> bool:
@@ -206,7 +207,8 @@ def parse_names_of(options: ExportOptions) -> list[str]:
 
 def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], None]) -> ExportJob:
     """Check everything that can be checked and load the checkpoint; nothing is written here."""
-    from tledge.checkpoint import load_model, resolve_checkpoint
+    from tledge.checkpoint import resolve_checkpoint
+    from tledge.train.restore import load_model
     from tledge.export import int8 as int8_mod
     from tledge.export.onnx_export import choose_exporter
 
@@ -388,7 +390,7 @@ def run_steps(job: ExportJob, steps: Sequence[Step], result: ExportResult) -> No
                 path = step.build(job)
             except TledgeError as exc:
                 row.error, row.exit_code = f"failed: {_first_line(exc)}", exc.exit_code
-                row.failure = exc  # type: ignore[attr-defined]
+                row.failure = exc
             except Exception as exc:  # noqa: BLE001 - one format's crash must not stop the others
                 row.error, row.exit_code = f"failed: {type(exc).__name__}: {_first_line(exc)}", 1
             row.seconds = time.perf_counter() - started
@@ -420,9 +422,8 @@ def _worst_outcome(result: ExportResult) -> TledgeError | None:
     failures = [r for r in result.rows if r.error is not None and not r.error.startswith("skipped")]
     if failures:
         worst = max(failures, key=lambda r: SEVERITY.get(r.exit_code, 3))
-        original = getattr(worst, "failure", None)
-        if len(failures) == 1 and original is not None:
-            return original
+        if len(failures) == 1 and worst.failure is not None:
+            return worst.failure
         text = "; ".join(f"{r.format}: {r.error}" for r in failures)
         error = ExportFailed(f"export step failed: {text}")
         error.exit_code = worst.exit_code

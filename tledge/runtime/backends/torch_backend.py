@@ -22,7 +22,7 @@ def resolve_torch_device(device: str = "auto") -> str:
 class TorchBackend(Backend):
     def __init__(self, path: str | Path, device: str = "auto", amp: bool = False, threads: int | None = None):
         torch = require("torch", "train", "running a .pt checkpoint")
-        from tledge.checkpoint import load_model
+        from tledge.train.restore import load_model
 
         if threads:
             torch.set_num_threads(int(threads))
