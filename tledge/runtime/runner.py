@@ -29,7 +29,7 @@ def backend_options(artifact: str | Path, provider: str | None, threads: int | N
 
 
 def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, clock: Clock = time.perf_counter) -> dict:
-    from tledge.runtime.outputs import CsvSink, JsonlSink, TableSink, write_summary_json
+    from tledge.runtime.outputs import CsvSink, JsonlSink, ProgressSink, TableSink, write_summary_json
 
     backend = load_backend(request.artifact, request.device,
                            **backend_options(request.artifact, request.provider, request.threads))
@@ -51,6 +51,7 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
                 sinks.append(OverlaySink(request.show, request.save, fps=source.fps or 30.0))
             if table is not None:
                 sinks.append(table)
+                sinks.append(ProgressSink(len(source)))
             options = PredictOptions(request.topk, request.batch, request.warmup, request.max_frames)
             summary = predict_stream(backend, source, options, sinks, clock=clock)
     finally:
