@@ -49,7 +49,7 @@ EXPORT_CASES = [
     (["--batch", "0"], "--batch 0: must be at least 1"),
     (["--formats", "trt-fp16", "--batch", "8", "--max-batch", "4"], "--batch ≤ --max-batch"),
     (["--calib-percentile", "0"], "--calib-percentile 0.0: must be greater than 0"),
-    (["--int8-budget", "-1"], "--int8-budget -1.0: must be at least 0"),
+    (["--int8-budget", "101"], "--int8-budget 101.0: must be at most 100"),
     (["--qat-epochs", "0"], "--qat-epochs 0: must be at least 1"),
     (["--formats", "onnx,tflite"], "unknown export format 'tflite'"),
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -70,7 +71,7 @@ class Option:
     def base_type(self) -> Any:
         """`int | None` → int; `float` → float; anything else as is."""
         args = [a for a in typing.get_args(self.type) if a is not type(None)]
-        if typing.get_origin(self.type) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        if typing.get_origin(self.type) in (typing.Union, types.UnionType) and len(args) == 1:
             return args[0]
         return self.type
 

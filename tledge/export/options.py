@@ -56,7 +56,8 @@ class ExportOptions:
     parity: bool = option(True, "Skip the parity check.", flag="--no-parity", negate=True)
     int8_budget: float | None = option(None, "INT8: accuracy drop allowed vs FP32, in points, judged on the run's "
                                        "val split: search calibration methods, then keep the most sensitive layers "
-                                       "in float until it fits (exit 3 if it cannot).", min=0, max=100)
+                                       "in float until it fits (exit 3 if it cannot); below 0 demands a gain.", min=-100,
+                                       max=100)
     int8_methods: str | None = option(None, "INT8 search candidates, e.g. minmax,percentile:99.99,entropy "
                                       "(default minmax, percentile 99.9/99.99/99.999, entropy).")
     int8_max_groups: int | None = option(None, "INT8 search: at most this many layer groups kept in float "

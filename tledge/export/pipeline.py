@@ -11,14 +11,13 @@ The FP32 ONNX is always written: every other format is built from it.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tledge.atomic import atomic_write_bytes
+from tledge.atomic import write_json
 from tledge.errors import ParityError, TledgeError
 from tledge.export.formats import FORMATS, INT8_TRT_FILENAME, artifact_path, check_options, parse_formats
 from tledge.export.options import ExportOptions
@@ -183,7 +182,7 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
     steps = plan_steps(job)
     job.out.mkdir(parents=True, exist_ok=True)
     result = ExportResult(job.out)
-    echo(f"exporting {job.ckpt} → {job.out}/ ({', '.join(parse_names_of(options))})")
+    echo(f"exporting {job.ckpt} → {job.out}/ ({', '.join(requested_formats(options))})")
     with tempfile.TemporaryDirectory(prefix="tledge-export-") as tmp:
         job.tmp = Path(tmp)
         run_steps(job, steps, result)
@@ -201,7 +200,7 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
     return result
 
 
-def parse_names_of(options: ExportOptions) -> list[str]:
+def requested_formats(options: ExportOptions) -> list[str]:
     return [f.name for f in parse_formats(options.formats)]
 
 
@@ -359,7 +358,7 @@ def _engine(fmt_name: str, source_step: str) -> Callable[[ExportJob], Path]:
 
 def plan_steps(job: ExportJob) -> list[Step]:
     """The steps the requested formats need, in dependency order."""
-    names = set(parse_names_of(job.options))
+    names = set(requested_formats(job.options))
     wants_trt_int8 = _wants_trt_int8(job.options, names)
     steps = [Step("onnx", "fp32", (), _build_onnx, row="onnx" in names)]
     if "int8" in names or wants_trt_int8:
@@ -398,15 +397,11 @@ def run_steps(job: ExportJob, steps: Sequence[Step], result: ExportResult) -> No
                 path = Path(path)
                 job.outputs[step.name] = path
                 row.path, row.size_mb = path, path.stat().st_size / 1e6
-            elif row.error is None:
-                job.outputs[step.name] = job.out
             if row.error is not None:
                 failed[step.name] = row.error
                 job.echo(f"{step.name}: {row.error}")
         if step.row or (row.error is not None and not row.error.startswith("skipped")):
-            if not step.row:
-                row.format = step.name
-            result.rows.append(row)
+            result.rows.append(row)  # a hidden step (calibration) shows up only when it fails
     cpu_int8 = [r for r in result.rows if r.format in ("int8", "int8-trt") and r.ok]
     if len(cpu_int8) == 2:
         _compare_flavours(job.outputs["onnx"], {"u8s8": cpu_int8[0], "s8s8": cpu_int8[1]}, job.card, job.echo)
@@ -509,6 +504,7 @@ def _check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, da
     artifacts = [(row.format, row.path, row.kind) for row in rows]
     echo(f"parity: {len(data.paths)} images from {data.source}, PyTorch FP32 vs {', '.join(a[0] for a in artifacts)}")
     results, info = run_parity(reference, artifacts, data, card, tolerances)
+    info["skipped"] = list(getattr(data, "skipped", [])) + list(info["skipped"])  # found by the folder reader too
     for row, parity in zip(rows, results):
         row.parity = parity
     result.passed = all(p.passed for p in results)
@@ -520,7 +516,7 @@ def _check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, da
                           for r, p in zip(rows, results)],
               "failed": [{"format": r.format, "status": r.status} for r in result.rows if not r.ok]}
     result.parity_path = result.out_dir / PARITY_FILE
-    atomic_write_bytes(result.parity_path, (json.dumps(report, indent=2) + "\n").encode())
+    write_json(result.parity_path, report)
 
 
 def _next_commands(result: ExportResult, run_dir: Path | None, parity_data) -> list[str]:

@@ -11,7 +11,6 @@ each followed by `backend.synchronize()` before the clock is read.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,7 +23,7 @@ from tledge.metrics import accuracy, latency_stats
 from tledge.preprocess import preprocess_batch
 from tledge.runtime.backends import artifact_kind, load_backend
 from tledge.runtime.options import BenchOptions
-from tledge.runtime.sources import Clock, find_images
+from tledge.runtime.sources import Clock
 from tledge.table import format_table
 
 ARTIFACT_SUFFIXES = (".onnx", ".engine")
@@ -66,30 +65,22 @@ def artifact_format(path: Path) -> str:
     return "tensorrt"
 
 
-def labelled_images(data: str | Path, class_names: Sequence[str]) -> tuple[list[Path], list[int]]:
-    """A folder of class subfolders → (paths, label indices in the card's class order)."""
-    root = Path(data)
-    if not root.is_dir():
-        raise TledgeError(f"--data {root}: not a folder")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    unknown = [p.name for p in folders if p.name not in class_names]
-    if unknown:
-        raise TledgeError(f"--data {root}: class folders {unknown[:5]} are not in the model's classes {list(class_names)[:10]}")
-    paths, labels = [], []
-    index = {name: i for i, name in enumerate(class_names)}
-    for folder in folders:
-        for path in find_images(folder):
-            paths.append(path)
-            labels.append(index[folder.name])
-    if not paths:
-        raise TledgeError(f"--data {root}: no images in class subfolders")
-    return paths, labels
+def labelled_images(data: str | Path, class_names: Sequence[str]) -> tuple[list[Path], list[int], list[str]]:
+    """A folder of class subfolders → (paths, label indices in the card's class order, skipped files), read
+    by the one labelled-folder reader training and parity use (tledge.train.data.read_labelled_folder)."""
+    from tledge.train.data import read_labelled_folder
+
+    try:
+        items, skipped = read_labelled_folder(data, class_names)
+    except TledgeError as exc:
+        raise TledgeError(f"--data {data}: {exc}") from None
+    return [p for p, _ in items], [label for _, label in items], [f"{rel} ({why})" for rel, why in skipped]
 
 
 def evaluation_set(card: ModelCard, data: str | Path | None, run: Path | None) -> tuple[list[Path], list[int], str]:
     if data is not None:
-        paths, labels = labelled_images(data, card.class_names)
-        return paths, labels, str(data)
+        paths, labels, skipped = labelled_images(data, card.class_names)
+        return paths, labels, str(data) + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
     if run is not None and (run / "splits.json").is_file():
         from tledge.splits import Splits
 
@@ -281,12 +272,11 @@ def format_bench_table(result: dict) -> str:
 
 def write_bench(result: dict, out_dir: str | Path) -> tuple[Path, Path | None]:
     """bench.json and bench.png (throughput bars per batch size; skipped when matplotlib is missing)."""
-    from tledge.card import atomic_write_text
+    from tledge.atomic import write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "bench.json"
-    atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+    json_path = write_json(out / "bench.json", result)
     try:
         png = plot_bench(result, out / "bench.png")
     except ImportError:

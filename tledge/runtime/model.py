@@ -74,6 +74,7 @@ class Model:
         from tledge.runtime.sources import open_source
 
         clock = time.perf_counter
+        self.skipped = []
         with open_source(source, prepare=preprocessor(self.card), clock=clock) as frames:
             for count, item in enumerate(frames):
                 if max_frames is not None and count >= max_frames:

@@ -86,9 +86,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.split, (list, str)):
             self.split = parse_split(self.split)
-        if isinstance(self.data, (bytes,)) or self.data is None:
+        if self.data is None:
             raise TledgeError("train needs DATA (an image folder)")
-        self.data = str(self.data)
+        self.data = str(self.data)  # a Path from Python callers
         self.project = str(self.project)
         self.arch_kwargs = dict(self.arch_kwargs or {})
         if self.width_mult is None and "width_mult" in self.arch_kwargs:

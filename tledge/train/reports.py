@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tledge.atomic import atomic_write_bytes, atomic_write_with
+from tledge.atomic import atomic_write_bytes, atomic_write_with, write_json  # noqa: F401 - write_json lives there
+from tledge.atomic import plain as _plain
 from tledge.table import format_table
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")
@@ -39,31 +40,6 @@ MIN_EPOCHS = 3
 
 
 # --------------------------------------------------------------------------------------------- JSON / CSV
-def _plain(value: Any) -> Any:
-    """numpy scalars/arrays, tuples and Paths → JSON-able Python values; NaN/inf → None (strict JSON)."""
-    if isinstance(value, dict):
-        return {(k if isinstance(k, str) else str(_plain(k))): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return _plain(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write `data` as indented JSON, atomically. numpy types become Python ones, NaN/inf become null."""
-    path = Path(path)
-    text = json.dumps(_plain(data), indent=2, ensure_ascii=False, allow_nan=False)
-    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
-    return path
-
-
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
