@@ -45,7 +45,7 @@ def build_grid(spec: dict):
     import dataclasses
 
     from tledge.train.config import TrainConfig, parse_split
-    from tledge.train.sweep import AXIS_ALIASES, AXIS_TYPES, coerce
+    from tledge.train.sweep_grid import AXIS_ALIASES, AXIS_TYPES, coerce
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"data", "project", "name", "exist_ok", "device"}
     data = spec.get("data")
