@@ -11,6 +11,7 @@ The FP32 ONNX is always written: every other format is built from it.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -211,9 +212,9 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
     from tledge.export import int8 as int8_mod
     from tledge.export.onnx_export import choose_exporter
 
+    if options.formats is None:
+        options = dataclasses.replace(options, formats=tuple(default_formats()))
     o = options
-    if o.formats is None:
-        o.formats = tuple(default_formats())
     fmts = parse_formats(o.formats)
     names = {f.name for f in fmts}
     check_options(fmts, {"exporter": o.exporter, "batch": o.batch, "max_batch": o.max_batch,

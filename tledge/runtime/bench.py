@@ -112,10 +112,15 @@ def _decoded_batches(paths: Sequence[Path], card: ModelCard, batch: int):
 def evaluate_accuracy(backend, paths: Sequence[Path], labels: Sequence[int], batch: int) -> float:
     if backend.max_batch is not None:
         batch = min(batch, backend.max_batch)
+    from tledge.progress import progress_bar
+
     predicted, truth = [], []
+    bar = progress_bar(len(paths), f"accuracy {backend.name}")
     for x, indices in _decoded_batches(paths, backend.card, batch):
         predicted.extend(np.argmax(backend.predict(x), axis=1).tolist())
         truth.extend(labels[i] for i in indices)
+        bar.update(len(indices))
+    bar.close()
     return accuracy(truth, predicted)
 
 
@@ -285,11 +290,9 @@ def write_bench(result: dict, out_dir: str | Path) -> tuple[Path, Path | None]:
 
 
 def plot_bench(result: dict, path: Path) -> Path:
-    import matplotlib
+    from tledge.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [r for r in result["rows"] if r["status"] == "ok" and r.get("throughput")]
     batches = sorted({r["batch"] for r in rows}) or [1]
     labels = list(dict.fromkeys(f"{r['artifact']}\n{r['backend']}" for r in rows))
@@ -313,6 +316,4 @@ def plot_bench(result: dict, path: Path) -> Path:
     ax.set_title("tledge bench: throughput (labels: speed-up vs PyTorch FP32)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -13,14 +13,14 @@ import csv
 import io
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from tledge.atomic import atomic_write_bytes, atomic_write_with, write_json  # noqa: F401 - write_json lives there
+from tledge.atomic import atomic_write_bytes, write_json  # noqa: F401 - the one JSON writer, used as reports.write_json
 from tledge.atomic import plain as _plain
+from tledge.plots import pyplot as _pyplot, save_figure as _save_figure  # the one plot setup
 from tledge.table import format_table
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")
@@ -91,30 +91,6 @@ def _missing(value: Any) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- plotting
-def _pyplot():
-    """pyplot on the Agg backend. If the caller already imported pyplot (a notebook), keep its backend:
-    switching would close the caller's open figures."""
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
-    """Render to a temp file beside `path` (format given explicitly: the temp name ends in .tmp), publish
-    it atomically, and close the figure whatever happens."""
-    plt = _pyplot()
-    path = Path(path)
-    try:
-        atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
-    return path
-
-
 def _column(rows: Sequence[dict], key: str) -> np.ndarray:
     """One history column as float64, NaN where a row lacks it."""
     return np.array([np.nan if _missing(r.get(key)) else float(r[key]) for r in rows], dtype=np.float64)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tledge.atomic import atomic_write_bytes
+from tledge.plots import pyplot, save_figure
 from tledge.table import format_table
 from tledge.train import reports
 from tledge.train.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE
@@ -177,7 +178,7 @@ def write_results(rows: Sequence[dict], sweep_dir: str | Path, plot: bool = True
 def plot_results(rows: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
     """A bar per cell: test accuracy (val accuracy when no cell has a test split), with ± std error bars
     for k-fold cells; a cell without results gets an empty slot labelled with its status."""
-    plt = reports._pyplot()
+    plt = pyplot()
     key = "test_acc" if any(r.get("test_acc") is not None for r in rows) else "val_acc"
     names = [r["cell"] for r in rows]
     values = [r.get(key) if r.get(key) is not None else 0.0 for r in rows]
@@ -202,7 +203,7 @@ def plot_results(rows: Sequence[dict], path: str | Path, title: str | None = Non
     except BaseException:
         plt.close(fig)
         raise
-    return reports._save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _log_summary(rows: Sequence[dict], sweep_dir: Path, log: Log) -> None:
