@@ -183,7 +183,7 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
     steps = plan_steps(job)
     job.out.mkdir(parents=True, exist_ok=True)
     result = ExportResult(job.out)
-    echo(f"exporting {job.ckpt} → {job.out}/ ({', '.join(requested_formats(options))})")
+    echo(f"exporting {job.ckpt} → {job.out}/ ({', '.join(requested_formats(job.options))})")
     with tempfile.TemporaryDirectory(prefix="tledge-export-") as tmp:
         job.tmp = Path(tmp)
         run_steps(job, steps, result)
@@ -193,7 +193,7 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         _check_parity(result, checked, job.model, job.card, parity_set, job.tolerances, echo)
     _write_int8_report(job, result)
     echo(result.table())
-    result.next_commands = _next_commands(result, job.run_dir, options.parity_data)
+    result.next_commands = _next_commands(result, job.run_dir, job.options.parity_data)
     echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
     result.failure = _worst_outcome(result)
     if result.failure is not None and raise_on_failure:
