@@ -7,9 +7,10 @@ import sys
 from typing import IO
 
 
-def progress_bar(total: int | None, label: str, *, unit: str = "img", stream: IO[str] | None = None,
+def progress_bar(total: int | None, label: str, unit: str = "batch", *, stream: IO[str] | None = None,
                  enabled: bool | None = None):
-    """A tqdm bar on `stream` (stderr), disabled unless it is a terminal; it disappears when closed."""
+    """A tqdm bar (`.update(n)`, `.close()`, also a context manager) on `stream` (stderr), disabled unless
+    it is a terminal; it disappears when closed."""
     from tqdm import tqdm
 
     stream = stream or sys.stderr

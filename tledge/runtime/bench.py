@@ -115,7 +115,7 @@ def evaluate_accuracy(backend, paths: Sequence[Path], labels: Sequence[int], bat
     from tledge.progress import progress_bar
 
     predicted, truth = [], []
-    bar = progress_bar(len(paths), f"accuracy {backend.name}")
+    bar = progress_bar(len(paths), f"accuracy {backend.name}", unit="img")
     for x, indices in _decoded_batches(paths, backend.card, batch):
         predicted.extend(np.argmax(backend.predict(x), axis=1).tolist())
         truth.extend(labels[i] for i in indices)

@@ -99,7 +99,7 @@ class ProgressSink(Sink):
     def __init__(self, total: int, stream=None):
         from tledge.progress import progress_bar
 
-        self.bar = progress_bar(total, "predict", stream=stream)
+        self.bar = progress_bar(total, "predict", unit="img", stream=stream)
 
     def write(self, record: dict, item: Item, status: dict) -> None:
         self.bar.update(1)

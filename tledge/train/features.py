@@ -15,7 +15,7 @@ def extract_features(model, loader, setup: DeviceSetup, label: str = "features")
     """(features, labels) of every item in `loader`, computed by the frozen trunk in eval mode."""
     model.eval()
     feats, labels = [], []
-    bar = progress_bar(len(loader.dataset), label)
+    bar = progress_bar(len(loader.dataset), label, unit="img")
     for inputs, targets in loader:
         inputs = inputs.to(setup.device, non_blocking=setup.pin_memory)
         if setup.channels_last:
