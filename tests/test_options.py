@@ -208,3 +208,44 @@ def test_click_parses_negated_flags_and_lists():
 
     assert runner.invoke(probe, ["--no-amp", "--split", "0.6,0.2,0.2"]).exit_code == 0
     assert seen["amp"] is False and seen["cache_features"] is True and seen["split"] == (0.6, 0.2, 0.2)
+
+
+def _required(cls) -> dict:
+    return {f.name: "x" for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+
+
+def _boundary_cases(opt):
+    """(value, accepted) pairs just inside and just outside each declared bound of a numeric option."""
+    step = 1 if opt.base_type is int else 1e-6
+    spec = opt.spec
+    if spec.min is not None:
+        yield spec.min, True
+        yield spec.min - step, False
+    if spec.max is not None:
+        yield spec.max, True
+        yield spec.max + step, False
+    if spec.above is not None:
+        yield spec.above, False
+        yield spec.above + step, True
+    if spec.below is not None:
+        yield spec.below, False
+        yield spec.below - step, True
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_every_declared_bound_is_enforced_at_its_edge(job):
+    cls = options_class(job)
+    checked = 0
+    for opt in options_of(cls):
+        if opt.base_type not in (int, float):
+            continue
+        for value, accepted in _boundary_cases(opt):
+            value = int(value) if opt.base_type is int else float(value)
+            if accepted:
+                assert getattr(cls(**_required(cls), **{opt.name: value}), opt.name) == value
+            else:
+                with pytest.raises(TledgeError, match=f"^{opt.flag} "):
+                    cls(**_required(cls), **{opt.name: value})
+            checked += 1
+    assert checked >= (2 if job != "sweep" else 1)
