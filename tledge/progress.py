@@ -1,14 +1,20 @@
-"""Progress bars for long work (caching, calibration, folder passes): tqdm on a terminal, silent otherwise
-(logs and CI output stay clean)."""
+"""Progress bars for long work (trunk caching, training epochs, folder predict), drawn by tqdm on a
+terminal and silent otherwise (logs, CI, pipes), so redirected output stays clean."""
 
 from __future__ import annotations
 
 import sys
+from typing import IO
 
 
-def progress_bar(total: int, label: str, unit: str = "batch"):
-    """A context manager with `.update(n)`; draws only when stderr is a terminal."""
-    from tqdm.auto import tqdm
+def progress_bar(total: int | None, label: str, unit: str = "batch", *, stream: IO[str] | None = None,
+                 enabled: bool | None = None):
+    """A tqdm bar (`.update(n)`, `.close()`, also a context manager) on `stream` (stderr), disabled unless
+    it is a terminal; it disappears when closed."""
+    from tqdm import tqdm
 
-    return tqdm(total=total, desc=label, unit=unit, leave=False, dynamic_ncols=True,
-                disable=not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()))
+    stream = stream or sys.stderr
+    if enabled is None:
+        enabled = hasattr(stream, "isatty") and stream.isatty()
+    return tqdm(total=total, desc=f"  {label}", unit=unit, file=stream, disable=not enabled, leave=False,
+                dynamic_ncols=True)
