@@ -92,6 +92,12 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
     from tledge.export import int8 as int8_mod
     from tledge.export.parity import ParityData, labelled_folder, parse_tolerance
 
+    if formats is None:
+        from tledge.export.tensorrt_build import tensorrt_unavailable_reason
+
+        reason = tensorrt_unavailable_reason()
+        if reason and "not installed" not in reason:  # TensorRT is here but cannot be used: say why
+            echo(f"warning: trt-fp16 left out of the default formats: {reason}")
     fmts = parse_formats(formats if formats is not None else default_formats())
     names = {f.name for f in fmts}
     check_options(fmts, {"exporter": exporter, "batch": batch, "max_batch": max_batch, "workspace": workspace,

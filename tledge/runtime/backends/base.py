@@ -16,6 +16,7 @@ class Backend:
     name: str = "backend"
     card: ModelCard
     max_batch: int | None = None  # None: any batch size
+    last_gpu_ms: float | None = None  # GPU compute time of the last call (CUDA events), where the backend has it
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         batch = self._check_input(batch)
