@@ -210,3 +210,75 @@ def test_tensorrt_api_names_exist_in_bindings():
         checked += 1
     if not checked:
         pytest.skip("no TensorRT name lists here")
+
+
+def test_tensorrt_gpu_time_from_cuda_events_and_no_int_handles(tmp_path, monkeypatch):
+    """GPU compute time comes from two CUDA events around execute_async_v3; handles are read with getPtr()
+    (int(cudaStream_t) is deprecated in cuda-bindings 13). Stand-in, not TensorRT."""
+    import warnings
+
+    fake_trt.install(monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend = load_backend(_engine(tmp_path), "auto")
+        backend.predict(np.zeros((2, 3, SIZE, SIZE), np.float32))
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning)], [str(w.message) for w in caught]
+    assert backend.last_gpu_ms == fake_trt.GPU_MS and backend.provider == "tensorrt"
+    calls = [c[0] for c in fake_trt.CALLS]
+    first = calls.index("execute_async_v3")
+    assert calls[first - 1] == "cudaEventRecord" and calls[first + 1] == "cudaEventRecord"
+    backend.close()
+
+
+def test_tensorrt_gpu_time_in_predict_summary_and_bench_rows(tmp_path, monkeypatch, artifacts):
+    from tledge.runtime.bench import BenchOptions, bench, format_bench_table
+    from tledge.runtime.predict import PredictOptions, format_summary, predict_stream
+    from tledge.runtime.sources import ImageFilesSource
+
+    fake_trt.install(monkeypatch)
+    engine = _engine(tmp_path)
+    with load_backend(engine) as backend:
+        source = ImageFilesSource("four", artifacts["paths"][:4])
+        summary = predict_stream(backend, source, PredictOptions(batch=2, warmup=1))
+    assert summary["provider"] == "tensorrt" and summary["stages_ms"]["gpu_compute"]["count"] == 2
+    assert summary["stages_ms"]["gpu_compute"]["p50_ms"] == pytest.approx(fake_trt.GPU_MS)
+    assert "gpu compute" in format_summary(summary) and "provider tensorrt" in format_summary(summary)
+    result = bench([engine], options=BenchOptions([2], iters=3, warmup=1))
+    row = result["rows"][0]
+    assert row["status"] == "ok" and row["provider"] == "tensorrt"
+    assert row["gpu_ms"] == pytest.approx(fake_trt.GPU_MS / 2)  # per image at batch 2
+    assert "GPU ms/img" in format_bench_table(result)
+
+
+def test_driver_too_old_is_named_and_torch_takes_over(tmp_path, monkeypatch):
+    """cuda-python's CUDA 13 runtime on an older driver answers error 35: say so (not "no GPU"), and use
+    torch's CUDA when it works."""
+    import torch
+
+    from tledge.runtime.backends import tensorrt_backend as tb
+
+    fake_trt.install(monkeypatch, device_error=35)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    engine = _engine(tmp_path)
+    with pytest.raises(TledgeError, match="driver is too old for this CUDA build.*error 35.*tledge\\[gpu\\]"):
+        load_backend(engine)
+    monkeypatch.setattr(tb, "_TorchMemory", lambda torch: tb._CudaPythonMemory(fake_trt.make_cudart()))
+    with load_backend(engine) as backend:
+        x = np.ones((1, 3, SIZE, SIZE), np.float32)
+        np.testing.assert_allclose(backend.predict(x), fake_trt.expected_logits(x, len(CLASSES)), rtol=1e-5)
+
+
+def test_builder_reports_driver_too_old_instead_of_no_gpu(monkeypatch):
+    import torch
+
+    from tledge.export import tensorrt_build
+
+    fake_trt.install(monkeypatch, device_error=35)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(TledgeError, match="driver is too old"):
+        tensorrt_build.detect_gpu()
+    assert "driver is too old" in tensorrt_build.tensorrt_unavailable_reason()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (8, 9))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Torch GPU")
+    assert tensorrt_build.detect_gpu() == ("Torch GPU", "8.9")

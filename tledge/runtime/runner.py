@@ -56,6 +56,8 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
         raise TledgeError("--batch must be at least 1")
     backend = load_backend(request.artifact, request.device,
                            **backend_options(request.artifact, request.provider, request.threads))
+    for note in getattr(backend, "notes", ()):  # provider fallbacks, the CPU INT8 flavour kept on the CPU
+        echo(note)
     sinks = []
     try:
         source = open_source(request.source, prepare=preprocessor(backend.card), workers=request.workers,

@@ -249,6 +249,7 @@ class TensorRTBackend(Backend):
         self._bind_tensors()
         precision = facts.get("precision") or self.card.precision
         self.name = f"tensorrt-{precision}"
+        self.provider = "tensorrt"
 
     def _bind_tensors(self) -> None:
         trt, engine = self.trt, self.engine
