@@ -282,3 +282,24 @@ def test_builder_reports_driver_too_old_instead_of_no_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (8, 9))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Torch GPU")
     assert tensorrt_build.detect_gpu() == ("Torch GPU", "8.9")
+
+
+def test_torch_fp32_on_cuda_is_not_tf32(artifacts, monkeypatch):
+    """The PyTorch CUDA FP32 baseline (bench, parity) turns TF32 off; AMP leaves it alone. CUDA is mocked."""
+    import torch
+
+    import tledge.checkpoint
+    from tledge.runtime.backends.torch_backend import TorchBackend
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(tledge.checkpoint, "load_model", lambda path, device: (artifacts["model"], artifacts["card"]))
+    try:
+        amp = TorchBackend(artifacts["pt"], device="cuda", amp=True)
+        assert amp.name == "torch-cuda-amp" and torch.backends.cudnn.allow_tf32 is True
+        fp32 = TorchBackend(artifacts["pt"], device="cuda")
+        assert fp32.name == "torch-cuda-fp32" and fp32.provider == "cuda"
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -153,7 +153,7 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, images: Sequence[
     calibrated tensor ranges; written if absent, reused if present (so a second flavour skips calibration).
     """
     onnx = require("onnx", "export", "INT8 quantization")
-    quant = require("onnxruntime.quantization", "export", "INT8 quantization")
+    quant = require("onnxruntime.quantization", "cpu", "INT8 quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if flavour not in FLAVOURS:

@@ -212,7 +212,7 @@ def _device_memory():
         if failure is not None:
             raise failure from None
         raise MissingDependency(".engine files need cuda-python (or torch with CUDA) for device buffers; "
-                                "install it with: pip install 'tledge[gpu]'") from None
+                                "install it with: pip install 'tledge[gpu]' (on Jetson: 'tledge[jetson]')") from None
     try:
         return _TorchMemory(torch)
     except Exception as exc:  # noqa: BLE001 - torch without CUDA, or its own CUDA error
