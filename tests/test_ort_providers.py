@@ -112,3 +112,16 @@ def test_install_check_names_the_clash_and_the_fix(monkeypatch, artifacts, capsy
     assert "offers no CUDA/TensorRT provider" in broken.problem
     code, out, _ = run_cli(capsys, "info", artifacts["onnx"])
     assert code == 0 and "onnxruntime " in out and "installed: onnxruntime" in out
+
+
+def test_cli_cache_and_fp16_reach_the_tensorrt_provider(artifacts, monkeypatch, capsys, tmp_path):
+    ort = fake_onnxruntime.install(monkeypatch)
+    cache = tmp_path / "trt"
+    code, out, err = run_cli(capsys, "predict", artifacts["onnx"], artifacts["paths"][0], "--provider", "tensorrt",
+                             "--cache", cache, "--fp16")
+    assert code == 0, err
+    trt = next(s for s in ort.SESSIONS if TRT in s.options).options[TRT]
+    assert trt["trt_engine_cache_path"] == str(cache) and trt["trt_fp16_enable"] == "True"
+    assert "onnxruntime-tensorrt-fp16" in out and "provider tensorrt" in out
+    code, _, err = run_cli(capsys, "predict", artifacts["pt"], artifacts["paths"][0], "--fp16")
+    assert code == 2 and "--fp16 applies to .onnx artifacts only" in err

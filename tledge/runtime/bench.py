@@ -42,6 +42,8 @@ class BenchOptions:
     min_time: float = 0.0  # seconds per row, on top of `iters`
     device: str = "auto"
     eval_batch: int = 32
+    cache: str | None = None  # TensorRT EP engine cache folder for .onnx rows (default: next to each model)
+    fp16: bool = False  # let the TensorRT EP use FP16 kernels for .onnx rows
 
 
 def discover_artifacts(source: str | Path | Sequence[str | Path]) -> tuple[list[Path], Path | None]:
@@ -174,8 +176,12 @@ def _size_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
 
-def _backend_options(path: Path, threads: int | None) -> dict:
-    return {"threads": threads} if threads and artifact_kind(path) in ("onnxruntime", "torch") else {}
+def _backend_options(path: Path, threads: int | None, cache: str | None = None, fp16: bool = False) -> dict:
+    kind = artifact_kind(path)
+    options = {"threads": threads} if threads and kind in ("onnxruntime", "torch") else {}
+    if kind == "onnxruntime" and (cache or fp16):
+        options.update(cache_dir=cache, fp16=fp16)
+    return options
 
 
 def _reason(exc: BaseException) -> str:
@@ -198,7 +204,8 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
         fmt = artifact_format(path)
         base = {"artifact": path.name, "format": fmt, "size_mb": _size_mb(path) if path.is_file() else None}
         try:
-            backend = load_backend(path, options.device, **_backend_options(path, options.threads))
+            backend = load_backend(path, options.device, **_backend_options(path, options.threads, options.cache,
+                                                                             options.fp16))
         except Exception as exc:  # noqa: BLE001 - a row fails, the table goes on
             for b in batches:
                 rows.append({**base, "backend": "-", "batch": b, "status": f"failed: {_reason(exc)}"})

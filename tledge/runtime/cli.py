@@ -35,6 +35,9 @@ threads_option = click.option("--threads", type=int, default=None, help="CPU thr
 @click.option("--batch", type=int, default=1, show_default=True, help="Items per inference call (files and video).")
 @device_option
 @click.option("--provider", default=None, help="ONNX Runtime provider to force: tensorrt, cuda or cpu.")
+@click.option("--cache", type=click.Path(path_type=str), default=None,
+              help="TensorRT provider engine cache folder (default: MODEL.onnx.trt-cache next to the model).")
+@click.option("--fp16", is_flag=True, help="Let ONNX Runtime's TensorRT provider use FP16 kernels.")
 @threads_option
 @click.option("--workers", type=int, default=2, show_default=True, help="Decode threads for image files.")
 @click.option("--show", is_flag=True, help="Open a window with label, confidence, FPS and latency (q/Esc quits).")
@@ -45,8 +48,8 @@ threads_option = click.option("--threads", type=int, default=None, help="CPU thr
 @click.option("--summary-json", type=click.Path(path_type=str), default=None, help="Write the latency summary as JSON.")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many items.")
 @click.option("--warmup", type=int, default=3, show_default=True, help="Untimed warm-up batches before the run.")
-def predict(artifact, source, topk, batch, device, provider, threads, workers, show, save, json_path, csv_path,
-            summary_json, max_frames, warmup):
+def predict(artifact, source, topk, batch, device, provider, cache, fp16, threads, workers, show, save, json_path,
+            csv_path, summary_json, max_frames, warmup):
     """Classify SOURCE with ARTIFACT (run folder, .pt, .onnx, .engine).
 
     SOURCE: camera index (0) or /dev/videoN, csi://N (Jetson CSI camera), a video file, an rtsp/http URL,
@@ -55,7 +58,7 @@ def predict(artifact, source, topk, batch, device, provider, threads, workers, s
     from tledge.runtime.runner import PredictRequest, run_predict
 
     request = PredictRequest(artifact, source, topk, batch, device, provider, threads, workers, show, save, json_path,
-                             csv_path, summary_json, max_frames, warmup)
+                             csv_path, summary_json, max_frames, warmup, cache, fp16)
     run_predict(request, echo=click.echo)
 
 
@@ -69,13 +72,16 @@ def predict(artifact, source, topk, batch, device, provider, threads, workers, s
 @threads_option
 @click.option("--min-time", type=float, default=0.0, show_default=True, help="Time each row at least this many seconds.")
 @device_option
+@click.option("--cache", type=click.Path(path_type=str), default=None,
+              help="TensorRT provider engine cache folder for .onnx files (default: next to each model).")
+@click.option("--fp16", is_flag=True, help="Let ONNX Runtime's TensorRT provider use FP16 kernels.")
 @click.option("--out", type=click.Path(path_type=str), default=None,
               help="Where bench.json and bench.png go (default: RUN/bench, or ./bench for a list of files).")
-def bench(sources, data, batch_text, iters, warmup, threads, min_time, device, out):
+def bench(sources, data, batch_text, iters, warmup, threads, min_time, device, cache, fp16, out):
     """Benchmark a run folder (best.pt + every export/*.onnx, *.engine) or a list of artifact files."""
     from tledge.runtime.bench import BenchOptions, bench as run_bench, format_bench_table, write_bench
 
-    options = BenchOptions(_batches(batch_text), iters, warmup, threads, min_time, device)
+    options = BenchOptions(_batches(batch_text), iters, warmup, threads, min_time, device, cache=cache, fp16=fp16)
     result = run_bench(list(sources), data, options, log=lambda m: click.echo(m, err=True))
     click.echo(format_bench_table(result))
     if out is None:
