@@ -19,8 +19,8 @@ from tledge.preprocess import load_image, preprocess_batch
 from tledge.runtime import load_backend
 from tledge.runtime.sources import ImageFilesSource, csi_pipeline, open_source
 
-TRT_NAMES_DIR = Path("/work/shared/tensorrt-api")
 REPO = Path(__file__).resolve().parents[1]
+TRT_NAMES_DIR = REPO.parent / "shared" / "tensorrt-api"  # ../shared from the repository root
 
 
 def _batch(paths):
@@ -200,7 +200,7 @@ def test_tensorrt_api_names_exist_in_bindings():
     from tledge.runtime.backends.tensorrt_backend import TRT_RUNTIME_API_NAMES
 
     checked = 0
-    for version in ("10.3.0", "11.4.0.106"):
+    for version in ("8.6.1", "10.3.0", "11.4.0.106"):  # JetPack 5 (8.5/8.6) has the named-tensor API too
         path = TRT_NAMES_DIR / f"names-{version}.txt"
         if not path.is_file():
             continue
