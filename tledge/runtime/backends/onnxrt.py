@@ -84,7 +84,7 @@ def provider_options(providers: list[str], model_path: Path, device_id: int = 0,
                 "trt_int8_enable": "True" if int8 else "False",  # explicit Q/DQ: scales come from the graph
             })
         elif name == "CUDAExecutionProvider":
-            options.append({"device_id": str(device_id), "use_tf32": "0" if strict_fp32 else "1"})
+            options.append({"device_id": str(device_id), **({"use_tf32": "0"} if strict_fp32 else {})})
         else:
             options.append({})
     return options
@@ -134,7 +134,11 @@ class OnnxRuntimeBackend(Backend):
         settings = provider_options(providers, self.path, device_index(device), cache_dir, fp16, int8, strict_fp32)
         for name, opts in zip(providers, settings):
             if name == "TensorrtExecutionProvider":
-                Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise TledgeError(f"cannot create the TensorRT engine cache {opts['trt_engine_cache_path']} "
+                                      f"({exc.strerror}); pass --cache DIR") from None
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(zip(providers, settings)))
         except Exception as exc:  # noqa: BLE001 - protobuf parse errors, invalid graphs
