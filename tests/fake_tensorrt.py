@@ -7,6 +7,12 @@ to call, in a sensible order with sensible values, and records every attribute n
 test can compare them with the names found in real TensorRT bindings. The "engine" it builds is JSON
 describing the build.
 
+It refuses what real TensorRT refuses, so that tledge's mistakes fail here first: a Q/DQ graph its ONNX
+parser rejects (INT32 or UINT8 DequantizeLinear inputs, UINT8 QuantizeLinear, non-zero zero points, float16
+scales below opset 19), network-creation bits and builder flags that the version does not define (11.x
+has no precision flags and no EXPLICIT_BATCH), and a dynamic-shape network without an optimization profile.
+Its enum members per version are checked against ../shared/tensorrt-api (tests/test_export_tensorrt.py).
+
     trt = fake_tensorrt.make("10.3.0")      # a module object; install with monkeypatch.setitem(sys.modules, ...)
     trt.CALLS  -> [("set_flag", "FP16"), ...]   trt.NAMES -> {"create_network", "BuilderFlag", ...}
 """
