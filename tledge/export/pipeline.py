@@ -315,6 +315,8 @@ def _check_parity(result: ExportResult, model, card, data, tolerances, echo) -> 
     artifacts = [(row.format, row.path, row.kind) for row in result.rows]
     echo(f"parity: {len(data.paths)} images from {data.source}, PyTorch FP32 vs {', '.join(a[0] for a in artifacts)}")
     results, info = run_parity(reference, artifacts, data, card, tolerances)
+    echo("  ran on: " + ", ".join(f"{p.name} {p.backend}" for p in results)
+         + " (FP32 ONNX on FP32 arithmetic: CPU, or CUDA with TF32 off)")
     for row, parity in zip(result.rows, results):
         row.parity = parity
     result.passed = all(p.passed for p in results)
