@@ -175,6 +175,10 @@ def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_
         _record("cudaStreamCreate")
         return 0, Handle(0xBEEF)
 
+    def cudaSetDevice(index):
+        _record("cudaSetDevice", index)
+        return (0,) if index < device_count else (101,)  # 101: cudaErrorInvalidDevice
+
     def cudaEventCreate():
         return 0, Handle(0xE0 + len([c for c in CALLS if c[0] == "cudaEventCreate"]))
 
@@ -212,7 +216,7 @@ def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_
 
     for fn in (cudaGetDeviceCount, cudaGetDeviceProperties, cudaStreamCreate, cudaMalloc, cudaMemcpyAsync,
                cudaStreamSynchronize, cudaFree, cudaStreamDestroy, cudaEventCreate, cudaEventRecord,
-               cudaEventElapsedTime, cudaEventDestroy):
+               cudaEventElapsedTime, cudaEventDestroy, cudaSetDevice):
         setattr(cudart, fn.__name__, fn)
     cudart.cudaMemcpyKind = cudaMemcpyKind
     cudart.memory = memory

@@ -262,7 +262,7 @@ def test_driver_too_old_is_named_and_torch_takes_over(tmp_path, monkeypatch):
     engine = _engine(tmp_path)
     with pytest.raises(TledgeError, match="driver is too old for this CUDA build.*error 35.*tledge\\[gpu\\]"):
         load_backend(engine)
-    monkeypatch.setattr(tb, "_TorchMemory", lambda torch: tb._CudaPythonMemory(fake_trt.make_cudart()))
+    monkeypatch.setattr(tb, "_TorchMemory", lambda torch, index: tb._CudaPythonMemory(fake_trt.make_cudart()))
     with load_backend(engine) as backend:
         x = np.ones((1, 3, SIZE, SIZE), np.float32)
         np.testing.assert_allclose(backend.predict(x), fake_trt.expected_logits(x, len(CLASSES)), rtol=1e-5)
@@ -303,3 +303,15 @@ def test_torch_fp32_on_cuda_is_not_tf32(artifacts, monkeypatch):
         assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_engine_runs_on_the_gpu_index_asked_for(tmp_path, monkeypatch, capsys):
+    fake_trt.install(monkeypatch, device_count=2)
+    with load_backend(_engine(tmp_path), "cuda:1") as backend:
+        backend.predict(np.zeros((1, 3, SIZE, SIZE), np.float32))
+    assert ("cudaSetDevice", 1) in fake_trt.CALLS
+    fake_trt.install(monkeypatch, device_count=1)
+    with pytest.raises(TledgeError, match="no CUDA GPU"):
+        load_backend(_engine(tmp_path), "cuda:1")
+    code, _, err = run_cli(capsys, "predict", _engine(tmp_path), "0", "--device", "gpu2")
+    assert code == 2 and "expected auto, cpu, cuda or cuda:N" in err

@@ -23,8 +23,15 @@ def _batches(text: str) -> list[int]:
     return values
 
 
-device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                             help="Where to run (.engine files always use the GPU).")
+def _device(ctx, param, value: str) -> str:
+    """auto, cpu, cuda or cuda:N (the GPU index goes to ONNX Runtime's providers and to .engine files)."""
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise click.BadParameter(f"{value!r}: expected auto, cpu, cuda or cuda:N")
+
+
+device_option = click.option("--device", default="auto", show_default=True, callback=_device,
+                             help="auto, cpu, cuda or cuda:N (.engine files always use a GPU).")
 threads_option = click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / PyTorch.")
 
 

@@ -102,9 +102,11 @@ def check_engine_compatibility(trt_facts: dict, trt_version: str, capability: st
 class _CudaPythonMemory:
     """Device buffers, copies, a stream and timing events through cuda-python's runtime API."""
 
-    def __init__(self, cudart):
+    def __init__(self, cudart, index: int = 0):
         self.cudart = cudart
-        self.gpu_name, self.capability = cuda_runtime.device_facts(cudart, 0)
+        self.gpu_name, self.capability = cuda_runtime.device_facts(cudart, index)
+        if index:
+            cuda_runtime.check(cudart.cudaSetDevice(index), "cudaSetDevice")
         self.stream = cuda_runtime.check(cudart.cudaStreamCreate(), "cudaStreamCreate")[0]
         self.stream_handle = cuda_runtime.handle(self.stream)
         self.events = [cuda_runtime.check(cudart.cudaEventCreate(), "cudaEventCreate")[0] for _ in range(2)]
@@ -153,13 +155,14 @@ class _CudaPythonMemory:
 class _TorchMemory:
     """The same, with torch tensors as device buffers (when cuda-python is not installed)."""
 
-    def __init__(self, torch):
+    def __init__(self, torch, index: int = 0):
         if not torch.cuda.is_available():
             raise TledgeError("no CUDA GPU found; .engine files need an NVIDIA GPU (use the .onnx on CPU)")
         self.torch = torch
-        major, minor = torch.cuda.get_device_capability(0)
+        torch.cuda.set_device(index)
+        major, minor = torch.cuda.get_device_capability(index)
         self.capability = f"{major}.{minor}"
-        self.gpu_name = torch.cuda.get_device_name(0)
+        self.gpu_name = torch.cuda.get_device_name(index)
         self.stream = torch.cuda.Stream()
         self.stream_handle = int(self.stream.cuda_stream)
         self.events = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
@@ -196,14 +199,14 @@ class _TorchMemory:
         self._buffers = {}
 
 
-def _device_memory():
+def _device_memory(index: int = 0):
     """cuda-python's buffers, or torch's when cuda-python is missing or its CUDA runtime fails (error 35: a
     CUDA 13 build on an older driver, while torch may be built for CUDA 12)."""
     cudart = cuda_runtime.import_cudart()
     failure: cuda_runtime.CudaRuntimeError | None = None
     if cudart is not None:
         try:
-            return _CudaPythonMemory(cudart)
+            return _CudaPythonMemory(cudart, index)
         except cuda_runtime.CudaRuntimeError as exc:
             failure = exc
     try:
@@ -214,7 +217,7 @@ def _device_memory():
         raise MissingDependency(".engine files need cuda-python (or torch with CUDA) for device buffers; "
                                 "install it with: pip install 'tledge[gpu]' (on Jetson: 'tledge[jetson]')") from None
     try:
-        return _TorchMemory(torch)
+        return _TorchMemory(torch, index)
     except Exception as exc:  # noqa: BLE001 - torch without CUDA, or its own CUDA error
         if failure is not None:
             raise failure from None
@@ -237,7 +240,9 @@ class TensorRTBackend(Backend):
             raise MissingDependency(f"running {self.path.name} needs TensorRT ({exc}); on Jetson it comes with JetPack, "
                                     "on x86: pip install 'tledge[gpu]'") from None
         self.trt = trt
-        self.memory = _device_memory()
+        from tledge.runtime.backends.onnxrt import device_index
+
+        self.memory = _device_memory(device_index(device))
         check_engine_compatibility(facts, getattr(trt, "__version__", "unknown"), self.memory.capability,
                                    self.memory.gpu_name, self.path)
         self.logger = trt.Logger(trt.Logger.WARNING)
