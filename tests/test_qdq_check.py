@@ -133,3 +133,24 @@ def test_cpu_flavour_is_refused_by_tensorrt_rules_only(both_flavours):
     assert any("uint8 quantized data" in p for p in problems)
     assert any("non-zero zero point" in p for p in problems)
     assert any("int32 quantized data" in p for p in problems)  # the CPU flavour keeps INT32 biases
+
+
+def test_quantize_int8_refuses_to_write_a_graph_that_fails_the_check(both_flavours, monkeypatch, tmp_path):
+    """The check is wired into quantize_int8 (so every INT8 file the project or its tests write is checked),
+    with the TensorRT rules for the TensorRT flavour."""
+    from tledge.export import qdq_check
+    from tledge.export.int8 import quantize_int8
+
+    seen = []
+
+    def failing(model, target="tensorrt"):
+        seen.append(target)
+        return ["DequantizeLinear 'x': int32 quantized data"]
+
+    monkeypatch.setattr(qdq_check, "check_qdq", failing)
+    base = both_flavours["s8s8"].parent
+    images = sorted(base.glob("*.png"))
+    out = tmp_path / "model.int8.trt.onnx"
+    with pytest.raises(TledgeError, match="fails the Q/DQ check.*int32"):
+        quantize_int8(base / "model.onnx", out, images, flavour="s8s8")
+    assert seen == ["tensorrt"] and not out.exists()
