@@ -73,7 +73,9 @@ step() {
   rc=$?
   local dt=$((SECONDS - t0))
   if [ $rc -eq 0 ]; then
-    record "$name" ok "$dt" ""
+    local note=""  # pytest's summary line says how many ran and how many were skipped
+    [[ $name == pytest* ]] && note=$(grep -E "passed|skipped|deselected" "$OUT/$name.log" | tail -n 1 | cut -c1-120 | tr '\t' ' ')
+    record "$name" ok "$dt" "$note"
   elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
     record "$name" failed "$dt" "timed out after ${limit}s ($OUT/$name.log)"
   else
@@ -106,7 +108,7 @@ except Exception as exc:
 PY
 [ -z "$DATA" ] && DATA=$("$PY" -c "from tledge.data import demo_data_dir; print(demo_data_dir())" 2>/dev/null)
 
-step train_cuda_amp 420 environment \
+step train_cuda_amp 420 - \
   "${TL[@]}" train "$DATA" --model mobilenet_v2 --img-size 96 --epochs 2 --device cuda --project "$OUT" --name run --exist-ok
 step check_amp_log 30 train_cuda_amp grep -q "AMP" "$OUT/train_cuda_amp.log"
 step export_engines_parity 600 train_cuda_amp \
@@ -131,7 +133,7 @@ step engine_gpu_time 30 predict_trt_fp16 "$PY" -c \
   "import json; s = json.load(open('$OUT/predict_trt_fp16.json')); assert s['stages_ms']['gpu_compute']['count'] > 0, s"
 step bench_gpu_time 420 export_engines_parity \
   "${TL[@]}" bench "$RUN" --batch 1,16 --device cuda --out "$OUT/bench"
-step pytest_gpu 420 environment "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_export_tensorrt.py
+step pytest_gpu 420 - "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_export_tensorrt.py
 
 "$PY" - "$RESULTS" "$OUT/gpu_check.json" "${GPU_REASON:-}" <<'PY'
 import json, sys
