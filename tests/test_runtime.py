@@ -20,7 +20,7 @@ from tledge.runtime import load_backend
 from tledge.runtime.sources import ImageFilesSource, csi_pipeline, open_source
 
 REPO = Path(__file__).resolve().parents[1]
-TRT_NAMES_DIR = REPO.parent / "shared" / "tensorrt-api"  # ../shared from the repository root
+TRT_NAMES_DIR = REPO.parent / "shared" / "tensorrt-api"  # next to the checkout when there; skipped when absent
 
 
 def _batch(paths):
@@ -288,13 +288,13 @@ def test_torch_fp32_on_cuda_is_not_tf32(artifacts, monkeypatch):
     """The PyTorch CUDA FP32 baseline (bench, parity) turns TF32 off; AMP leaves it alone. CUDA is mocked."""
     import torch
 
-    import tledge.checkpoint
+    import tledge.train.restore
     from tledge.runtime.backends.torch_backend import TorchBackend
 
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(tledge.checkpoint, "load_model", lambda path, device: (artifacts["model"], artifacts["card"]))
+    monkeypatch.setattr(tledge.train.restore, "load_model", lambda path, device: (artifacts["model"], artifacts["card"]))
     try:
         amp = TorchBackend(artifacts["pt"], device="cuda", amp=True)
         assert amp.name == "torch-cuda-amp" and torch.backends.cudnn.allow_tf32 is True
@@ -314,4 +314,4 @@ def test_engine_runs_on_the_gpu_index_asked_for(tmp_path, monkeypatch, capsys):
     with pytest.raises(TledgeError, match="no CUDA GPU"):
         load_backend(_engine(tmp_path), "cuda:1")
     code, _, err = run_cli(capsys, "predict", _engine(tmp_path), "0", "--device", "gpu2")
-    assert code == 2 and "expected auto, cpu, cuda or cuda:N" in err
+    assert code == 2 and "device must be auto, cpu, cuda or cuda:N, got 'gpu2'" in err

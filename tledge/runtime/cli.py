@@ -1,4 +1,5 @@
-"""`tledge predict`, `tledge bench`, `tledge info`: option parsing only; the work is in the library.
+"""`tledge predict`, `tledge bench`, `tledge info`: option parsing only; the work is in the library. The options
+are generated from PredictRequest and BenchOptions (tledge/runtime/options.py).
 
 Nothing here imports torch: the .onnx and .engine paths must run on a machine without it.
 """
@@ -10,87 +11,35 @@ from pathlib import Path
 
 import click
 
-from tledge.errors import TledgeError
-
-
-def _batches(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in str(text).replace(" ", "").split(",") if v]
-    except ValueError:
-        raise TledgeError(f"--batch {text!r}: expected comma-separated integers, e.g. 1,16") from None
-    if not values or min(values) < 1:
-        raise TledgeError(f"--batch {text!r}: batch sizes must be positive")
-    return values
-
-
-def _device(ctx, param, value: str) -> str:
-    """auto, cpu, cuda or cuda:N (the GPU index goes to ONNX Runtime's providers and to .engine files)."""
-    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
-        return value
-    raise click.BadParameter(f"{value!r}: expected auto, cpu, cuda or cuda:N")
-
-
-device_option = click.option("--device", default="auto", show_default=True, callback=_device,
-                             help="auto, cpu, cuda or cuda:N (.engine files always use a GPU).")
-threads_option = click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / PyTorch.")
+from tledge.options import click_options, given
+from tledge.runtime.options import BenchOptions, PredictRequest
 
 
 @click.command()
-@click.argument("artifact", type=click.Path(path_type=str))
-@click.argument("source", type=str)
-@click.option("--topk", type=int, default=5, show_default=True, help="How many classes to report per item.")
-@click.option("--batch", type=int, default=1, show_default=True, help="Items per inference call (files and video).")
-@device_option
-@click.option("--provider", default=None, help="ONNX Runtime provider to force: tensorrt, cuda or cpu.")
-@click.option("--cache", type=click.Path(path_type=str), default=None,
-              help="TensorRT provider engine cache folder (default: MODEL.onnx.trt-cache next to the model).")
-@click.option("--fp16", is_flag=True, help="Let ONNX Runtime's TensorRT provider use FP16 kernels.")
-@threads_option
-@click.option("--workers", type=int, default=2, show_default=True, help="Decode threads for image files.")
-@click.option("--show", is_flag=True, help="Open a window with label, confidence, FPS and latency (q/Esc quits).")
-@click.option("--save", type=click.Path(path_type=str), default=None,
-              help="Write annotated output: a video (.mp4/.avi) or a folder of images.")
-@click.option("--json", "json_path", type=click.Path(path_type=str), default=None, help="Write one JSON line per item.")
-@click.option("--csv", "csv_path", type=click.Path(path_type=str), default=None, help="Write a CSV (files and folders).")
-@click.option("--summary-json", type=click.Path(path_type=str), default=None, help="Write the latency summary as JSON.")
-@click.option("--max-frames", type=int, default=None, help="Stop after this many items.")
-@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed warm-up batches before the run.")
-def predict(artifact, source, topk, batch, device, provider, cache, fp16, threads, workers, show, save, json_path,
-            csv_path, summary_json, max_frames, warmup):
+@click_options(PredictRequest)
+def predict(**values):
     """Classify SOURCE with ARTIFACT (run folder, .pt, .onnx, .engine).
 
     SOURCE: camera index (0) or /dev/videoN, csi://N (Jetson CSI camera), a video file, an rtsp/http URL,
     an image, a folder (recursive) or a quoted glob ("photos/**/*.jpg").
     """
-    from tledge.runtime.runner import PredictRequest, run_predict
+    from tledge.runtime.runner import run_predict
 
-    request = PredictRequest(artifact, source, topk, batch, device, provider, threads, workers, show, save, json_path,
-                             csv_path, summary_json, max_frames, warmup, cache, fp16)
-    run_predict(request, echo=click.echo)
+    run_predict(PredictRequest(**given(values, PredictRequest)), echo=click.echo)
 
 
 @click.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--data", type=click.Path(path_type=str), default=None,
-              help="Labelled folder (class subfolders) for accuracy; default: the run's test split.")
-@click.option("--batch", "batch_text", default="1,16", show_default=True, help="Batch sizes, comma-separated.")
-@click.option("--iters", type=int, default=50, show_default=True, help="Timed calls per row (at least).")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed calls per row first.")
-@threads_option
-@click.option("--min-time", type=float, default=0.0, show_default=True, help="Time each row at least this many seconds.")
-@device_option
-@click.option("--cache", type=click.Path(path_type=str), default=None,
-              help="TensorRT provider engine cache folder for .onnx files (default: next to each model).")
-@click.option("--fp16", is_flag=True, help="Let ONNX Runtime's TensorRT provider use FP16 kernels.")
-@click.option("--out", type=click.Path(path_type=str), default=None,
-              help="Where bench.json and bench.png go (default: RUN/bench, or ./bench for a list of files).")
-def bench(sources, data, batch_text, iters, warmup, threads, min_time, device, cache, fp16, out):
+@click_options(BenchOptions)
+def bench(sources, **values):
     """Benchmark a run folder (best.pt + every export/*.onnx, *.engine) or a list of artifact files."""
-    from tledge.runtime.bench import BenchOptions, bench as run_bench, format_bench_table, write_bench
+    from tledge.api import bench_result
+    from tledge.runtime.bench import format_bench_table, write_bench
 
-    options = BenchOptions(_batches(batch_text), iters, warmup, threads, min_time, device, cache=cache, fp16=fp16)
-    result = run_bench(list(sources), data, options, log=lambda m: click.echo(m, err=True))
+    options = BenchOptions(**given(values, BenchOptions))
+    result = bench_result(list(sources), options, log=lambda m: click.echo(m, err=True))
     click.echo(format_bench_table(result))
+    out = options.out
     if out is None:
         out = str(Path(sources[0]) / "bench") if len(sources) == 1 and Path(sources[0]).is_dir() else "bench"
     json_path, png = write_bench(result, out)
