@@ -12,6 +12,7 @@ import ctypes
 import json
 import sys
 import types
+import warnings
 
 import numpy as np
 
@@ -135,7 +136,26 @@ def make_tensorrt(version="10.3.0"):
     return trt
 
 
-def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin"):
+GPU_MS = 1.25  # what the fake events report between two records
+
+
+class Handle:
+    """Like cuda-bindings' cudaStream_t / cudaEvent_t: getPtr() is the address; int(handle) is deprecated in
+    cuda-bindings 13 (it warns here, so a test can catch its use)."""
+
+    def __init__(self, address):
+        self.address = address
+
+    def getPtr(self):
+        return self.address
+
+    def __int__(self):
+        warnings.warn("int(cudaStream_t) is deprecated; use getPtr()", DeprecationWarning, stacklevel=2)
+        return self.address
+
+
+def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_error=0):
+    """device_error=35: every device query answers cudaErrorInsufficientDriver (a CUDA 13 build, older driver)."""
     cudart = types.ModuleType("cuda.bindings.runtime")
     memory: dict[int, np.ndarray] = {}
 
@@ -143,10 +163,9 @@ def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin"):
         cudaMemcpyHostToDevice = 1
         cudaMemcpyDeviceToHost = 2
 
-    class Stream(int):
-        pass
-
     def cudaGetDeviceCount():
+        if device_error:
+            return device_error, 0
         return (0, device_count) if device_count else (100, 0)  # 100: cudaErrorNoDevice
 
     def cudaGetDeviceProperties(index):
@@ -154,7 +173,24 @@ def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin"):
 
     def cudaStreamCreate():
         _record("cudaStreamCreate")
-        return 0, Stream(0xBEEF)
+        return 0, Handle(0xBEEF)
+
+    def cudaSetDevice(index):
+        _record("cudaSetDevice", index)
+        return (0,) if index < device_count else (101,)  # 101: cudaErrorInvalidDevice
+
+    def cudaEventCreate():
+        return 0, Handle(0xE0 + len([c for c in CALLS if c[0] == "cudaEventCreate"]))
+
+    def cudaEventRecord(event, stream):
+        _record("cudaEventRecord", event.getPtr(), stream.getPtr())
+        return (0,)
+
+    def cudaEventElapsedTime(start, end):
+        return 0, GPU_MS
+
+    def cudaEventDestroy(event):
+        return (0,)
 
     def cudaMalloc(nbytes):
         buf = np.empty(nbytes, dtype=np.uint8)
@@ -179,17 +215,18 @@ def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin"):
         return (0,)
 
     for fn in (cudaGetDeviceCount, cudaGetDeviceProperties, cudaStreamCreate, cudaMalloc, cudaMemcpyAsync,
-               cudaStreamSynchronize, cudaFree, cudaStreamDestroy):
+               cudaStreamSynchronize, cudaFree, cudaStreamDestroy, cudaEventCreate, cudaEventRecord,
+               cudaEventElapsedTime, cudaEventDestroy, cudaSetDevice):
         setattr(cudart, fn.__name__, fn)
     cudart.cudaMemcpyKind = cudaMemcpyKind
     cudart.memory = memory
     return cudart
 
 
-def install(monkeypatch, version="10.3.0", device_count=1, capability=(8, 7), gpu_name="Fake Orin"):
+def install(monkeypatch, version="10.3.0", device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_error=0):
     """Put the stand-ins into sys.modules (undone by monkeypatch at test end)."""
     CALLS.clear()
-    cudart = make_cudart(device_count, capability, gpu_name)
+    cudart = make_cudart(device_count, capability, gpu_name, device_error)
     cuda = types.ModuleType("cuda")
     bindings = types.ModuleType("cuda.bindings")
     bindings.runtime = cudart

@@ -79,27 +79,58 @@ def test_too_old_tensorrt_is_refused():
         tb.detect_era(fake_tensorrt.make("8.4.3"))
 
 
-@pytest.mark.parametrize("version, precision, flags, network_flags", [
-    ("8.6.1", "fp16", ["FP16"], 1 << 0),  # EXPLICIT_BATCH
-    ("8.6.1", "int8", ["FP16", "INT8"], 1 << 0),
-    ("10.3.0", "fp16", ["FP16"], 0),
-    ("10.3.0", "int8", ["FP16", "INT8"], 0),
-    ("10.12.0", "fp16", [], 1 << 1),  # STRONGLY_TYPED, no precision flags
-    ("11.4.0", "int8", [], 1 << 1),
+@pytest.mark.parametrize("version, precision, flags, network_flag", [
+    ("8.6.1", "fp16", ["FP16"], "EXPLICIT_BATCH"),
+    ("8.6.1", "int8", ["FP16", "INT8"], "EXPLICIT_BATCH"),
+    ("10.3.0", "fp16", ["FP16"], None),
+    ("10.3.0", "int8", ["FP16", "INT8"], None),
+    ("10.12.0", "fp16", [], "STRONGLY_TYPED"),  # no precision flags
+    ("10.12.0", "int8", [], "STRONGLY_TYPED"),
+    ("11.4.0", "int8", [], "STRONGLY_TYPED"),
 ])
-def test_flags_per_era(version, precision, flags, network_flags, fake_trt, onnx_files, tmp_path):
+def test_flags_per_era(version, precision, flags, network_flag, fake_trt, onnx_files, tmp_path):
     trt = fake_trt(version)
     engine = _build(onnx_files, tmp_path, precision)
     spec = fake_tensorrt.engine_spec(engine)
-    assert spec["flags"] == flags and spec["network_flags"] == network_flags
+    expected_bits = 1 << int(getattr(trt.NetworkDefinitionCreationFlag, network_flag)) if network_flag else 0
+    assert spec["flags"] == flags and spec["network_flags"] == expected_bits
     strong = version.startswith(("10.12", "11"))
-    assert spec["fp16_graph"] is (strong and precision == "fp16")  # strongly typed FP16 comes from an FP16 ONNX
+    # strongly typed: the graph carries the types, so FP16 (and INT8's float region) come from an FP16 ONNX
+    assert spec["fp16_graph"] is strong and spec["qdq"] is (precision == "int8")
     parsed = [c[1] for c in trt.CALLS if c[0] == "parse_from_file"]
-    expected = "model.fp16.onnx" if strong and precision == "fp16" else Path(
-        onnx_files["onnx"] if precision == "fp16" else onnx_files["int8"]).name
+    if strong:
+        expected = "model.fp16.onnx" if precision == "fp16" else "model.int8.fp16.onnx"
+    else:
+        expected = Path(onnx_files["onnx"] if precision == "fp16" else onnx_files["int8"]).name
     assert parsed == [expected]
     facts = json.loads(engine_sidecar_path(engine).read_text())["extra"]["tensorrt"]
     assert facts["typed"] == ("strong" if strong else "weak") and facts["flags"] == flags
+    assert facts["float_region"] == ("fp16" if strong or precision == "fp16" else "fp32")
+
+
+def test_strongly_typed_int8_float_region_is_fp16_and_still_computes_the_same(fake_trt, onnx_files, tmp_path):
+    """TensorRT 10.12+/11 build the QDQ graph as typed: the converted graph must keep the INT8 layers, turn
+    the float layers (and DQ outputs) into FP16, pass the Q/DQ check and compute what the FP32-region file does."""
+    import onnxruntime as ort
+    from tledge.export.qdq_check import check_qdq
+
+    fake_trt("11.4.0")
+    _build(onnx_files, tmp_path, "int8")
+    converted = tmp_path / "model.int8.fp16.onnx"
+    model = onnx.load(str(converted))
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 19
+    dq_scales = {n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    assert dq_scales and all(types[name] == onnx.TensorProto.FLOAT16 for name in dq_scales)
+    assert sum(1 for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8) > 0  # still INT8 weights
+    assert check_qdq(converted, "tensorrt") == []
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    x = np.random.default_rng(1).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    want = ort.InferenceSession(str(onnx_files["int8"]), options).run(None, {"input": x})[0]
+    got = ort.InferenceSession(str(converted), options).run(None, {"input": x})[0]
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.abs(got - want).max() <= 0.05 * max(np.abs(want).max(), 1e-3)
 
 
 def test_profile_workspace_and_sidecar(fake_trt, onnx_files, tmp_path):
@@ -157,6 +188,56 @@ def test_failed_build_is_a_clear_error(fake_trt, onnx_files, tmp_path):
     with pytest.raises(TledgeError, match="could not build the engine.*--workspace"):
         _build(onnx_files, tmp_path)
     assert not (tmp_path / "model.fp16.engine").exists()
+
+
+def test_int32_bias_dq_is_refused_before_building(fake_trt, onnx_files, tmp_path):
+    """An INT8 ONNX with ONNX Runtime's default INT32 bias quantization: the Q/DQ check stops it before the
+    build, and the stand-in parser (which mirrors TensorRT's) refuses it too when the check is bypassed."""
+    trt = fake_trt("10.3.0")
+    bad = _with_int32_bias_dq(onnx_files["int8"], tmp_path / "bias.onnx")
+    with pytest.raises(TledgeError, match="not a valid Q/DQ graph for tensorrt.*int32"):
+        tb.build_engine(bad, tmp_path / "x.engine", "int8", tb.Profile(1, 1, 2), echo=lambda m: None)
+    assert not [c for c in trt.CALLS if c[0] == "build_serialized_network"]
+    builder = trt.Builder(trt.Logger())
+    with pytest.raises(TledgeError, match="parser rejected bias.onnx.*INT32"):
+        tb.network_from_onnx(trt, builder, bad, "weak", trt.Logger())
+
+
+def test_stand_in_refuses_a_dynamic_network_without_profile(fake_trt, onnx_files):
+    trt = fake_trt("10.3.0")
+    builder = trt.Builder(trt.Logger())
+    network, _ = tb.network_from_onnx(trt, builder, onnx_files["onnx"], "weak", trt.Logger())
+    with pytest.raises(TledgeError, match="could not build"):
+        tb.build_serialized(builder, network, builder.create_builder_config())
+    assert ("error", "no optimization profile") in trt.CALLS
+
+
+def test_stand_in_refuses_flag_bits_its_version_lacks():
+    trt11 = fake_tensorrt.make("11.4.0")
+    assert not hasattr(trt11.BuilderFlag, "INT8") and not hasattr(trt11.BuilderFlag, "FP16")
+    with pytest.raises(ValueError, match="unknown NetworkDefinitionCreationFlag"):
+        trt11.Builder(None).create_network(1 << 1)  # 10.x's STRONGLY_TYPED bit
+    assert tb.network_flags(trt11, tb.STRONG) == 1 << int(trt11.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def _with_int32_bias_dq(src, dst):
+    """A copy of a QDQ ONNX whose Gemm bias goes through an INT32 DequantizeLinear (quantize_static's default)."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    bias = next(i for i in model.graph.initializer if i.name == gemm.input[2])
+    values = numpy_helper.to_array(bias)
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.round(values / 1e-4).astype(np.int32), "bias_q"),
+        numpy_helper.from_array(np.array(1e-4, np.float32), "bias_scale"),
+        numpy_helper.from_array(np.array(0, np.int32), "bias_zero"),
+    ])
+    model.graph.node.insert(0, helper.make_node("DequantizeLinear", ["bias_q", "bias_scale", "bias_zero"], ["bias_dq"],
+                                                name="bias_DequantizeLinear"))
+    gemm.input[2] = "bias_dq"
+    onnx.save(model, str(dst))
+    return Path(dst)
 
 
 def test_fixed_batch_onnx_is_refused(fake_trt, onnx_files, tmp_path):
@@ -257,6 +338,18 @@ def test_probed_names_exist_somewhere():
     """Feature probes must name something real in at least one era (a typo would silently probe nothing)."""
     listed = _names("8.6.1") + _names("10.3.0") + _names("11.4.0.106")
     assert _missing(tb.API_NAMES_PROBED, listed) == []
+
+
+@pytest.mark.parametrize("version, listed_as", [("8.6.1", "8.6.1"), ("10.3.0", "10.3.0"), ("11.4.0", "11.4.0.106")])
+def test_stand_in_enums_match_the_real_bindings(version, listed_as):
+    """The stand-in's enum members of an era exist in that era's bindings (so it cannot offer a flag the
+    real TensorRT lacks, as it once offered INT8 on 11.x)."""
+    listed = _names(listed_as)
+    trt = fake_tensorrt.make(version)
+    members = [k for k in vars(trt.BuilderFlag)] + [k for k in vars(trt.NetworkDefinitionCreationFlag)]
+    assert _missing(members, listed) == []
+    if version.startswith("11"):
+        assert _missing(["FP16", "EXPLICIT_BATCH"], listed) == ["FP16", "EXPLICIT_BATCH"]
 
 
 def test_weak_only_names_are_gone_in_11():

@@ -200,7 +200,7 @@ def test_tensorrt_api_names_exist_in_bindings():
     from tledge.runtime.backends.tensorrt_backend import TRT_RUNTIME_API_NAMES
 
     checked = 0
-    for version in ("10.3.0", "11.4.0.106"):
+    for version in ("8.6.1", "10.3.0", "11.4.0.106"):  # JetPack 5 (8.5/8.6) has the named-tensor API too
         path = TRT_NAMES_DIR / f"names-{version}.txt"
         if not path.is_file():
             continue
@@ -210,3 +210,108 @@ def test_tensorrt_api_names_exist_in_bindings():
         checked += 1
     if not checked:
         pytest.skip("no TensorRT name lists here")
+
+
+def test_tensorrt_gpu_time_from_cuda_events_and_no_int_handles(tmp_path, monkeypatch):
+    """GPU compute time comes from two CUDA events around execute_async_v3; handles are read with getPtr()
+    (int(cudaStream_t) is deprecated in cuda-bindings 13). Stand-in, not TensorRT."""
+    import warnings
+
+    fake_trt.install(monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend = load_backend(_engine(tmp_path), "auto")
+        backend.predict(np.zeros((2, 3, SIZE, SIZE), np.float32))
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning)], [str(w.message) for w in caught]
+    assert backend.last_gpu_ms == fake_trt.GPU_MS and backend.provider == "tensorrt"
+    calls = [c[0] for c in fake_trt.CALLS]
+    first = calls.index("execute_async_v3")
+    assert calls[first - 1] == "cudaEventRecord" and calls[first + 1] == "cudaEventRecord"
+    backend.close()
+
+
+def test_tensorrt_gpu_time_in_predict_summary_and_bench_rows(tmp_path, monkeypatch, artifacts):
+    from tledge.runtime.bench import BenchOptions, bench, format_bench_table
+    from tledge.runtime.predict import PredictOptions, format_summary, predict_stream
+    from tledge.runtime.sources import ImageFilesSource
+
+    fake_trt.install(monkeypatch)
+    engine = _engine(tmp_path)
+    with load_backend(engine) as backend:
+        source = ImageFilesSource("four", artifacts["paths"][:4])
+        summary = predict_stream(backend, source, PredictOptions(batch=2, warmup=1))
+    assert summary["provider"] == "tensorrt" and summary["stages_ms"]["gpu_compute"]["count"] == 2
+    assert summary["stages_ms"]["gpu_compute"]["p50_ms"] == pytest.approx(fake_trt.GPU_MS)
+    assert "gpu compute" in format_summary(summary) and "provider tensorrt" in format_summary(summary)
+    result = bench([engine], options=BenchOptions([2], iters=3, warmup=1))
+    row = result["rows"][0]
+    assert row["status"] == "ok" and row["provider"] == "tensorrt"
+    assert row["gpu_ms"] == pytest.approx(fake_trt.GPU_MS / 2)  # per image at batch 2
+    assert "GPU ms/img" in format_bench_table(result)
+
+
+def test_driver_too_old_is_named_and_torch_takes_over(tmp_path, monkeypatch):
+    """cuda-python's CUDA 13 runtime on an older driver answers error 35: say so (not "no GPU"), and use
+    torch's CUDA when it works."""
+    import torch
+
+    from tledge.runtime.backends import tensorrt_backend as tb
+
+    fake_trt.install(monkeypatch, device_error=35)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    engine = _engine(tmp_path)
+    with pytest.raises(TledgeError, match="driver is too old for this CUDA build.*error 35.*tledge\\[gpu\\]"):
+        load_backend(engine)
+    monkeypatch.setattr(tb, "_TorchMemory", lambda torch, index: tb._CudaPythonMemory(fake_trt.make_cudart()))
+    with load_backend(engine) as backend:
+        x = np.ones((1, 3, SIZE, SIZE), np.float32)
+        np.testing.assert_allclose(backend.predict(x), fake_trt.expected_logits(x, len(CLASSES)), rtol=1e-5)
+
+
+def test_builder_reports_driver_too_old_instead_of_no_gpu(monkeypatch):
+    import torch
+
+    from tledge.export import tensorrt_build
+
+    fake_trt.install(monkeypatch, device_error=35)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(TledgeError, match="driver is too old"):
+        tensorrt_build.detect_gpu()
+    assert "driver is too old" in tensorrt_build.tensorrt_unavailable_reason()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (8, 9))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Torch GPU")
+    assert tensorrt_build.detect_gpu() == ("Torch GPU", "8.9")
+
+
+def test_torch_fp32_on_cuda_is_not_tf32(artifacts, monkeypatch):
+    """The PyTorch CUDA FP32 baseline (bench, parity) turns TF32 off; AMP leaves it alone. CUDA is mocked."""
+    import torch
+
+    import tledge.train.restore
+    from tledge.runtime.backends.torch_backend import TorchBackend
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(tledge.train.restore, "load_model", lambda path, device: (artifacts["model"], artifacts["card"]))
+    try:
+        amp = TorchBackend(artifacts["pt"], device="cuda", amp=True)
+        assert amp.name == "torch-cuda-amp" and torch.backends.cudnn.allow_tf32 is True
+        fp32 = TorchBackend(artifacts["pt"], device="cuda")
+        assert fp32.name == "torch-cuda-fp32" and fp32.provider == "cuda"
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_engine_runs_on_the_gpu_index_asked_for(tmp_path, monkeypatch, capsys):
+    fake_trt.install(monkeypatch, device_count=2)
+    with load_backend(_engine(tmp_path), "cuda:1") as backend:
+        backend.predict(np.zeros((1, 3, SIZE, SIZE), np.float32))
+    assert ("cudaSetDevice", 1) in fake_trt.CALLS
+    fake_trt.install(monkeypatch, device_count=1)
+    with pytest.raises(TledgeError, match="no CUDA GPU"):
+        load_backend(_engine(tmp_path), "cuda:1")
+    code, _, err = run_cli(capsys, "predict", _engine(tmp_path), "0", "--device", "gpu2")
+    assert code == 2 and "device must be auto, cpu, cuda or cuda:N, got 'gpu2'" in err

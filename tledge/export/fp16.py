@@ -26,13 +26,19 @@ KEEP_FLOAT32_INPUTS = {("Resize", 2), ("Upsample", 1)}
 FP16_MAX = 65504.0
 
 
-def convert_to_fp16(src: str | Path, dst: str | Path) -> Path:
-    """Write an FP16 copy of the ONNX at `src` to `dst` (I/O stay float32); returns dst."""
+def convert_to_fp16(src: str | Path, dst: str | Path, min_opset: int | None = None) -> Path:
+    """Write an FP16 copy of the ONNX at `src` to `dst` (I/O stay float32); returns dst.
+
+    `min_opset` raises the default-domain opset (19 lets Q/DQ scales be float16, so a QDQ graph's float
+    region becomes FP16 too: DequantizeLinear then outputs float16)."""
     onnx = require("onnx", "export", "FP16 conversion")
     from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(str(src))
     graph = model.graph
+    for opset in model.opset_import:
+        if min_opset and opset.domain in ("", "ai.onnx"):
+            opset.version = max(opset.version, int(min_opset))
     keep32 = {node.input[i] for node in graph.node for op, i in KEEP_FLOAT32_INPUTS
               if node.op_type == op and len(node.input) > i}
 

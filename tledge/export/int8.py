@@ -9,8 +9,10 @@ data, and fewer than MIN_CALIBRATION_IMAGES images is refused.
 Two flavours of activations (weights are S8 per-channel symmetric in both):
 - "u8s8": unsigned 8-bit activations with a zero point. On x86 CPUs without VNNI, ONNX Runtime runs this
   3-4× faster than S8S8 (measured, see ../shared/FIELD-NOTES.md): it is the CPU artifact model.int8.onnx.
-- "s8s8": symmetric signed activations, zero point 0: what TensorRT's explicit quantization accepts. It is
-  the TensorRT input model.int8.trt.onnx.
+- "s8s8": symmetric signed activations, zero point 0, biases kept in float (`QuantizeBias: False`; TensorRT's
+  parser refuses INT32 DequantizeLinear inputs): what TensorRT's explicit quantization accepts. It is the
+  TensorRT input model.int8.trt.onnx.
+Every file is checked by tledge.export.qdq_check before it is written (the TensorRT rules for s8s8).
 
 Calibration methods: minmax, entropy, percentile. Memory is bounded for all three by feeding the
 calibrator one batch per `collect_data` call (ONNX Runtime's strided calibration loop:
@@ -151,7 +153,7 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, images: Sequence[
     calibrated tensor ranges; written if absent, reused if present (so a second flavour skips calibration).
     """
     onnx = require("onnx", "export", "INT8 quantization")
-    quant = require("onnxruntime.quantization", "export", "INT8 quantization")
+    quant = require("onnxruntime.quantization", "cpu", "INT8 quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if flavour not in FLAVOURS:
@@ -187,6 +189,8 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, images: Sequence[
             "ActivationSymmetric": spec.activation_symmetric,
             "WeightSymmetric": True,
             "CalibStridedMinMax": 1,  # one batch per collect_data call: bounded memory for every method
+            # TensorRT's parser refuses INT32 bias DequantizeLinear nodes: its flavour keeps biases in float.
+            "QuantizeBias": spec.role != "tensorrt",
         }
         if method == "percentile":
             extra["CalibPercentile"] = float(percentile if percentile is not None else DEFAULT_PERCENTILE)
@@ -236,6 +240,11 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, images: Sequence[
     }
     card = card.replace(precision="int8", extra={**card.extra, "int8": facts})
     embed_in_onnx(model, card)
+    from tledge.export.qdq_check import check_qdq
+
+    problems = check_qdq(model, "tensorrt" if spec.role == "tensorrt" else "onnxruntime")
+    if problems:  # a graph its consumer would refuse is a bug here, not a file to hand over
+        raise TledgeError(f"INT8 ({flavour}) graph fails the Q/DQ check: {'; '.join(problems[:3])}")
     atomic_write_with(out_path, lambda tmp_path: onnx.save(model, str(tmp_path)))
     return out_path
 

@@ -230,7 +230,8 @@ def run_parity(reference: Callable[[np.ndarray], np.ndarray], artifacts: Sequenc
     from tledge.runtime.backends import load_backend
 
     tolerances = tolerances or parse_tolerance(None)
-    backends = [(name, Path(path), kind, load_backend(path, device=device)) for name, path, kind in artifacts]
+    backends = [(name, Path(path), kind, load_backend(path, device=device, **_parity_options(path, kind)))
+                for name, path, kind in artifacts]
     try:
         ref_chunks: list[np.ndarray] = []
         art_chunks: dict[str, list[np.ndarray]] = {name: [] for name, *_ in backends}
@@ -266,6 +267,13 @@ def run_parity(reference: Callable[[np.ndarray], np.ndarray], artifacts: Sequenc
     finally:
         for *_, backend in backends:
             backend.close()
+
+
+def _parity_options(path, kind: str) -> dict:
+    """FP32 parity runs where the arithmetic is FP32: ONNX Runtime's CPU provider or CUDA with TF32 off,
+    never the TensorRT EP (FP16/TF32 kernels would fail the FP32 gate for the wrong reason); the backend
+    name in the result says which. FP16/INT8 artifacts run on the GPU provider they were made for."""
+    return {"strict_fp32": True} if kind == "fp32" and Path(path).suffix == ".onnx" else {}
 
 
 def _predict_any_batch(backend, batch: np.ndarray) -> np.ndarray:

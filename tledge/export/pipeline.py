@@ -226,6 +226,11 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
     from tledge.export.onnx_export import choose_exporter
 
     if options.formats is None:
+        from tledge.export.tensorrt_build import tensorrt_unavailable_reason
+
+        reason = tensorrt_unavailable_reason()
+        if reason and "not installed" not in reason:  # TensorRT is here but cannot be used: say why
+            echo(f"warning: trt-fp16 left out of the default formats: {reason}")
         options = dataclasses.replace(options, formats=tuple(default_formats()))
     o = options
     fmts = parse_formats(o.formats)
@@ -587,6 +592,8 @@ def _check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, da
     echo(f"parity: {len(data.paths)} images from {data.source}, PyTorch FP32 vs {', '.join(a[0] for a in artifacts)}")
     results, info = run_parity(reference, artifacts, data, card, tolerances)
     info["skipped"] = list(getattr(data, "skipped", [])) + list(info["skipped"])  # found by the folder reader too
+    echo("  ran on: " + ", ".join(f"{p.name} {p.backend}" for p in results)
+         + " (FP32 ONNX on FP32 arithmetic: CPU, or CUDA with TF32 off)")
     for row, parity in zip(rows, results):
         row.parity = parity
     result.outcome = combine([p.outcome for p in results])

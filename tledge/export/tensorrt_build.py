@@ -10,7 +10,8 @@ API eras, detected from `trt.__version__` and from what the module has:
   EXPLICIT_BATCH network flag (10.x ignores it).
 - strongly typed (10.12+ and 11): `NetworkDefinitionCreationFlag.STRONGLY_TYPED`, no precision flags; the
   graph's types decide. FP16 comes from an FP16 ONNX (tledge.export.fp16 converts, keeping float32 I/O);
-  INT8 from the same symmetric QDQ ONNX.
+  INT8 from the symmetric QDQ ONNX with its float region converted to FP16 (opset 19, float16 scales).
+Every INT8 source passes tledge.export.qdq_check's TensorRT rules before the build starts.
 The implicit-quantization calibrator (IInt8Calibrator) is deprecated since 10.1 and gone in 11: not used.
 
 Names used on the tensorrt module per era are listed in API_NAMES_* below; tests check each against the
@@ -37,6 +38,7 @@ STRONG_TYPING_FROM = (10, 12)
 PRECISIONS = ("fp16", "int8")
 TIMING_CACHE_NAME = "tensorrt.timing.cache"
 DEFAULT_MAX_BATCH = 16
+QDQ_FP16_OPSET = 19  # first opset whose QuantizeLinear/DequantizeLinear take float16 scales
 
 # Attribute and method names this module uses, per API era (checked by tests/test_export_tensorrt.py).
 API_NAMES_COMMON = (
@@ -94,42 +96,54 @@ def import_tensorrt():
 
 
 def detect_gpu() -> tuple[str, str] | None:
-    """(GPU name, compute capability "8.7") of CUDA device 0, via cuda-python or torch; None without one."""
-    try:
+    """(GPU name, compute capability "8.7") of CUDA device 0, via cuda-python or torch; None without a GPU.
+
+    A CUDA runtime error other than "no device" (error 35: this cuda-python's CUDA major needs a newer driver)
+    is not "no GPU": torch is asked next, and if it cannot answer either the CUDA error is raised with its fix.
+    """
+    from tledge.runtime.backends import cuda_runtime
+
+    failure = None
+    cudart = cuda_runtime.import_cudart()
+    if cudart is not None:
         try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart
-        err, count = cudart.cudaGetDeviceCount()
-        if int(err) != 0 or count < 1:
-            return None
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) != 0:
-            return None
-        name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-        return name.rstrip("\x00"), f"{props.major}.{props.minor}"
-    except ImportError:
-        pass
+            return cuda_runtime.device_facts(cudart, 0)
+        except cuda_runtime.CudaRuntimeError as exc:
+            failure = exc if exc.code != cuda_runtime.NO_DEVICE else None
     try:
         import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return torch.cuda.get_device_name(0), f"{major}.{minor}"
     except ImportError:
-        return None
-    if not torch.cuda.is_available():
-        return None
-    major, minor = torch.cuda.get_device_capability(0)
-    return torch.cuda.get_device_name(0), f"{major}.{minor}"
+        pass
+    if failure is not None:
+        raise failure
+    return None
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    """Why TensorRT engines cannot be built here (None: they can). Cheap: for the default format list."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("tensorrt") is not None
+    except ValueError:  # already imported without a spec (a stand-in in tests)
+        found = True
+    if not found:
+        return "the tensorrt package is not installed"
+    try:
+        return None if detect_gpu() is not None else "no CUDA GPU found"
+    except TledgeError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001
+        return f"CUDA could not be queried ({str(exc).splitlines()[0][:160]})"
 
 
 def tensorrt_available() -> bool:
-    """A cheap check for the default format list: tensorrt importable and a CUDA GPU present."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorrt") is None:
-        return False
-    try:
-        return detect_gpu() is not None
-    except Exception:  # noqa: BLE001
-        return False
+    """tensorrt importable and a CUDA GPU present."""
+    return tensorrt_unavailable_reason() is None
 
 
 def require_gpu() -> tuple[str, str]:
@@ -288,10 +302,12 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     engine_path = Path(engine_path)
     card = card_from_onnx(onnx_path)
     source = Path(onnx_path)
-    if era == STRONG and precision == "fp16":
-        from tledge.export.fp16 import convert_to_fp16
+    if precision == "int8":
+        from tledge.export.qdq_check import require_qdq_ok
 
-        source = convert_to_fp16(onnx_path, Path(work_dir or engine_path.parent) / "model.fp16.onnx")
+        require_qdq_ok(source, "tensorrt")  # the parser's Q/DQ rules, checked before minutes of building
+    if era == STRONG:
+        source = strongly_typed_source(source, precision, Path(work_dir or engine_path.parent))
     cache_path = Path(timing_cache_path) if timing_cache_path else engine_path.parent / TIMING_CACHE_NAME
     cached = cache_path.read_bytes() if cache_path.is_file() else None
 
@@ -315,11 +331,28 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
         "flags": facts["flags"],
         "workspace_mib": workspace_mib,
         "source_onnx": source.name,
+        "float_region": "fp16" if era == STRONG or precision == "fp16" else "fp32",
         "timing_cache": cache_path.name,
         "timing_cache_reused": facts["timing_cache_reused"],
     }
     card = card.replace(precision=precision, extra={**card.extra, "tensorrt": trt_facts})
     return write_engine(engine_path, data, card)
+
+
+def strongly_typed_source(onnx_path: Path, precision: str, work_dir: Path) -> Path:
+    """The ONNX a strongly typed build parses: types come from the graph, so FP16 needs an FP16 graph, and
+    an INT8 QDQ graph needs its unquantized region (layers kept in float, by the budget search or by
+    design) in FP16 too, or it runs in FP32 and the INT8 engine can be slower than the FP16 one. Opset 19
+    lets the Q/DQ scales be float16, so DequantizeLinear outputs float16 into the float layers."""
+    from tledge.export.fp16 import convert_to_fp16
+
+    if precision == "fp16":
+        return convert_to_fp16(onnx_path, work_dir / "model.fp16.onnx")
+    converted = convert_to_fp16(onnx_path, work_dir / "model.int8.fp16.onnx", min_opset=QDQ_FP16_OPSET)
+    from tledge.export.qdq_check import require_qdq_ok
+
+    require_qdq_ok(converted, "tensorrt")
+    return converted
 
 
 def read_sidecar(engine_path: str | Path) -> dict:

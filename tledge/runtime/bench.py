@@ -136,8 +136,10 @@ def timing_batch(card: ModelCard, batch: int, paths: Sequence[Path]) -> np.ndarr
     return np.random.default_rng(0).standard_normal((batch, 3, height, width), dtype=np.float32)
 
 
-def time_backend(backend, x: np.ndarray, iters: int, warmup: int, min_time: float, clock: Clock) -> list[float]:
-    """Per-call milliseconds after warm-up: at least `iters` calls and at least `min_time` seconds."""
+def time_backend(backend, x: np.ndarray, iters: int, warmup: int, min_time: float, clock: Clock,
+                 gpu_ms: list[float] | None = None) -> list[float]:
+    """Per-call milliseconds after warm-up: at least `iters` calls and at least `min_time` seconds. Backends
+    that time their GPU work (CUDA events) append it per call to `gpu_ms`."""
     for _ in range(max(0, warmup)):
         backend.predict(x)
     backend.synchronize()
@@ -148,6 +150,8 @@ def time_backend(backend, x: np.ndarray, iters: int, warmup: int, min_time: floa
         backend.predict(x)
         backend.synchronize()
         samples.append((clock() - start) * 1000.0)
+        if gpu_ms is not None and getattr(backend, "last_gpu_ms", None) is not None:
+            gpu_ms.append(backend.last_gpu_ms)
     return samples
 
 
@@ -155,8 +159,12 @@ def _size_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
 
-def _backend_options(path: Path, threads: int | None) -> dict:
-    return {"threads": threads} if threads and artifact_kind(path) in ("onnxruntime", "torch") else {}
+def _backend_options(path: Path, threads: int | None, cache: str | None = None, fp16: bool = False) -> dict:
+    kind = artifact_kind(path)
+    options = {"threads": threads} if threads and kind in ("onnxruntime", "torch") else {}
+    if kind == "onnxruntime" and (cache or fp16):
+        options.update(cache_dir=cache, fp16=fp16)
+    return options
 
 
 def _reason(exc: BaseException) -> str:
@@ -180,12 +188,15 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
         fmt = artifact_format(path)
         base = {"artifact": path.name, "format": fmt, "size_mb": _size_mb(path) if path.is_file() else None}
         try:
-            backend = load_backend(path, options.device, **_backend_options(path, options.threads))
+            backend = load_backend(path, options.device, **_backend_options(path, options.threads, options.cache,
+                                                                             options.fp16))
         except Exception as exc:  # noqa: BLE001 - a row fails, the table goes on
             for b in batches:
                 rows.append({**base, "backend": "-", "batch": b, "status": f"failed: {_reason(exc)}"})
             log(f"{path.name}: failed to load ({_reason(exc)})")
             continue
+        for note in getattr(backend, "notes", ()):
+            log(f"{path.name}: {note}")
         try:
             card = backend.card
             if "set" not in eval_cache:
@@ -198,14 +209,19 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
                 except Exception as exc:  # noqa: BLE001
                     log(f"{path.name}: accuracy failed ({_reason(exc)})")
             for b in batches:
-                row = {**base, "backend": backend.name, "batch": b, "accuracy": acc}
+                row = {**base, "backend": backend.name, "provider": getattr(backend, "provider", None), "batch": b,
+                       "accuracy": acc}
                 try:
                     if backend.max_batch is not None and b > backend.max_batch:
                         raise TledgeError(f"batch {b} exceeds this artifact's maximum {backend.max_batch}")
                     if b not in inputs:
                         inputs[b] = timing_batch(card, b, paths)
-                    samples = time_backend(backend, inputs[b], options.iters, options.warmup, options.min_time, clock)
+                    gpu: list[float] = []
+                    samples = time_backend(backend, inputs[b], options.iters, options.warmup, options.min_time, clock,
+                                           gpu)
                     per_image = [s / b for s in samples]
+                    if gpu:  # GPU compute per image from CUDA events, beside host latency (as trtexec reports)
+                        row["gpu_ms"] = latency_stats([g / b for g in gpu])["p50_ms"]
                     stats = latency_stats(per_image)
                     row.update(status="ok", p50_ms=stats["p50_ms"], p99_ms=stats["p99_ms"],
                                mean_ms=stats["mean_ms"], std_ms=stats["std_ms"], calls=stats["count"],
@@ -262,10 +278,13 @@ def format_bench_table(result: dict) -> str:
             "artifact": r["artifact"], "backend": r["backend"], "batch": r["batch"],
             "status": "ok" if ok else r["status"], "size MB": r.get("size_mb"),
             "accuracy": f"{r['accuracy'] * 100:.2f}%" if r.get("accuracy") is not None else None,
-            "p50 ms/img": r.get("p50_ms"), "p99 ms/img": r.get("p99_ms"),
+            "p50 ms/img": r.get("p50_ms"), "p99 ms/img": r.get("p99_ms"), "GPU ms/img": r.get("gpu_ms"),
             "img/s": f"{r['throughput']:.1f}" if r.get("throughput") else None,
             "speed-up": f"{r['speedup']:.2f}x" if r.get("speedup") else None,
         })
+    if not any(r.get("GPU ms/img") is not None for r in rows):
+        for r in rows:
+            r.pop("GPU ms/img", None)
     text = format_table(rows, floatfmt=".3g")
     footer = [result["baseline"]]
     if result.get("eval_set"):

@@ -55,6 +55,10 @@ def info(artifact, as_json):
 
     card = read_card(artifact)
     click.echo(json.dumps(card.to_dict(), indent=2, sort_keys=True) if as_json else format_card(card, artifact))
+    if not as_json and str(artifact).endswith(".onnx"):  # which ONNX Runtime would run it, and a fix if wrong
+        from tledge.runtime.backends.ort_install import diagnose
+
+        click.echo(diagnose().line())
 
 
 COMMANDS = [predict, bench, info]

@@ -28,7 +28,7 @@ def read_card(path: str | Path) -> ModelCard:
         from tledge.card import card_from_onnx_session
         from tledge.errors import require
 
-        ort = require("onnxruntime", "gpu", "reading an .onnx model card")
+        ort = require("onnxruntime", "cpu", "reading an .onnx model card")
         try:
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001

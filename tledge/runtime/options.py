@@ -11,7 +11,17 @@ from tledge.options import option, validate
 
 DEVICES = ("auto", "cpu", "cuda")
 PROVIDERS = ("tensorrt", "cuda", "cpu")
-DEVICE_HELP = "Where to run (.engine files always use the GPU)."
+DEVICE_HELP = "auto, cpu, cuda or cuda:N (the GPU index also reaches ONNX Runtime's providers and .engine files)."
+CACHE_HELP = "ONNX Runtime's TensorRT provider engine cache folder (default: MODEL.onnx.trt-cache next to the model)."
+FP16_HELP = "Let ONNX Runtime's TensorRT provider use FP16 kernels (.onnx files)."
+
+
+def parse_device(value: Any) -> str:
+    """auto, cpu, cuda or cuda:N."""
+    text = str(value)
+    if text in DEVICES or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise TledgeError(f"device must be auto, cpu, cuda or cuda:N, got {text!r}")
 THREADS_HELP = "CPU threads for ONNX Runtime / PyTorch."
 
 
@@ -35,8 +45,10 @@ class PredictRequest:
     source: str = option(help="Camera, video, image, folder, glob or URL.", argument=True)
     topk: int = option(5, "How many classes to report per item.", min=1)
     batch: int = option(1, "Items per inference call (files and video).", min=1)
-    device: str = option("auto", DEVICE_HELP, choices=DEVICES)
+    device: str = option("auto", DEVICE_HELP, parse=parse_device)
     provider: str | None = option(None, "ONNX Runtime provider to force: tensorrt, cuda or cpu.", choices=PROVIDERS)
+    cache: str | None = option(None, CACHE_HELP)
+    fp16: bool = option(False, FP16_HELP)
     threads: int | None = option(None, THREADS_HELP, min=1)
     workers: int = option(2, "Decode threads for image files.", min=1)
     show: bool = option(False, "Open a window with label, confidence, FPS and latency (q/Esc quits).")
@@ -49,6 +61,7 @@ class PredictRequest:
 
     def __post_init__(self) -> None:
         self.artifact, self.source = str(self.artifact), str(self.source)
+        self.device = parse_device(self.device)
         validate(self)
 
 
@@ -61,7 +74,9 @@ class BenchOptions:
     warmup: int = option(10, "Untimed calls per row first.", min=0)
     threads: int | None = option(None, THREADS_HELP, min=1)
     min_time: float = option(0.0, "Time each row at least this many seconds.", min=0)
-    device: str = option("auto", DEVICE_HELP, choices=DEVICES)
+    device: str = option("auto", DEVICE_HELP, parse=parse_device)
+    cache: str | None = option(None, CACHE_HELP)
+    fp16: bool = option(False, FP16_HELP)
     eval_batch: int = option(32, "Batch size of the accuracy pass.", min=1, cli=False)
     data: str | None = option(None, "Labelled folder (class subfolders) for accuracy; default: the run's test split.")
     out: str | None = option(None, "Where bench.json and bench.png go (default: RUN/bench, or ./bench for a list of "
@@ -69,4 +84,5 @@ class BenchOptions:
 
     def __post_init__(self) -> None:
         self.batches = parse_batches(self.batches)
+        self.device = parse_device(self.device)
         validate(self)

@@ -9,6 +9,7 @@ latency), for files and video files when reading it begins.
   ahead, the batch filling up, a live frame waiting while the model is busy with the previous one;
 - inference (per batch, and per image = batch time / batch size): `backend.predict` then
   `backend.synchronize()`, so queued GPU work is finished before the clock is read;
+- gpu compute (per batch, engines): the GPU's own time from CUDA events (`backend.last_gpu_ms`);
 - postprocess (per batch): softmax and top-k;
 - service (per item): the work done for it: capture/decode + preprocess + its batch's inference and
   postprocess (a result exists only when its whole batch is done);
@@ -31,7 +32,8 @@ from tledge.metrics import latency_stats, softmax
 from tledge.preprocess import preprocess_rgb
 from tledge.runtime.sources import Clock, Item, Source
 
-STAGES = ("capture_decode", "preprocess", "queue_wait", "inference", "inference_per_image", "postprocess", "service",
+STAGES = ("capture_decode", "preprocess", "queue_wait", "inference", "inference_per_image", "gpu_compute",
+          "postprocess", "service",
           "end_to_end")
 
 
@@ -59,6 +61,7 @@ class StageTimes:
     preprocess: list[float] = field(default_factory=list)
     inference: list[float] = field(default_factory=list)  # per batch
     inference_per_image: list[float] = field(default_factory=list)  # per batch, divided by its size
+    gpu_compute: list[float] = field(default_factory=list)  # per batch, CUDA events (TensorRT engines)
     postprocess: list[float] = field(default_factory=list)  # per batch
     queue_wait: list[float] = field(default_factory=list)  # per item
     service: list[float] = field(default_factory=list)  # per item
@@ -128,6 +131,8 @@ def predict_stream(backend, source: Source | Iterable[Item], options: PredictOpt
         logits = backend.predict(batch)
         backend.synchronize()
         inferred = clock()
+        if getattr(backend, "last_gpu_ms", None) is not None:
+            times.gpu_compute.append(backend.last_gpu_ms)
         probs = softmax(logits.astype(np.float32, copy=False))
         tops = topk_records(probs, card.class_names, options.topk)
         done = clock()
@@ -200,6 +205,7 @@ def build_summary(backend, source, times: StageTimes, items: int, skipped: list[
                   batch_size: int, options: PredictOptions, interrupted: bool) -> dict:
     return {
         "backend": backend.name,
+        "provider": getattr(backend, "provider", None),
         "source": getattr(source, "spec", str(source)),
         "source_kind": getattr(source, "kind", "items"),
         "items": items,
@@ -226,7 +232,8 @@ def format_summary(summary: dict) -> str:
             continue
         rows.append({"stage": stage.replace("_", " "), "n": stats["count"], "mean ms": stats["mean_ms"],
                      "p50 ms": stats["p50_ms"], "p90 ms": stats["p90_ms"], "p99 ms": stats["p99_ms"]})
-    lines = [f"{summary['backend']} on {summary['source']} (batch {summary['batch']})"]
+    provider = f", provider {summary['provider']}" if summary.get("provider") else ""
+    lines = [f"{summary['backend']} on {summary['source']} (batch {summary['batch']}{provider})"]
     if rows:
         lines.append(format_table(rows, floatfmt=".2f"))
     lines.append(f"items {summary['items']}  fps {summary['fps']:.1f}  skipped {summary['skipped']}  "

@@ -13,16 +13,18 @@ from tledge.runtime.predict import PredictOptions, format_summary, predict_strea
 from tledge.runtime.sources import Clock, open_source
 
 
-def backend_options(artifact: str | Path, provider: str | None, threads: int | None) -> dict:
+def backend_options(artifact: str | Path, provider: str | None, threads: int | None, cache: str | None = None,
+                    fp16: bool = False) -> dict:
     """Only the options the artifact's backend understands; a forced provider on a non-ONNX artifact is an error."""
     kind = artifact_kind(artifact)
-    if provider and kind != "onnxruntime":
-        raise TledgeError(f"--provider applies to .onnx artifacts only ({Path(artifact).name} runs on {kind})")
+    for given, flag in ((provider, "--provider"), (cache, "--cache"), (fp16, "--fp16")):
+        if given and kind != "onnxruntime":
+            raise TledgeError(f"{flag} applies to .onnx artifacts only ({Path(artifact).name} runs on {kind})")
     options: dict = {}
     if kind == "onnxruntime":
         # No busy-waiting ORT threads in the predict loop: decode threads share the cores with inference, and
         # measured end-to-end folder throughput is higher without spinning (benchmarks/pipeline_bench.py).
-        options.update(provider=provider, threads=threads, spin=False)
+        options.update(provider=provider, threads=threads, spin=False, cache_dir=cache, fp16=fp16)
     elif kind == "torch" and threads:
         options["threads"] = threads
     return options
@@ -32,7 +34,10 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
     from tledge.runtime.outputs import CsvSink, JsonlSink, ProgressSink, TableSink, write_summary_json
 
     backend = load_backend(request.artifact, request.device,
-                           **backend_options(request.artifact, request.provider, request.threads))
+                           **backend_options(request.artifact, request.provider, request.threads, request.cache,
+                                             request.fp16))
+    for note in getattr(backend, "notes", ()):  # provider fallbacks, the CPU INT8 flavour kept on the CPU
+        echo(note)
     sinks = []
     try:
         source = open_source(request.source, prepare=preprocessor(backend.card), workers=request.workers,

@@ -70,8 +70,8 @@ class TrainConfig:
     split: tuple[float, float, float] = option((0.8, 0.1, 0.1), "train,val,test fractions when DATA has no split "
                                                "folders.", parse=parse_split)
     seed: int = option(0, "Random seed (splits, order, augmentation).", min=0)
-    device: str = option("auto", "auto, cpu, cuda or cuda:N. CUDA uses AMP (bf16 where supported, else fp16 + "
-                        "GradScaler), channels_last and pinned memory.")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N. CUDA uses AMP (bf16 on compute capability >= 8.0, "
+                        "else fp16 + GradScaler), channels_last and pinned memory.")
     workers: int | None = option(None, "Data-loading processes (default: CPU count - 1, at most 4).", min=0)
     amp: bool = option(True, "Train in float32 on CUDA too.", flag="--no-amp", negate=True)
     sync_bn: bool = option(False, "Under torchrun on CUDA: synchronise BatchNorm statistics across GPUs.")

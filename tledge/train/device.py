@@ -1,5 +1,5 @@
-"""Where training runs and with which precision: CUDA with AMP (bf16 where supported, else fp16 with a
-GradScaler) and channels_last, or the CPU in float32."""
+"""Where training runs and with which precision: CUDA with AMP (bf16 from compute capability 8.0, else fp16
+with a GradScaler) and channels_last, or the CPU in float32."""
 
 from __future__ import annotations
 
@@ -47,10 +47,16 @@ def resolve_device(device: str = "auto", amp: bool = True) -> DeviceSetup:
     dev = torch.device(device)
     if dev.type != "cuda":
         return DeviceSetup(dev, None, False, False)
-    amp_dtype = None
-    if amp:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = amp_dtype_for(torch.cuda.get_device_capability(dev)) if amp else None
     return DeviceSetup(dev, amp_dtype, True, True)
+
+
+def amp_dtype_for(capability: tuple[int, int]) -> torch.dtype:
+    """bf16 on compute capability 8.0+ (Ampere, Orin, Hopper), else fp16 with a GradScaler.
+
+    Not `torch.cuda.is_bf16_supported()`: it is true on pre-Ampere GPUs too (T4, V100, Xavier), where bf16
+    is emulated and slow."""
+    return torch.bfloat16 if tuple(capability)[:2] >= (8, 0) else torch.float16
 
 
 def default_workers() -> int:

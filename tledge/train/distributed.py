@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -44,16 +45,38 @@ def from_environment() -> DistInfo:
     return DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+# Collectives wait this long before the watchdog fails them. Rank 0's final test evaluation and plots run
+# while the other ranks wait in the closing barrier, so the default (10 min for NCCL) is too short.
+TIMEOUT_ENV = "TLEDGE_DIST_TIMEOUT_MIN"
+DEFAULT_TIMEOUT_MIN = 60
+
+
+def group_timeout() -> timedelta:
+    return timedelta(minutes=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_MIN)))
+
+
 def init(info: DistInfo, device_type: str) -> None:
-    """Join the process group: NCCL for CUDA, gloo for CPU."""
+    """Join the process group: NCCL for CUDA, gloo for CPU.
+
+    On CUDA each rank selects its own GPU (LOCAL_RANK) before the group exists: NCCL binds a communicator
+    to the current device, so without it every rank would land on GPU 0 ("Duplicate GPU detected").
+    """
     if info.enabled and not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+        if device_type == "cuda":
+            torch.cuda.set_device(info.local_rank)
+            backend = "nccl"
+        else:
+            backend = "gloo"
+        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size, timeout=group_timeout())
 
 
-def shutdown() -> None:
+def shutdown(success: bool = True) -> None:
+    """Leave the group. After success all ranks meet in a barrier first; after an error no collective is
+    issued (the other ranks may be inside a broadcast or an all-reduce, and a barrier would deadlock until the
+    watchdog fires instead of showing the error); torchrun then stops the other ranks."""
     if dist.is_initialized():
-        dist.barrier()
+        if success:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -99,6 +99,7 @@ def train_run(
     info = distributed.from_environment()
     if not info.is_main:
         log = _silent
+    succeeded = False
     try:
         if resume:
             config = _config_of(Path(run_dir))
@@ -119,9 +120,11 @@ def train_run(
                 reports.write_json(Path(run_dir) / CONFIG_FILE, config.to_dict())
             run_dir = Path(distributed.broadcast(str(run_dir), info))
             session = _new_session(config, run_dir, splits, fingerprint, log, info)
-        return _fit(session, log, on_epoch_end)
+        result = _fit(session, log, on_epoch_end)
+        succeeded = True
+        return result
     finally:
-        distributed.shutdown()
+        distributed.shutdown(success=succeeded)
 
 
 def _silent(_line: str) -> None:

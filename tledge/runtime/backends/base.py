@@ -16,6 +16,9 @@ class Backend:
     name: str = "backend"
     card: ModelCard
     max_batch: int | None = None  # None: any batch size
+    provider: str | None = None  # what actually runs the model: cpu, cuda, tensorrt
+    notes: tuple = ()  # one-line messages for the caller to print (fallbacks, choices made for the user)
+    last_gpu_ms: float | None = None  # GPU compute time of the last call (CUDA events), where the backend has it
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         batch = self._check_input(batch)

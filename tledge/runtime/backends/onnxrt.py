@@ -1,5 +1,21 @@
-"""ONNX Runtime backend. Providers in order TensorRT > CUDA > CPU, as installed; `provider=` forces one.
-Needs only numpy and onnxruntime (no torch, no onnx package), so it runs on a bare Jetson image."""
+"""ONNX Runtime backend. Needs only numpy and onnxruntime (no torch, no onnx package), so it runs on a bare
+Jetson image.
+
+Providers: TensorRT > CUDA > CPU as installed; `provider="tensorrt"` means TensorRT, then CUDA, then CPU;
+`provider="cuda"` CUDA then CPU. GPU providers get options, not defaults:
+- TensorRT EP: an engine and timing cache (next to the model in `<model>.trt-cache/`, or `cache_dir`), so
+  only the first start builds (minutes on a Jetson); FP16 when asked (`fp16=True`); INT8 for a TensorRT
+  Q/DQ file; the device index.
+- CUDA EP: the device index; TF32 off when `strict_fp32=True` (FP32 parity must compare FP32 arithmetic).
+`strict_fp32=True` never uses the TensorRT EP (it may pick FP16/TF32 kernels).
+
+The CPU INT8 flavour (model.int8.onnx: U8 activations, non-zero zero points) stays on the CPU provider:
+TensorRT's parser refuses it and the graph would be split between providers. The TensorRT flavour is
+model.int8.trt.onnx.
+
+`name` says which provider actually runs the graph (ONNX Runtime falls back to the next one silently when a
+provider's libraries fail to load); a fallback is recorded in `notes` for the caller to print.
+"""
 
 from __future__ import annotations
 
@@ -17,42 +33,114 @@ PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
 }
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+SHORT = {v: k for k, v in PROVIDER_ALIASES.items()}
+CACHE_SUFFIX = ".trt-cache"
 
 
-def choose_providers(available: list[str], device: str = "auto", provider: str | None = None) -> list[str]:
-    """Ordered providers for a session. `device="cpu"` keeps it on the CPU; `provider` forces one."""
+def choose_providers(available: list[str], device: str = "auto", provider: str | None = None,
+                     strict_fp32: bool = False, cpu_only: bool = False) -> list[str]:
+    """Ordered provider names for a session.
+
+    `device="cpu"` (or `cpu_only`) keeps it on the CPU; `provider` names the first choice and the ones below
+    it follow as fallbacks; `strict_fp32` leaves the TensorRT EP out."""
     if provider:
         wanted = PROVIDER_ALIASES.get(provider.lower(), provider)
+        if wanted not in PREFERENCE:
+            raise TledgeError(f"unknown provider {provider!r}; choose from tensorrt, cuda, cpu")
         if wanted not in available:
-            raise TledgeError(
-                f"ONNX Runtime provider {provider!r} is not available here (have: {', '.join(available)}); "
-                "GPU providers need: pip install 'tledge[gpu]'"
-            )
-        return [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
-    if device == "cpu":
+            raise TledgeError(f"ONNX Runtime provider {provider!r} is not available here (have: {', '.join(available)})"
+                              f"; {install_hint()}")
+        if cpu_only and wanted != "CPUExecutionProvider":
+            raise TledgeError(f"this file is the CPU INT8 flavour (U8 activations with zero points), which the "
+                              f"{SHORT.get(wanted, wanted)} provider cannot run whole; use model.int8.trt.onnx there, "
+                              "or run this one with --provider cpu")
+        chain = PREFERENCE[PREFERENCE.index(wanted):]
+    elif device == "cpu" or cpu_only:
         return ["CPUExecutionProvider"]
-    ordered = [p for p in PREFERENCE if p in available]
-    if device == "cuda" and not any(p in ordered for p in PREFERENCE[:2]):
-        raise TledgeError("device cuda asked for, but this onnxruntime has no CUDA provider; pip install 'tledge[gpu]'")
+    else:
+        chain = PREFERENCE
+        if device.startswith("cuda") and not any(p in available for p in PREFERENCE[:2]):
+            raise TledgeError(f"device cuda asked for, but this onnxruntime has no CUDA provider; {install_hint()}")
+    if strict_fp32:
+        chain = tuple(p for p in chain if p != "TensorrtExecutionProvider")
+    ordered = [p for p in chain if p in available or p == "CPUExecutionProvider"]
     return ordered or ["CPUExecutionProvider"]
+
+
+def provider_options(providers: list[str], model_path: Path, device_id: int = 0, cache_dir: str | Path | None = None,
+                     fp16: bool = False, int8: bool = False, strict_fp32: bool = False) -> list[dict]:
+    """Options for each provider, in the same order (ONNX Runtime takes string values)."""
+    options = []
+    for name in providers:
+        if name == "TensorrtExecutionProvider":
+            cache = Path(cache_dir) if cache_dir else model_path.with_name(model_path.name + CACHE_SUFFIX)
+            options.append({
+                "device_id": str(device_id),
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": str(cache),
+                "trt_fp16_enable": "True" if fp16 else "False",
+                "trt_int8_enable": "True" if int8 else "False",  # explicit Q/DQ: scales come from the graph
+            })
+        elif name == "CUDAExecutionProvider":
+            options.append({"device_id": str(device_id), **({"use_tf32": "0"} if strict_fp32 else {})})
+        else:
+            options.append({})
+    return options
+
+
+def install_hint() -> str:
+    """Which ONNX Runtime is installed, and the one-line fix when it is the wrong one for a GPU."""
+    from tledge.runtime.backends.ort_install import diagnose
+
+    return diagnose().fix or "GPU providers need onnxruntime-gpu: see README 'GPU install'"
+
+
+def device_index(device: str) -> int:
+    if device.startswith("cuda:"):
+        try:
+            return int(device.split(":", 1)[1])
+        except ValueError:
+            raise TledgeError(f"device {device!r}: expected cuda:N") from None
+    return 0
 
 
 class OnnxRuntimeBackend(Backend):
     def __init__(self, path: str | Path, device: str = "auto", provider: str | None = None, threads: int | None = None,
-                 spin: bool | None = None):
+                 spin: bool | None = None, cache_dir: str | Path | None = None, fp16: bool = False,
+                 strict_fp32: bool = False):
         """`spin=False` stops idle intra-op threads from busy-waiting between calls, which leaves the cores to
         decode threads in a pipeline; None keeps ONNX Runtime's default (spinning)."""
-        ort = require("onnxruntime", "gpu", "running an .onnx model")
+        ort = require("onnxruntime", "cpu", "running an .onnx model")
         self.path = Path(path)
+        self.notes: list[str] = []
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = int(threads)
         if spin is not None:
             options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        providers = choose_providers(ort.get_available_providers(), device, provider)
+        available = list(ort.get_available_providers())
+        providers = choose_providers(available, device, provider, strict_fp32)
+        card = None
+        if providers[0] != "CPUExecutionProvider":  # read the card first: the CPU INT8 flavour stays on the CPU
+            card = self._card_only(ort)
+            if int8_role(card) == "cpu":
+                providers = choose_providers(available, device, provider, strict_fp32, cpu_only=True)
+                self.notes.append(f"{self.path.name} is the CPU INT8 flavour: kept on the CPU provider "
+                                  "(model.int8.trt.onnx is the TensorRT one)")
+        int8 = card is not None and int8_role(card) == "tensorrt"
+        settings = provider_options(providers, self.path, device_index(device), cache_dir, fp16, int8, strict_fp32)
+        for name, opts in zip(providers, settings):
+            if name == "TensorrtExecutionProvider":
+                try:
+                    Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise TledgeError(f"cannot create the TensorRT engine cache {opts['trt_engine_cache_path']} "
+                                      f"({exc.strerror}); pass --cache DIR") from None
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(zip(providers, settings)))
         except Exception as exc:  # noqa: BLE001 - protobuf parse errors, invalid graphs
             raise TledgeError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
         self.card: ModelCard = card_from_onnx_session(self.session)
@@ -60,9 +148,25 @@ class OnnxRuntimeBackend(Backend):
         self.output_name = self.session.get_outputs()[0].name
         self._check_graph_matches_card()
         active = self.session.get_providers()[0]
-        short = {v: k for k, v in PROVIDER_ALIASES.items()}.get(active, active)
+        self.provider = SHORT.get(active, active)
+        if active != providers[0]:
+            self.notes.append(f"warning: {SHORT.get(providers[0], providers[0])} provider did not load, running on "
+                              f"{self.provider} ({install_hint()})")
         precision = "int8" if ".int8" in self.path.name or self.card.precision.startswith("int8") else self.card.precision
-        self.name = f"onnxruntime-{short}-{precision}"
+        if active == "TensorrtExecutionProvider" and fp16 and precision == "fp32":
+            precision = "fp16"
+        if active == "CUDAExecutionProvider" and strict_fp32:
+            precision += "-notf32"
+        self.name = f"onnxruntime-{self.provider}-{precision}"
+
+    def _card_only(self, ort) -> ModelCard:
+        light = ort.SessionOptions()
+        light.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            session = ort.InferenceSession(str(self.path), sess_options=light, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            raise TledgeError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        return card_from_onnx_session(session)
 
     def _check_graph_matches_card(self) -> None:
         shape = self.session.get_inputs()[0].shape
@@ -79,3 +183,9 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+def int8_role(card: ModelCard) -> str | None:
+    """"cpu" or "tensorrt" for a tledge INT8 ONNX (from its card), None otherwise."""
+    facts = card.extra.get("int8") if isinstance(card.extra, dict) else None
+    return facts.get("role") if isinstance(facts, dict) else None

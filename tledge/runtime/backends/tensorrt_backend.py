@@ -5,10 +5,13 @@ version, GPU name, compute capability, precision and optimisation profile it was
 runs on the TensorRT version and GPU architecture that built it, so a mismatch is a one-line error that says
 how to rebuild, instead of a deserialisation crash.
 
+GPU compute time: two CUDA events around `execute_async_v3` give `last_gpu_ms` (the engine's own time,
+without copies or host overhead), reported beside host latency by predict and bench.
+
 Inference: named I/O tensors (`num_io_tensors`, `get_tensor_name`, `set_input_shape`,
 `set_tensor_address`) and `execute_async_v3` on a CUDA stream. Device buffers come from cuda-python
-(`cuda.bindings.runtime`, or the older `cuda.cudart`), or from torch when cuda-python is absent and torch is
-installed. All heavy imports happen in the constructor.
+(`cuda.bindings.runtime`, or the older `cuda.cudart`), or from torch when cuda-python is absent or its
+CUDA runtime fails (see cuda_runtime.py). All heavy imports happen in the constructor.
 
 Verified here only against a call-recording stand-in (tests/fake_tensorrt_runtime.py): no TensorRT can be
 installed on the development machines. `scripts/gpu_check.sh` is the real check.
@@ -23,6 +26,7 @@ import numpy as np
 
 from tledge.card import ModelCard, engine_sidecar_path
 from tledge.errors import MissingDependency, TledgeError
+from tledge.runtime.backends import cuda_runtime
 from tledge.runtime.backends.base import Backend
 
 # Attribute names this module uses on TensorRT objects. A test checks each appears in the identifier
@@ -96,26 +100,20 @@ def check_engine_compatibility(trt_facts: dict, trt_version: str, capability: st
 
 # ------------------------------------------------------------------------------------- device memory
 class _CudaPythonMemory:
-    """Device buffers, copies and a stream through cuda-python's runtime API."""
+    """Device buffers, copies, a stream and timing events through cuda-python's runtime API."""
 
-    def __init__(self, cudart):
+    def __init__(self, cudart, index: int = 0):
         self.cudart = cudart
-        err, count = cudart.cudaGetDeviceCount()
-        if int(err) != 0 or count < 1:
-            raise TledgeError("no CUDA GPU found; .engine files need an NVIDIA GPU (use the .onnx on CPU)")
-        props = self._call(cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")[0]
-        self.capability = f"{props.major}.{props.minor}"
-        name = props.name
-        self.gpu_name = (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00")
-        self.stream = self._call(cudart.cudaStreamCreate(), "cudaStreamCreate")[0]
-        self.stream_handle = int(self.stream)
+        self.gpu_name, self.capability = cuda_runtime.device_facts(cudart, index)
+        if index:
+            cuda_runtime.check(cudart.cudaSetDevice(index), "cudaSetDevice")
+        self.stream = cuda_runtime.check(cudart.cudaStreamCreate(), "cudaStreamCreate")[0]
+        self.stream_handle = cuda_runtime.handle(self.stream)
+        self.events = [cuda_runtime.check(cudart.cudaEventCreate(), "cudaEventCreate")[0] for _ in range(2)]
         self._allocations: list[int] = []
 
     def _call(self, result, what: str):
-        err, *rest = result if isinstance(result, tuple) else (result,)
-        if int(err) != 0:
-            raise TledgeError(f"CUDA call {what} failed ({err})")
-        return rest
+        return cuda_runtime.check(result, what)
 
     def allocate(self, nbytes: int) -> int:
         ptr = int(self._call(self.cudart.cudaMalloc(int(nbytes)), "cudaMalloc")[0])
@@ -130,6 +128,15 @@ class _CudaPythonMemory:
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         self._call(self.cudart.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, kind, self.stream), "cudaMemcpyAsync")
 
+    def mark(self, index: int) -> None:
+        """Record timing event `index` (0 start, 1 end) on the stream."""
+        self._call(self.cudart.cudaEventRecord(self.events[index], self.stream), "cudaEventRecord")
+
+    def elapsed_ms(self) -> float:
+        """GPU time between the two events (call after synchronize)."""
+        return float(self._call(self.cudart.cudaEventElapsedTime(self.events[0], self.events[1]),
+                                "cudaEventElapsedTime")[0])
+
     def synchronize(self) -> None:
         self._call(self.cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
 
@@ -137,6 +144,9 @@ class _CudaPythonMemory:
         for ptr in self._allocations:
             self.cudart.cudaFree(ptr)
         self._allocations = []
+        for event in self.events:
+            self.cudart.cudaEventDestroy(event)
+        self.events = []
         if self.stream is not None:
             self.cudart.cudaStreamDestroy(self.stream)
             self.stream = None
@@ -145,15 +155,17 @@ class _CudaPythonMemory:
 class _TorchMemory:
     """The same, with torch tensors as device buffers (when cuda-python is not installed)."""
 
-    def __init__(self, torch):
+    def __init__(self, torch, index: int = 0):
         if not torch.cuda.is_available():
             raise TledgeError("no CUDA GPU found; .engine files need an NVIDIA GPU (use the .onnx on CPU)")
         self.torch = torch
-        major, minor = torch.cuda.get_device_capability(0)
+        torch.cuda.set_device(index)
+        major, minor = torch.cuda.get_device_capability(index)
         self.capability = f"{major}.{minor}"
-        self.gpu_name = torch.cuda.get_device_name(0)
+        self.gpu_name = torch.cuda.get_device_name(index)
         self.stream = torch.cuda.Stream()
         self.stream_handle = int(self.stream.cuda_stream)
+        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
         self._buffers: dict[int, object] = {}
 
     def allocate(self, nbytes: int) -> int:
@@ -174,6 +186,12 @@ class _TorchMemory:
         with self.torch.cuda.stream(self.stream):
             dst.copy_(self._view(ptr, host.nbytes), non_blocking=False)
 
+    def mark(self, index: int) -> None:
+        self.events[index].record(self.stream)
+
+    def elapsed_ms(self) -> float:
+        return float(self.events[0].elapsed_time(self.events[1]))
+
     def synchronize(self) -> None:
         self.stream.synchronize()
 
@@ -181,21 +199,31 @@ class _TorchMemory:
         self._buffers = {}
 
 
-def _device_memory():
-    try:
+def _device_memory(index: int = 0):
+    """cuda-python's buffers, or torch's when cuda-python is missing or its CUDA runtime fails (error 35: a
+    CUDA 13 build on an older driver, while torch may be built for CUDA 12)."""
+    cudart = cuda_runtime.import_cudart()
+    failure: cuda_runtime.CudaRuntimeError | None = None
+    if cudart is not None:
         try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart  # cuda-python < 12.6
-        return _CudaPythonMemory(cudart)
-    except ImportError:
-        pass
+            return _CudaPythonMemory(cudart, index)
+        except cuda_runtime.CudaRuntimeError as exc:
+            failure = exc
     try:
         import torch
     except ImportError:
+        if failure is not None:
+            raise failure from None
         raise MissingDependency(".engine files need cuda-python (or torch with CUDA) for device buffers; "
-                                "install it with: pip install 'tledge[gpu]'") from None
-    return _TorchMemory(torch)
+                                "install it with: pip install 'tledge[gpu]' (on Jetson: 'tledge[jetson]')") from None
+    try:
+        return _TorchMemory(torch, index)
+    except Exception as exc:  # noqa: BLE001 - torch without CUDA, or its own CUDA error
+        if failure is not None:
+            raise failure from None
+        if isinstance(exc, TledgeError):
+            raise
+        raise TledgeError(f"torch could not open the CUDA device ({str(exc).splitlines()[0][:160]})") from None
 
 
 # ------------------------------------------------------------------------------------- backend
@@ -212,7 +240,9 @@ class TensorRTBackend(Backend):
             raise MissingDependency(f"running {self.path.name} needs TensorRT ({exc}); on Jetson it comes with JetPack, "
                                     "on x86: pip install 'tledge[gpu]'") from None
         self.trt = trt
-        self.memory = _device_memory()
+        from tledge.runtime.backends.onnxrt import device_index
+
+        self.memory = _device_memory(device_index(device))
         check_engine_compatibility(facts, getattr(trt, "__version__", "unknown"), self.memory.capability,
                                    self.memory.gpu_name, self.path)
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -224,6 +254,7 @@ class TensorRTBackend(Backend):
         self._bind_tensors()
         precision = facts.get("precision") or self.card.precision
         self.name = f"tensorrt-{precision}"
+        self.provider = "tensorrt"
 
     def _bind_tensors(self) -> None:
         trt, engine = self.trt, self.engine
@@ -272,10 +303,13 @@ class TensorRTBackend(Backend):
         out_shape = tuple(self.context.get_tensor_shape(self.output_name))
         host_out = np.empty(out_shape, dtype=self.output_dtype)
         self.memory.to_device(self.buffers[self.input_name], host_in)
+        self.memory.mark(0)
         if not self.context.execute_async_v3(self.memory.stream_handle):
             raise TledgeError(f"{self.name}: TensorRT execution failed (see the TensorRT log above)")
+        self.memory.mark(1)
         self.memory.to_host(host_out, self.buffers[self.output_name])
         self.memory.synchronize()  # the copy back must finish before numpy reads host_out
+        self.last_gpu_ms = self.memory.elapsed_ms()  # GPU compute time of the engine (trtexec's "GPU Compute")
         return host_out.astype(np.float32, copy=False)
 
     def synchronize(self) -> None:

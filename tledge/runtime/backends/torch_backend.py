@@ -1,4 +1,5 @@
-"""PyTorch backend for .pt checkpoints and run folders: CPU or CUDA (AMP on CUDA when asked)."""
+"""PyTorch backend for .pt checkpoints and run folders: CPU or CUDA (AMP on CUDA when asked; FP32 on CUDA
+with TF32 off, so it is a true FP32 baseline)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ def resolve_torch_device(device: str = "auto") -> str:
     return str(resolve_device(device, amp=False).device)
 
 
+def disable_tf32(torch) -> None:
+    """FP32 on CUDA means FP32: cuDNN convolutions (and, if enabled, matmuls) use TF32 by default on Ampere
+    and later, ~1e-3 relative off a CPU result; the FP32 baseline of bench and parity must not be TF32."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 class TorchBackend(Backend):
     def __init__(self, path: str | Path, device: str = "auto", amp: bool = False, threads: int | None = None):
         torch = require("torch", "train", "running a .pt checkpoint")
@@ -31,7 +39,10 @@ class TorchBackend(Backend):
         self.amp = bool(amp) and self.device.startswith("cuda")
         if self.device.startswith("cuda"):
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.name = f"torch-{self.device.split(':')[0]}-{'amp' if self.amp else 'fp32'}"
+            if not self.amp:
+                disable_tf32(torch)
+        self.provider = self.device.split(":")[0]
+        self.name = f"torch-{self.provider}-{'amp' if self.amp else 'fp32'}"
 
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch

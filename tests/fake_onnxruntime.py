@@ -1,0 +1,53 @@
+"""A stand-in for an onnxruntime-gpu build, for provider logic on machines without a GPU.
+
+It wraps the real (CPU) onnxruntime: sessions really run on the CPU, but the module claims the providers it
+is given, records what tledge asked for (providers and their options), and reports as active only the
+providers listed in `loads` — the way ONNX Runtime silently falls back when, say, TensorRT's libraries fail
+to load. It proves nothing about the GPU providers themselves.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import onnxruntime as real_ort
+
+ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def make(available=ALL, loads=None):
+    module = types.ModuleType("onnxruntime")
+    module.__version__ = real_ort.__version__
+    module.SessionOptions = real_ort.SessionOptions
+    module.GraphOptimizationLevel = real_ort.GraphOptimizationLevel
+    module.SESSIONS = []
+    loads = set(available if loads is None else loads) | {"CPUExecutionProvider"}
+
+    def get_available_providers():
+        return list(available)
+
+    class InferenceSession:
+        def __init__(self, path, sess_options=None, providers=None):
+            pairs = [p if isinstance(p, tuple) else (p, {}) for p in (providers or ["CPUExecutionProvider"])]
+            self.requested = [name for name, _ in pairs]
+            self.options = dict(pairs)
+            self.active = [name for name in self.requested if name in loads]
+            module.SESSIONS.append(self)
+            self._real = real_ort.InferenceSession(str(path), sess_options, providers=["CPUExecutionProvider"])
+
+        def get_providers(self):
+            return list(self.active)
+
+        def __getattr__(self, name):
+            return getattr(self._real, name)
+
+    module.get_available_providers = get_available_providers
+    module.InferenceSession = InferenceSession
+    return module
+
+
+def install(monkeypatch, available=ALL, loads=None):
+    module = make(available, loads)
+    monkeypatch.setitem(sys.modules, "onnxruntime", module)
+    return module

@@ -1,0 +1,90 @@
+"""Install metadata that must stay true: one ONNX Runtime per install, the CUDA major pinned per target,
+a torch floor that has the APIs the code calls, and a requires-python the code really supports (vermin)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")
+
+REPO = Path(__file__).resolve().parents[1]
+META = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+EXTRAS = META["optional-dependencies"]
+ORT = ("onnxruntime", "onnxruntime-gpu")
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].strip().lower()
+
+
+def _floor(requirement: str) -> tuple[int, ...]:
+    match = re.search(r">=\s*([\d.]+)", requirement)
+    return tuple(int(p) for p in match.group(1).split(".")) if match else ()
+
+
+def ort_builds(extras) -> set[str]:
+    requirements = list(META["dependencies"]) + [r for e in extras for r in EXTRAS[e]]
+    return {_name(r) for r in requirements} & set(ORT)
+
+
+def test_no_install_gets_both_onnxruntime_builds():
+    assert ort_builds([]) == set()  # the base names neither
+    for extra in EXTRAS:
+        assert len(ort_builds([extra])) <= 1, extra
+    assert ort_builds(["cpu"]) == {"onnxruntime"} and ort_builds(["gpu"]) == {"onnxruntime-gpu"}
+    assert ort_builds(["gpu-cu13"]) == {"onnxruntime-gpu"} and ort_builds(["jetson"]) == set()
+
+
+def test_readme_install_commands_pick_one_onnxruntime():
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"""pip install (?:-e )?["']?(?:\.|tledge)\[([a-z0-9,\- ]+)\]""", readme)
+    assert commands, "README has no install commands"
+    for extras in commands:
+        names = [e.strip() for e in extras.split(",")]
+        assert set(names) <= set(EXTRAS), names
+        assert len(ort_builds(names)) <= 1, f"[{extras}] installs both onnxruntime builds"
+    assert ort_builds(["train", "export", "dev"]) == {"onnxruntime"}  # the CPU quick start works
+
+
+def test_gpu_extras_pin_the_cuda_major():
+    for extra, major in (("gpu", 12), ("gpu-cu13", 13)):
+        names = {_name(r): r for r in EXTRAS[extra]}
+        assert f"tensorrt-cu{major}" in names and "tensorrt" not in names  # `tensorrt` 11 pulls tensorrt_cu13
+        cuda = names["cuda-python"]
+        assert _floor(cuda)[0] == major and f"<{major + 1}" in cuda.replace(" ", "")
+    assert [_name(r) for r in EXTRAS["jetson"]] == ["cuda-python"]
+    assert _floor(EXTRAS["jetson"][0])[0] == 12 and "<13" in EXTRAS["jetson"][0]  # JetPack 6 is CUDA 12
+
+
+def test_torch_floor_has_grad_scaler_cuda():
+    """tledge.train.device uses torch.amp.GradScaler("cuda"), which exists from torch 2.3."""
+    source = (REPO / "tledge" / "train" / "device.py").read_text()
+    assert "torch.amp.GradScaler(" in source
+    for extra in ("train", "export"):
+        torch_req = next(r for r in EXTRAS[extra] if _name(r) == "torch")
+        assert _floor(torch_req) >= (2, 3), torch_req
+
+
+def test_requires_python_matches_the_code():
+    """vermin reads every module and reports the oldest Python that runs it; requires-python must not promise
+    less. Modules without postponed annotations are checked with their annotations evaluated too."""
+    floor = _floor(META["requires-python"])
+    assert floor == (3, 10)  # JetPack 6's Python; JetPack 5 (3.8) is not supported: see README "Jetson"
+    vermin = shutil.which("vermin") or str(Path(sys.executable).with_name("vermin"))
+    if not Path(vermin).exists():
+        pytest.skip("vermin is not installed (pip install vermin; it is in the dev extra)")
+    target = f"-t={'.'.join(str(p) for p in floor)}-"
+    package = REPO / "tledge"
+    eager = [str(m) for m in package.rglob("*.py") if "from __future__ import annotations" not in m.read_text()]
+    for extra_args, paths in (([], [str(package)]), (["--eval-annotations"], eager)):
+        if not paths:
+            continue
+        done = subprocess.run([vermin, "--no-tips", "--violations", target, *extra_args, *paths],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-1000:]
