@@ -45,8 +45,10 @@ threads_option = click.option("--threads", type=int, default=None, help="CPU thr
 @click.option("--summary-json", type=click.Path(path_type=str), default=None, help="Write the latency summary as JSON.")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many items.")
 @click.option("--warmup", type=int, default=3, show_default=True, help="Untimed warm-up batches before the run.")
+@click.option("--serve", default=None, metavar="[HOST:]PORT",
+              help="Serve a live view (page, MJPEG stream, /stats JSON) on PORT; host 127.0.0.1 unless given.")
 def predict(artifact, source, topk, batch, device, provider, threads, workers, show, save, json_path, csv_path,
-            summary_json, max_frames, warmup):
+            summary_json, max_frames, warmup, serve):
     """Classify SOURCE with ARTIFACT (run folder, .pt, .onnx, .engine).
 
     SOURCE: camera index (0) or /dev/videoN, csi://N (Jetson CSI camera), a video file, an rtsp/http URL,
@@ -55,8 +57,10 @@ def predict(artifact, source, topk, batch, device, provider, threads, workers, s
     from tledge.runtime.runner import PredictRequest, run_predict
 
     request = PredictRequest(artifact, source, topk, batch, device, provider, threads, workers, show, save, json_path,
-                             csv_path, summary_json, max_frames, warmup)
-    run_predict(request, echo=click.echo)
+                             csv_path, summary_json, max_frames, warmup, serve)
+    summary = run_predict(request, echo=click.echo)
+    if serve and summary.get("interrupted"):
+        raise KeyboardInterrupt  # Ctrl-C on a served run: the summary is printed, the exit code is 130
 
 
 @click.command()

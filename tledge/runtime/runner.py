@@ -30,6 +30,7 @@ class PredictRequest:
     summary_json: str | None = None
     max_frames: int | None = None
     warmup: int = 3
+    serve: str | None = None  # [HOST:]PORT for the live browser view (tledge/runtime/serve.py)
 
 
 def backend_options(artifact: str | Path, provider: str | None, threads: int | None) -> dict:
@@ -47,6 +48,21 @@ def backend_options(artifact: str | Path, provider: str | None, threads: int | N
     return options
 
 
+def _serve_address(text: str | None):
+    if text is None:
+        return None
+    from tledge.runtime.serve import parse_address
+
+    return parse_address(text)
+
+
+def _serve_sink(address: tuple[str, int], backend, source, echo):
+    from tledge.runtime.serve import ServeOptions, ServeSink
+
+    info = {"backend": backend.name, "source": str(source.spec), "classes": list(backend.card.class_names)}
+    return ServeSink(ServeOptions(host=address[0], port=address[1]), info, echo=echo)
+
+
 def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, clock: Clock = time.perf_counter) -> dict:
     from tledge.runtime.outputs import CsvSink, JsonlSink, TableSink, write_summary_json
 
@@ -54,12 +70,17 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
         raise TledgeError("--topk must be at least 1")
     if request.batch < 1:
         raise TledgeError("--batch must be at least 1")
+    serve_address = _serve_address(request.serve)
     backend = load_backend(request.artifact, request.device,
                            **backend_options(request.artifact, request.provider, request.threads))
     sinks = []
     try:
         source = open_source(request.source, prepare=preprocessor(backend.card), workers=request.workers,
                              prefetch=max(32, 2 * request.batch), clock=clock)
+        if serve_address is not None:  # a served video plays at its own frame rate, as a camera would
+            from tledge.runtime.pacing import paced
+
+            source = paced(source)
         with source:
             if request.csv and source.kind != "images":
                 raise TledgeError("--csv is for image files and folders; use --json for video and camera sources")
@@ -72,6 +93,8 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
                 from tledge.runtime.overlay import OverlaySink
 
                 sinks.append(OverlaySink(request.show, request.save, fps=source.fps or 30.0))
+            if serve_address is not None:
+                sinks.append(_serve_sink(serve_address, backend, source, echo))
             if table is not None:
                 sinks.append(table)
             options = PredictOptions(request.topk, request.batch, request.warmup, request.max_frames)
