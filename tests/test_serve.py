@@ -306,3 +306,21 @@ def test_ctrl_c_prints_summary_and_exits_130(artifacts, tmp_path):
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip() in ("aborted", "interrupted")
     assert "items" in out and "end to end" in out and f"http://127.0.0.1:{port}/" in out
+
+
+def test_opencv_opens_the_mjpeg_stream():
+    view, server = start_server()
+    publisher = Publisher(view, period=0.01)
+    capture = None
+    try:
+        wait_until(lambda: view.stats()["frames"]["seen"] > 0)
+        capture = cv2.VideoCapture(f"http://127.0.0.1:{server.port}/stream.mjpg", cv2.CAP_FFMPEG)
+        assert capture.isOpened()
+        frames = [capture.read() for _ in range(5)]
+        assert all(ok for ok, _ in frames) and frames[0][1].shape == (64, 64, 3)
+        assert any(not np.array_equal(frames[0][1], f) for _, f in frames[1:])  # live: frames change
+    finally:
+        if capture is not None:
+            capture.release()
+        publisher.stop()
+        server.close()

@@ -1,0 +1,158 @@
+"""Does watching slow the model? Inference FPS of the predict loop with 0 vs 4 browser-like viewers, in one run.
+
+    .venv/bin/python benchmarks/serve_bench.py [--data ../shared/data/intel-scenes/train] [--frames 400]
+        [--width 640 --height 480] [--threads 2] [--rounds 5]
+
+The source is a camera-sized stream (real scene photos scaled to 640x480) handed to the loop as fast as it
+takes frames, so the loop's own rate is what is measured (a paced clip would pin both at the clip's rate).
+Three conditions, interleaved round by round so drift on a shared host hits all of them:
+- `no_serve`: the plain predict loop;
+- `serve_0_viewers`: the loop with the live view on (server up, frames published), nobody watching;
+- `serve_4_viewers`: four MJPEG clients on 127.0.0.1 read /stream.mjpg as fast as they can.
+Reports the median FPS per condition, every round, the ratios, and how many frames were encoded and sent.
+MobileNetV2 (width 1.0, random init: speed only), ONNX opset 17, ONNX Runtime on the CPU.
+Writes benchmarks/results/serve_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from pipeline_bench import export_model, pick_images  # noqa: E402
+from tledge.preprocess import load_image  # noqa: E402
+from tledge.runtime.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
+from tledge.runtime.predict import PredictOptions, predict_stream  # noqa: E402
+from tledge.runtime.serve import BOUNDARY, ServeOptions, ServeSink  # noqa: E402
+from tledge.runtime.sources import Item  # noqa: E402
+
+CONDITIONS = ("no_serve", "serve_0_viewers", "serve_4_viewers")
+
+
+def camera_frames(paths: list[Path], width: int, height: int) -> list:
+    return [cv2.resize(load_image(p), (width, height), interpolation=cv2.INTER_LINEAR) for p in paths]
+
+
+def stream(frames: list, count: int):
+    """Items as a fast camera would hand them over: a new array object each time, stamped when handed out."""
+    for i in range(count):
+        yield Item(f"cam#{i}", frames[i % len(frames)].copy(), time.perf_counter(), index=i)
+
+
+class Viewer(threading.Thread):
+    """An MJPEG client that reads and discards frames as fast as it can, until the server closes."""
+
+    def __init__(self, port: int):
+        super().__init__(daemon=True)
+        self.port = port
+        self.frames = 0
+        self.connected = threading.Event()
+
+    def run(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+                sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                self.connected.set()
+                marker = f"--{BOUNDARY}".encode()
+                while True:
+                    chunk = sock.recv(1 << 16)
+                    if not chunk:
+                        return
+                    self.frames += chunk.count(marker)
+        except OSError:
+            return
+        finally:
+            self.connected.set()
+
+
+def run_condition(backend, frames: list, count: int, condition: str) -> dict:
+    sinks, viewers = [], []
+    if condition != "no_serve":
+        sink = ServeSink(ServeOptions(host="127.0.0.1", port=0), {"backend": backend.name}, echo=lambda _: None)
+        sinks.append(sink)
+        if condition == "serve_4_viewers":
+            viewers = [Viewer(sink.server.port) for _ in range(4)]
+            for viewer in viewers:
+                viewer.start()
+            for viewer in viewers:
+                viewer.connected.wait(10)
+            deadline = time.monotonic() + 10
+            while len(sink.view.stats()["viewers"]) < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+    summary = predict_stream(backend, stream(frames, count), PredictOptions(topk=5, batch=1, warmup=0), sinks)
+    row = {"fps": summary["items"] / summary["wall_s"], "items": summary["items"],
+           "inference_p50_ms": summary["stages_ms"]["inference"]["p50_ms"]}
+    if sinks:
+        row["encoded"] = sinks[0].view.encoded
+    for viewer in viewers:
+        viewer.join(10)
+    if viewers:
+        row["frames_received_per_viewer"] = [v.frames for v in viewers]
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared/data/intel-scenes/train"))
+    parser.add_argument("--photos", type=int, default=48)
+    parser.add_argument("--frames", type=int, default=400)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/serve_bench.json"))
+    args = parser.parse_args()
+
+    root = Path(args.data)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    frames = camera_frames(pick_images(root, args.photos), args.width, args.height)
+    rounds: dict[str, list[dict]] = {name: [] for name in CONDITIONS}
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = OnnxRuntimeBackend(export_model(classes, args.size, Path(tmp)), "cpu", threads=args.threads,
+                                     spin=False)
+        run_condition(backend, frames, 50, "serve_4_viewers")  # warm-up: ORT, the server, cv2's encoder
+        for r in range(args.rounds):
+            order = CONDITIONS if r % 2 == 0 else CONDITIONS[::-1]
+            for condition in order:
+                row = run_condition(backend, frames, args.frames, condition)
+                rounds[condition].append(row)
+                print(f"round {r + 1} {condition}: {row['fps']:.1f} fps", flush=True)
+        backend.close()
+    medians = {name: statistics.median(row["fps"] for row in rows) for name, rows in rounds.items()}
+    result = {
+        "what": "predict-loop inference FPS with the live view off, on with no viewer, and on with 4 MJPEG viewers",
+        "model": f"MobileNetV2 width 1.0, random init, ONNX opset 17, input {args.size}x{args.size}, batch 1",
+        "frames_per_round": args.frames, "camera_frame": [args.width, args.height], "photos": args.photos,
+        "image_source": str(root), "rounds": args.rounds, "ort_threads": args.threads, "cpu_count": os.cpu_count(),
+        "max_stream_fps": ServeOptions().max_fps, "load_average": os.getloadavg(),
+        "median_fps": medians,
+        "ratio_4_viewers_vs_0": medians["serve_4_viewers"] / medians["serve_0_viewers"],
+        "ratio_0_viewers_vs_no_serve": medians["serve_0_viewers"] / medians["no_serve"],
+        "rounds_detail": rounds,
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"median fps: " + ", ".join(f"{k} {v:.1f}" for k, v in medians.items()))
+    print(f"4 viewers / 0 viewers = {result['ratio_4_viewers_vs_0']:.3f}; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
