@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -112,7 +113,7 @@ def test_client_disconnecting_mid_frame_stops_nothing(capfd):
         quitter = MjpegReader(server.port)
         quitter.file.readline()
         quitter.file.read(20)  # inside the first part's headers
-        quitter.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        quitter.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         quitter.close()  # RST: the server's next write fails
         assert wait_until(lambda: stats(server.port)["viewers"] == [])
         seen_before = stats(server.port)["frames"]["seen"]

@@ -41,6 +41,7 @@ from tledge.runtime.sources import Item
 
 DEFAULT_HOST = "127.0.0.1"
 BOUNDARY = "tledgeframe"
+FPS_WINDOW_S = 2.0  # /stats fps: frames published in the last two seconds of the stream
 LATENCY_STAGES = ("capture_decode", "preprocess", "inference", "postprocess", "end_to_end")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
@@ -191,7 +192,8 @@ class LiveView:
             record, status, seq = self._record, self._status, self._seq
             viewers = [v.as_dict() for v in self._viewers.values()]
             dropped_by_viewers = self._viewer_dropped_closed + sum(v["dropped"] for v in viewers)
-        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        recent = [t for t in times if t >= times[-1] - FPS_WINDOW_S] if times else []
+        span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
         latency = {}
         for stage, values in stages.items():
             summary = latency_stats(values)
@@ -205,7 +207,7 @@ class LiveView:
             **self.info,
             "running": self.running,
             "uptime_s": round(time.monotonic() - self.started, 3),
-            "fps": (len(times) - 1) / span if span > 0 else 0.0,
+            "fps": (len(recent) - 1) / span if span > 0 else 0.0,
             "latency_ms": latency,
             "frames": {"seen": seq, "encoded": self.encoded, "source_dropped": int(status.get("dropped", 0) or 0),
                        "viewer_dropped": dropped_by_viewers},
