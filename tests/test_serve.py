@@ -254,7 +254,7 @@ def test_paced_video_ends_cleanly_at_its_frame_rate(artifacts, tmp_path):
 
 # ----------------------------------------------------------------------------- the whole command
 def test_cli_serves_a_video_while_predicting(artifacts, tmp_path, capsys):
-    video = write_video(tmp_path / "clip.avi", 45, fps=30.0)  # 1.5 s of "camera"
+    video = write_video(tmp_path / "clip.avi", 90, fps=30.0)  # 3 s of "camera"
     port = free_port()
     summary_path = tmp_path / "summary.json"
     result = {}
@@ -276,8 +276,8 @@ def test_cli_serves_a_video_while_predicting(artifacts, tmp_path, capsys):
     assert live["backend"].startswith("onnxruntime") and live["classes"] == CLASSES
     assert f"live view on http://127.0.0.1:{port}/" in out and "items" in out
     summary = json.loads(summary_path.read_text())
-    assert summary["items"] + summary["dropped_frames"] == 45 and summary["source_kind"] == "video"
-    assert summary["wall_s"] >= 44 / 30.0  # played at the clip's frame rate, not as fast as possible
+    assert summary["items"] + summary["dropped_frames"] == 90 and summary["source_kind"] == "video"
+    assert summary["wall_s"] >= 89 / 30.0  # played at the clip's frame rate, not as fast as possible
     with pytest.raises(OSError):  # the server stopped with the source
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
@@ -325,3 +325,28 @@ def test_opencv_opens_the_mjpeg_stream():
             capture.release()
         publisher.stop()
         server.close()
+
+
+def test_network_camera_is_predicted_and_served_again(artifacts, tmp_path, capsys):
+    """A camera-like live source over the network (another server's MJPEG on 127.0.0.1), served by --serve."""
+    view, upstream = start_server()
+    publisher = Publisher(view, period=0.02)
+    port, summary_path, result = free_port(), tmp_path / "summary.json", {}
+    args = ("predict", artifacts["onnx"], f"http://127.0.0.1:{upstream.port}/stream.mjpg", "--serve",
+            f"127.0.0.1:{port}", "--max-frames", "90", "--summary-json", summary_path)
+    thread = threading.Thread(target=lambda: result.update(code=run_cli(capsys, *args)), daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: (_stats_or_none(port) or {}).get("frames", {}).get("seen", 0) > 0, timeout=30)
+        reader = MjpegReader(port)
+        numbers = [reader.next_frame()[0] for _ in range(3)]
+        reader.close()
+        thread.join(60)
+    finally:
+        publisher.stop()
+        upstream.close()
+    code, out, err = result["code"]
+    assert code == 0, err
+    assert numbers == sorted(set(numbers))
+    summary = json.loads(summary_path.read_text())
+    assert summary["source_kind"] == "live" and summary["items"] == 90
