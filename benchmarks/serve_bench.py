@@ -9,7 +9,9 @@ Three conditions, interleaved round by round so drift on a shared host hits all 
 - `no_serve`: the plain predict loop;
 - `serve_0_viewers`: the loop with the live view on (server up, frames published), nobody watching;
 - `serve_4_viewers`: four MJPEG clients on 127.0.0.1 read /stream.mjpg as fast as they can.
-Reports the median FPS per condition, every round, the ratios, and how many frames were encoded and sent.
+Reports the median FPS per condition, every round, the ratios, how many frames were encoded and received, and
+the CPU time this process spent per frame (loop + ONNX Runtime + server threads; the viewers run in a child
+process): on a shared, loaded host FPS is noisy, while CPU per frame says what serving costs.
 MobileNetV2 (width 1.0, random init: speed only), ONNX opset 17, ONNX Runtime on the CPU.
 Writes benchmarks/results/serve_bench.json.
 """
@@ -21,6 +23,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -53,59 +56,61 @@ def stream(frames: list, count: int):
         yield Item(f"cam#{i}", frames[i % len(frames)].copy(), time.perf_counter(), index=i)
 
 
-class Viewer(threading.Thread):
+def read_stream(port: int, counts: list, slot: int) -> None:
     """An MJPEG client that reads and discards frames as fast as it can, until the server closes."""
+    marker = f"--{BOUNDARY}".encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            while True:
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    return
+                counts[slot] += chunk.count(marker)
+    except OSError:
+        return
 
-    def __init__(self, port: int):
-        super().__init__(daemon=True)
-        self.port = port
-        self.frames = 0
-        self.connected = threading.Event()
 
-    def run(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
-                sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                self.connected.set()
-                marker = f"--{BOUNDARY}".encode()
-                while True:
-                    chunk = sock.recv(1 << 16)
-                    if not chunk:
-                        return
-                    self.frames += chunk.count(marker)
-        except OSError:
-            return
-        finally:
-            self.connected.set()
+def viewers_process(port: int, count: int) -> None:
+    """Child process: `count` viewers; prints their frame counts (approximate: a marker split across reads is
+    missed) as JSON when the server closes. A separate process, so its CPU time is not the server's."""
+    counts = [0] * count
+    threads = [threading.Thread(target=read_stream, args=(port, counts, i), daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    print(json.dumps(counts), flush=True)
 
 
 def run_condition(backend, frames: list, count: int, condition: str) -> dict:
-    sinks, viewers = [], []
+    sinks, viewers = [], None
     if condition != "no_serve":
         sink = ServeSink(ServeOptions(host="127.0.0.1", port=0), {"backend": backend.name}, echo=lambda _: None)
         sinks.append(sink)
         if condition == "serve_4_viewers":
-            viewers = [Viewer(sink.server.port) for _ in range(4)]
-            for viewer in viewers:
-                viewer.start()
-            for viewer in viewers:
-                viewer.connected.wait(10)
-            deadline = time.monotonic() + 10
+            viewers = subprocess.Popen([sys.executable, __file__, "--viewers-for", str(sink.server.port)],
+                                       stdout=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 30
             while len(sink.view.stats()["viewers"]) < 4 and time.monotonic() < deadline:
                 time.sleep(0.01)
+    cpu = time.process_time()
     summary = predict_stream(backend, stream(frames, count), PredictOptions(topk=5, batch=1, warmup=0), sinks)
+    cpu = time.process_time() - cpu  # this process: the loop, ONNX Runtime's threads, the server's threads
     row = {"fps": summary["items"] / summary["wall_s"], "items": summary["items"],
-           "inference_p50_ms": summary["stages_ms"]["inference"]["p50_ms"]}
+           "inference_p50_ms": summary["stages_ms"]["inference"]["p50_ms"],
+           "cpu_ms_per_frame": 1000.0 * cpu / summary["items"]}
     if sinks:
         row["encoded"] = sinks[0].view.encoded
-    for viewer in viewers:
-        viewer.join(10)
-    if viewers:
-        row["frames_received_per_viewer"] = [v.frames for v in viewers]
+    if viewers is not None:
+        out, _ = viewers.communicate(timeout=60)
+        row["frames_received_per_viewer"] = json.loads(out)
     return row
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--viewers-for":
+        return viewers_process(int(sys.argv[2]), 4)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared/data/intel-scenes/train"))
     parser.add_argument("--photos", type=int, default=48)
@@ -134,6 +139,7 @@ def main() -> None:
                 print(f"round {r + 1} {condition}: {row['fps']:.1f} fps", flush=True)
         backend.close()
     medians = {name: statistics.median(row["fps"] for row in rows) for name, rows in rounds.items()}
+    cpu = {name: statistics.median(row["cpu_ms_per_frame"] for row in rows) for name, rows in rounds.items()}
     result = {
         "what": "predict-loop inference FPS with the live view off, on with no viewer, and on with 4 MJPEG viewers",
         "model": f"MobileNetV2 width 1.0, random init, ONNX opset 17, input {args.size}x{args.size}, batch 1",
@@ -141,6 +147,7 @@ def main() -> None:
         "image_source": str(root), "rounds": args.rounds, "ort_threads": args.threads, "cpu_count": os.cpu_count(),
         "max_stream_fps": ServeOptions().max_fps, "load_average": os.getloadavg(),
         "median_fps": medians,
+        "median_cpu_ms_per_frame": cpu,
         "ratio_4_viewers_vs_0": medians["serve_4_viewers"] / medians["serve_0_viewers"],
         "ratio_0_viewers_vs_no_serve": medians["serve_0_viewers"] / medians["no_serve"],
         "rounds_detail": rounds,
@@ -150,7 +157,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"median fps: " + ", ".join(f"{k} {v:.1f}" for k, v in medians.items()))
+    print("median fps: " + ", ".join(f"{k} {v:.1f}" for k, v in medians.items()))
+    print("median CPU ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
     print(f"4 viewers / 0 viewers = {result['ratio_4_viewers_vs_0']:.3f}; wrote {out}")
 
 
