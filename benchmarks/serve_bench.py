@@ -139,6 +139,7 @@ def main() -> None:
                 print(f"round {r + 1} {condition}: {row['fps']:.1f} fps", flush=True)
         backend.close()
     medians = {name: statistics.median(row["fps"] for row in rows) for name, rows in rounds.items()}
+    paired = [four["fps"] / zero["fps"] for four, zero in zip(rounds["serve_4_viewers"], rounds["serve_0_viewers"])]
     cpu = {name: statistics.median(row["cpu_ms_per_frame"] for row in rows) for name, rows in rounds.items()}
     result = {
         "what": "predict-loop inference FPS with the live view off, on with no viewer, and on with 4 MJPEG viewers",
@@ -149,6 +150,8 @@ def main() -> None:
         "median_fps": medians,
         "median_cpu_ms_per_frame": cpu,
         "ratio_4_viewers_vs_0": medians["serve_4_viewers"] / medians["serve_0_viewers"],
+        "paired_ratio_4_viewers_vs_0_per_round": paired,
+        "median_paired_ratio_4_viewers_vs_0": statistics.median(paired),
         "ratio_0_viewers_vs_no_serve": medians["serve_0_viewers"] / medians["no_serve"],
         "rounds_detail": rounds,
         "onnxruntime": __import__("onnxruntime").__version__,

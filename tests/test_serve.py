@@ -351,3 +351,14 @@ def test_network_camera_is_predicted_and_served_again(artifacts, tmp_path, capsy
     assert numbers == sorted(set(numbers))
     summary = json.loads(summary_path.read_text())
     assert summary["source_kind"] == "live" and summary["items"] == 90
+
+
+def test_overlay_darkens_only_its_band():
+    from tledge.runtime.overlay import draw_overlay
+
+    frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    drawn = draw_overlay(frame, "sea", 0.5)  # at 160 px wide, one text line: a band of rows 0..19
+    bgr = frame[:, :, ::-1].astype(np.int16)
+    assert np.array_equal(drawn[20:], bgr[20:])  # the picture below the band is untouched
+    for row in (0, 19):  # rows without glyphs: 45% of the original (a black band at 55% opacity)
+        assert np.abs(drawn[row].astype(np.int16) - np.round(bgr[row] * 0.45)).max() <= 1
