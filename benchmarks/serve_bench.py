@@ -11,7 +11,8 @@ Three conditions, interleaved round by round so drift on a shared host hits all 
 - `serve_4_viewers`: four MJPEG clients on 127.0.0.1 read /stream.mjpg as fast as they can.
 Reports the median FPS per condition, every round, the ratios, how many frames were encoded and received, and
 the CPU time this process spent per frame (loop + ONNX Runtime + server threads; the viewers run in a child
-process): on a shared, loaded host FPS is noisy, while CPU per frame says what serving costs.
+process). Then, with no model at all, the share of one core that serving takes (frames published at 60 fps
+for 5 s, 0 and 4 viewers): on a shared, loaded host FPS is noisy, and that share is what serving costs.
 MobileNetV2 (width 1.0, random init: speed only), ONNX opset 17, ONNX Runtime on the CPU.
 Writes benchmarks/results/serve_bench.json.
 """
@@ -108,6 +109,31 @@ def run_condition(backend, frames: list, count: int, condition: str) -> dict:
     return row
 
 
+def serving_cost(frames: list, viewers: int, seconds: float, fps: float) -> dict:
+    """CPU share of one core that serving takes, with no model: frames published at `fps` for `seconds`."""
+    sink = ServeSink(ServeOptions(host="127.0.0.1", port=0), {}, echo=lambda _: None)
+    child = None
+    if viewers:
+        child = subprocess.Popen([sys.executable, __file__, "--viewers-for", str(sink.server.port)],
+                                 stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while len(sink.view.stats()["viewers"]) < viewers and time.monotonic() < deadline:
+            time.sleep(0.01)
+    record = {"label": "sea", "prob": 0.9, "topk": [], "latency_ms": 10.0}
+    status = {"fps": fps, "latency_ms": 10.0}
+    count = int(seconds * fps)
+    cpu, wall = time.process_time(), time.perf_counter()
+    for i in range(count):
+        sink.view.publish(frames[i % len(frames)], record, status)
+        time.sleep(max(0.0, wall + (i + 1) / fps - time.perf_counter()))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    encoded = sink.view.encoded
+    sink.close()
+    received = json.loads(child.communicate(timeout=60)[0]) if child else []
+    return {"viewers": viewers, "published": count, "encoded": encoded, "frames_received_per_viewer": received,
+            "cpu_share_of_one_core": cpu / wall, "cpu_ms_per_encoded_frame": 1000 * cpu / encoded if encoded else None}
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--viewers-for":
         return viewers_process(int(sys.argv[2]), 4)
@@ -138,6 +164,10 @@ def main() -> None:
                 rounds[condition].append(row)
                 print(f"round {r + 1} {condition}: {row['fps']:.1f} fps", flush=True)
         backend.close()
+    costs = [serving_cost(frames, viewers, 5.0, 60.0) for viewers in (0, 4, 0, 4)]
+    for cost in costs:
+        print(f"serving only, {cost['viewers']} viewers: {100 * cost['cpu_share_of_one_core']:.1f}% of one core",
+              flush=True)
     medians = {name: statistics.median(row["fps"] for row in rows) for name, rows in rounds.items()}
     paired = [four["fps"] / zero["fps"] for four, zero in zip(rounds["serve_4_viewers"], rounds["serve_0_viewers"])]
     cpu = {name: statistics.median(row["cpu_ms_per_frame"] for row in rows) for name, rows in rounds.items()}
@@ -154,6 +184,7 @@ def main() -> None:
         "median_paired_ratio_4_viewers_vs_0": statistics.median(paired),
         "ratio_0_viewers_vs_no_serve": medians["serve_0_viewers"] / medians["no_serve"],
         "rounds_detail": rounds,
+        "serving_only_60fps_5s": costs,
         "onnxruntime": __import__("onnxruntime").__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
