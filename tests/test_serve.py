@@ -362,3 +362,42 @@ def test_overlay_darkens_only_its_band():
     assert np.array_equal(drawn[20:], bgr[20:])  # the picture below the band is untouched
     for row in (0, 19):  # rows without glyphs: 45% of the original (a black band at 55% opacity)
         assert np.abs(drawn[row].astype(np.int16) - np.round(bgr[row] * 0.45)).max() <= 1
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _rtsp_server_available() -> bool:
+    if not Path(SYSTEM_PYTHON).exists():
+        return False
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _rtsp_server_available(),
+                    reason="no GStreamer RTSP server here (apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
+                           "gstreamer1.0-plugins-base gstreamer1.0-plugins-good)")
+def test_rtsp_camera_is_predicted_and_served(artifacts, tmp_path, capsys):
+    rtsp_port, port, summary_path, result = free_port(), free_port(), tmp_path / "summary.json", {}
+    camera = subprocess.Popen([SYSTEM_PYTHON, str(Path(__file__).with_name("rtsp_server.py")), str(rtsp_port), "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert camera.stdout.readline().strip() == "rtsp ready"
+        args = ("predict", artifacts["onnx"], f"rtsp://127.0.0.1:{rtsp_port}/live", "--serve", f"127.0.0.1:{port}",
+                "--max-frames", "50", "--summary-json", summary_path)
+        thread = threading.Thread(target=lambda: result.update(code=run_cli(capsys, *args)), daemon=True)
+        thread.start()
+        assert wait_until(lambda: (_stats_or_none(port) or {}).get("frames", {}).get("seen", 0) > 0, timeout=40)
+        reader = MjpegReader(port)
+        number, data = reader.next_frame()
+        reader.close()
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        thread.join(60)
+    finally:
+        camera.kill()
+        camera.communicate()
+    code, out, err = result["code"]
+    assert code == 0, err
+    assert number >= 1 and image.shape == (480, 640, 3)
+    summary = json.loads(summary_path.read_text())
+    assert summary["source_kind"] == "live" and summary["items"] == 50
