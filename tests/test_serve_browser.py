@@ -1,12 +1,15 @@
-"""The live page in a real browser: Debian's headless Chromium driven by Selenium.
+"""The live page in real browsers: Debian's headless Chromium driven by Selenium, and headless Firefox.
 
-The page loads, the MJPEG <img> shows frames that change, and the label and FPS text update. Skipped only
-when this machine has no chromium binary (CI installs it: `.ci/run`).
+Chromium: the page loads, the MJPEG <img> shows frames that change, and the label and FPS text update.
+Firefox (no WebDriver here): its own screenshot shows the stream's frame and the numbers read from /stats.
+Each is skipped only when its browser binary is missing (CI installs them: `.ci/run`).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 
 import pytest
 
@@ -74,3 +77,50 @@ def test_page_shows_changing_frames_label_and_fps(browser):
     finally:
         publisher.stop()
         server.close()
+
+
+FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
+
+
+@pytest.mark.skipif(FIREFOX is None, reason="no firefox binary (apt-get install firefox-esr)")
+def test_firefox_shows_the_stream_and_the_numbers(tmp_path):
+    """Firefox has no driver here, so it takes its own headless screenshot: the MJPEG frame (magenta) must be
+    on it, and the top-k bars (the page's green), which exist only once its script has read /stats."""
+    import subprocess
+
+    import cv2
+    import numpy as np
+
+    from tledge.runtime.serve import LiveServer, LiveView, ServeOptions
+
+    view = LiveView(ServeOptions(host="127.0.0.1", port=0), {"backend": "fake", "source": "test"})
+    server = LiveServer(view)
+    frame = np.zeros((240, 320, 3), np.uint8)
+    frame[60:] = (255, 0, 255)  # RGB magenta below the overlay band
+    record = {"index": 0, "source": "x", "label": "cat", "prob": 0.8, "latency_ms": 5.0,
+              "topk": [{"label": "cat", "index": 0, "prob": 0.8}, {"label": "dog", "index": 1, "prob": 0.2}]}
+    stop = threading.Event()
+
+    def publish_until_stopped():
+        for _ in range(3000):  # bounded: at most ~90 s
+            if stop.wait(0.03):
+                return
+            view.publish(frame, record, {"fps": 30.0})
+
+    publisher = threading.Thread(target=publish_until_stopped, daemon=True)
+    publisher.start()
+    shot = tmp_path / "firefox.png"
+    try:
+        subprocess.run([FIREFOX, "--headless", "--window-size=900,600", "--screenshot", str(shot),
+                        f"http://127.0.0.1:{server.port}/"], env={**os.environ, "HOME": str(tmp_path)},
+                       capture_output=True, timeout=120, check=True)
+    finally:
+        stop.set()
+        publisher.join(5)
+        server.close()
+    image = cv2.imread(str(shot))  # BGR
+    b, g, r = (image[:, :, i].astype(int) for i in range(3))
+    magenta = (r > 200) & (g < 70) & (b > 200)
+    accent = (abs(r - 0x4C) < 25) & (abs(g - 0xD9) < 25) & (abs(b - 0x7B) < 25)
+    assert magenta.sum() > 20000  # the video frame, scaled into the page
+    assert accent.sum() > 500  # the top-k bars and the "live" state drawn from /stats
