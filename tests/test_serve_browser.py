@@ -18,7 +18,7 @@ from serve_helpers import LABELS, Publisher, start_server, wait_until
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+needs_chromium = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                                 reason="no chromium/chromedriver binary (apt-get install chromium chromium-driver)")
 
 
@@ -57,6 +57,7 @@ def _video_pixels(driver) -> str:
     """)
 
 
+@needs_chromium
 def test_page_shows_changing_frames_label_and_fps(browser):
     view, server = start_server()
     publisher = Publisher(view, period=0.02)
