@@ -14,7 +14,6 @@ import time
 import numpy as np
 
 from tledge.runtime.serve import BOUNDARY, LiveServer, LiveView, ServeOptions
-from tledge.runtime.sources import Item
 
 LABELS = ("cat", "dog", "fish")
 
@@ -128,6 +127,3 @@ def wait_until(predicate, timeout: float = 10.0, step: float = 0.02) -> bool:
         time.sleep(step)
     return predicate()
 
-
-def make_item(seq: int) -> Item:
-    return Item(f"fake#{seq}", frame_for(seq), time.perf_counter(), index=seq)

@@ -315,7 +315,7 @@ def test_opencv_opens_the_mjpeg_stream():
     publisher = Publisher(view, period=0.01)
     capture = None
     try:
-        wait_until(lambda: view.stats()["frames"]["seen"] > 0)
+        assert wait_until(lambda: view.stats()["frames"]["seen"] > 0)
         capture = cv2.VideoCapture(f"http://127.0.0.1:{server.port}/stream.mjpg", cv2.CAP_FFMPEG)
         assert capture.isOpened()
         frames = [capture.read() for _ in range(5)]
