@@ -205,9 +205,12 @@ def test_paced_capture_waits_for_each_frame_time():
         def __init__(self):
             self.left = 3
 
-        def read(self):
+        def grab(self):
             self.left -= 1
-            return (True, np.zeros((4, 4, 3), np.uint8)) if self.left >= 0 else (False, None)
+            return self.left >= 0
+
+        def retrieve(self):
+            return True, np.zeros((4, 4, 3), np.uint8)
 
     now = [10.0]
     sleeps = []

@@ -17,7 +17,8 @@ FALLBACK_FPS = 30.0  # some containers do not state a frame rate
 
 
 class PacedCapture:
-    """Wraps a cv2.VideoCapture: `read()` returns frame i no earlier than `i / fps` seconds after the first."""
+    """Wraps a cv2.VideoCapture: frame i is grabbed no earlier than `i / fps` seconds after the first. It offers
+    `grab`/`retrieve` as well as `read`, so a live source can stamp the frame when it is due, not before the wait."""
 
     def __init__(self, capture, fps: float, sleep=time.sleep, monotonic=time.monotonic):
         self.capture = capture
@@ -27,19 +28,28 @@ class PacedCapture:
         self._start: float | None = None
         self._index = 0
 
-    def read(self):
+    def grab(self) -> bool:
+        """Wait until the next frame is due, then grab it: like a camera, the frame exists from here on."""
         now = self._monotonic()
         if self._start is None:
             self._start = now
         due = self._start + self._index / self.fps
         if due > now:
             self._sleep(due - now)
-        ok, frame = self.capture.read()
-        if not ok or frame is None:
+        if not self.capture.grab():
             self.ended = True
-            return False, None
+            return False
         self._index += 1
-        return True, frame
+        return True
+
+    def retrieve(self):
+        return self.capture.retrieve()
+
+    def read(self):
+        if not self.grab():
+            return False, None
+        ok, frame = self.retrieve()
+        return (True, frame) if ok and frame is not None else (False, None)
 
     def get(self, prop):
         return self.capture.get(prop)
