@@ -1,7 +1,7 @@
 """User-facing errors: the CLI prints `error: <message>` and exits with `exit_code`, no traceback."""
 
 
-class TledgeError(Exception):
+class TledgeError(ValueError):
     """A mistake the user can fix (bad path, bad option, missing file). Exit code 2."""
 
     exit_code = 2

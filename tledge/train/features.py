@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from tledge.progress import progress_bar
 from tledge.train.device import DeviceSetup
-from tledge.train.loop import Progress
 
 
 @torch.inference_mode()
@@ -15,9 +15,8 @@ def extract_features(model, loader, setup: DeviceSetup, label: str = "features")
     """(features, labels) of every item in `loader`, computed by the frozen trunk in eval mode."""
     model.eval()
     feats, labels = [], []
-    progress = Progress(label, len(loader))
-    seen = 0
-    for step, (inputs, targets) in enumerate(loader, 1):
+    bar = progress_bar(len(loader.dataset), label, unit="img")
+    for inputs, targets in loader:
         inputs = inputs.to(setup.device, non_blocking=setup.pin_memory)
         if setup.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -25,9 +24,8 @@ def extract_features(model, loader, setup: DeviceSetup, label: str = "features")
             out = model.forward_features(inputs)
         feats.append(out.float().cpu())
         labels.append(targets)
-        seen += targets.shape[0]
-        progress.update(step, 0.0, 0.0, seen)
-    progress.close()
+        bar.update(int(targets.shape[0]))
+    bar.close()
     return TensorDataset(torch.cat(feats), torch.cat(labels))
 
 
