@@ -75,8 +75,11 @@ class TrainConfig:
     workers: int | None = option(None, "Data-loading processes (default: CPU count - 1, at most 4).", min=0)
     amp: bool = option(True, "Train in float32 on CUDA too.", flag="--no-amp", negate=True)
     sync_bn: bool = option(False, "Under torchrun on CUDA: synchronise BatchNorm statistics across GPUs.")
-    cache_features: bool = option(True, "With --freeze all: do not cache trunk features.", flag="--no-cache",
+    cache_features: bool = option(True, "Recompute the frozen prefix every epoch instead of caching its outputs "
+                                  "(cached: --augment none with --freeze all or stages:K).", flag="--no-cache",
                                   negate=True)
+    cache_views: int = option(1, "Cached views per train image: 2 adds its mirror image; each epoch uses one view "
+                             "per image.", min=1, max=2)
     kfold: int = option(0, "Stratified K-fold over train+val (0: off, else at least 2): runs/NAME/foldK, "
                        "kfold.json/kfold.md with mean ± std; the best fold's model becomes the run's best.pt.", min=0)
     project: str = option("runs", "Folder that holds run folders.")
