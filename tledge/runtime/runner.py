@@ -30,9 +30,25 @@ def backend_options(artifact: str | Path, provider: str | None, threads: int | N
     return options
 
 
+def _serve_address(text: str | None):
+    if text is None:
+        return None
+    from tledge.runtime.serve import parse_address
+
+    return parse_address(text)
+
+
+def _serve_sink(address: tuple[str, int], backend, source, echo):
+    from tledge.runtime.serve import ServeOptions, ServeSink
+
+    info = {"backend": backend.name, "source": str(source.spec), "classes": list(backend.card.class_names)}
+    return ServeSink(ServeOptions(host=address[0], port=address[1]), info, echo=echo)
+
+
 def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, clock: Clock = time.perf_counter) -> dict:
     from tledge.runtime.outputs import CsvSink, JsonlSink, ProgressSink, TableSink, write_summary_json
 
+    serve_address = _serve_address(request.serve)
     backend = load_backend(request.artifact, request.device,
                            **backend_options(request.artifact, request.provider, request.threads, request.cache,
                                              request.fp16))
@@ -42,6 +58,10 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
     try:
         source = open_source(request.source, prepare=preprocessor(backend.card), workers=request.workers,
                              prefetch=max(32, 2 * request.batch), clock=clock)
+        if serve_address is not None:  # a served video plays at its own frame rate, as a camera would
+            from tledge.runtime.pacing import paced
+
+            source = paced(source)
         with source:
             if request.csv and source.kind != "images":
                 raise TledgeError("--csv is for image files and folders; use --json for video and camera sources")
@@ -54,6 +74,8 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
                 from tledge.runtime.overlay import OverlaySink
 
                 sinks.append(OverlaySink(request.show, request.save, fps=source.fps or 30.0))
+            if serve_address is not None:
+                sinks.append(_serve_sink(serve_address, backend, source, echo))
             if table is not None:
                 sinks.append(table)
                 sinks.append(ProgressSink(len(source)))
