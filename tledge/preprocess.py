@@ -21,6 +21,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CENTER_CROP_RATIO = 0.875  # ImageNet convention: resize shorter side to size/0.875, crop size
 
 
+def quiet_opencv() -> None:
+    """OpenCV prints a `[ WARN ]` line per unreadable file; tledge counts and names those files itself,
+    so only OpenCV's errors are let through."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+
+
+quiet_opencv()
+
+
 def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 

@@ -121,12 +121,19 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         import_tensorrt()
         require_gpu()
 
-    # Source: a run folder (best.pt + splits.json) or a bare checkpoint.
+    # Source: a run folder (best.pt + splits.json) or a bare checkpoint. Output paths are checked first.
+    from tledge.paths import check_output_dir, check_output_file, clean_stale_temp_files
+    from tledge.staleness import file_sha256
+
     source = Path(source)
     ckpt = resolve_checkpoint(source)
     run_dir = source if source.is_dir() else (ckpt.parent if (ckpt.parent / SPLITS_FILE).is_file() else None)
+    out = check_output_dir(out_dir if out_dir is not None else (run_dir or ckpt.parent) / "export", "--out")
+    if int8_report is not None:
+        check_output_file(int8_report, "--report")
     splits = Splits.load(run_dir) if run_dir is not None and (run_dir / SPLITS_FILE).is_file() else None
     model, card = load_model(ckpt)
+    card = card.replace(checkpoint_sha256=file_sha256(ckpt))
 
     # Calibration images (real photos only; checked before any export work).
     calib_paths: list[Path] = []
@@ -165,8 +172,8 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         else:
             echo(f"warning: no parity check: {ckpt} has no test split next to it; pass --parity-data DIR to check")
 
-    out = Path(out_dir) if out_dir is not None else (run_dir or ckpt.parent) / "export"
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(out)
     result = ExportResult(out)
     echo(f"exporting {ckpt} → {out}/ ({', '.join(f.name for f in fmts)})")
 

@@ -25,6 +25,7 @@ from tledge.metrics import accuracy, latency_stats
 from tledge.preprocess import preprocess_batch
 from tledge.runtime.backends import artifact_kind, load_backend
 from tledge.runtime.sources import Clock, find_images
+from tledge.staleness import stale_reason
 from tledge.table import format_table
 
 ARTIFACT_SUFFIXES = (".onnx", ".engine")
@@ -200,6 +201,13 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
                 rows.append({**base, "backend": "-", "batch": b, "status": f"failed: {_reason(exc)}"})
             log(f"{path.name}: failed to load ({_reason(exc)})")
             continue
+        stale = stale_reason(path, backend.card)
+        if stale:
+            backend.close()
+            for b in batches:
+                rows.append({**base, "backend": backend.name, "batch": b, "status": f"failed: stale: {stale}"})
+            log(f"{path.name}: refused ({stale})")
+            continue
         try:
             card = backend.card
             if "set" not in eval_cache:
@@ -239,6 +247,24 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
             "options": {"batches": batches, "iters": options.iters, "warmup": options.warmup,
                         "min_time": options.min_time, "threads": options.threads, "device": options.device},
             "machine": machine_facts()}
+
+
+def bench_out_dir(sources: Sequence[str | Path], out: str | Path | None) -> Path:
+    """Where bench.json goes (RUN/bench, or ./bench for a list of files), checked before any timing."""
+    from tledge.paths import check_output_dir
+
+    if out is None:
+        out = Path(sources[0]) / "bench" if len(sources) == 1 and Path(sources[0]).is_dir() else Path("bench")
+    return check_output_dir(out, "--out")
+
+
+def check_rows(result: dict) -> None:
+    """After the table and bench.json are written: failed rows make the command fail (exit 2), naming them."""
+    failed = [r for r in result["rows"] if r["status"] != "ok"]
+    if not failed:
+        return
+    names = sorted({f"{r['artifact']} ({r['status'].removeprefix('failed: ')})" for r in failed})
+    raise TledgeError(f"{len(failed)} of {len(result['rows'])} bench row(s) failed: {'; '.join(names)[:300]}")
 
 
 def add_speedups(rows: list[dict]) -> str:

@@ -75,13 +75,15 @@ def bench(sources, data, batch_text, iters, warmup, threads, min_time, device, o
     """Benchmark a run folder (best.pt + every export/*.onnx, *.engine) or a list of artifact files."""
     from tledge.runtime.bench import BenchOptions, bench as run_bench, format_bench_table, write_bench
 
+    from tledge.runtime.bench import bench_out_dir, check_rows
+
     options = BenchOptions(_batches(batch_text), iters, warmup, threads, min_time, device)
+    out = bench_out_dir(sources, out)
     result = run_bench(list(sources), data, options, log=lambda m: click.echo(m, err=True))
     click.echo(format_bench_table(result))
-    if out is None:
-        out = str(Path(sources[0]) / "bench") if len(sources) == 1 and Path(sources[0]).is_dir() else "bench"
     json_path, png = write_bench(result, out)
     click.echo(f"wrote {json_path}" + (f" and {png}" if png else " (no plot: matplotlib is not installed)"))
+    check_rows(result)
 
 
 @click.command()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tledge.errors import TledgeError
+from tledge.errors import Interrupted, TledgeError
 from tledge.runtime.backends import artifact_kind, load_backend
 from tledge.runtime.predict import PredictOptions, format_summary, predict_stream, preprocessor
 from tledge.runtime.sources import Clock, open_source
@@ -47,6 +47,21 @@ def backend_options(artifact: str | Path, provider: str | None, threads: int | N
     return options
 
 
+def check_predict_outputs(request: PredictRequest) -> None:
+    """Every output path is checked before the model loads (a one-line error, not a traceback at the end)."""
+    from tledge.paths import check_output_dir, check_output_file
+    from tledge.runtime.sources import VIDEO_EXTENSIONS
+
+    for path, option in ((request.json, "--json"), (request.csv, "--csv"), (request.summary_json, "--summary-json")):
+        if path:
+            check_output_file(path, option)
+    if request.save:
+        if Path(request.save).suffix.lower() in VIDEO_EXTENSIONS:
+            check_output_file(request.save, "--save")
+        else:
+            check_output_dir(request.save, "--save")
+
+
 def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, clock: Clock = time.perf_counter) -> dict:
     from tledge.runtime.outputs import CsvSink, JsonlSink, TableSink, write_summary_json
 
@@ -54,8 +69,14 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
         raise TledgeError("--topk must be at least 1")
     if request.batch < 1:
         raise TledgeError("--batch must be at least 1")
+    check_predict_outputs(request)
     backend = load_backend(request.artifact, request.device,
                            **backend_options(request.artifact, request.provider, request.threads))
+    from tledge.staleness import stale_reason
+
+    stale = stale_reason(request.artifact, backend.card)
+    if stale:
+        echo(f"warning: {stale}")
     sinks = []
     try:
         source = open_source(request.source, prepare=preprocessor(backend.card), workers=request.workers,
@@ -86,4 +107,10 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
     echo(format_summary(summary))
     if request.summary_json:
         write_summary_json(summary, request.summary_json)
+    if summary.get("interrupted"):
+        raise Interrupted(f"stopped after {summary['items']} item(s); the summary above covers what ran")
+    if summary["items"] == 0 and summary["skipped"]:
+        first = summary["skipped_items"][0]
+        raise TledgeError(f"none of the {summary['skipped']} input(s) of {request.source} could be read "
+                          f"(e.g. {first['source']}: {first['error']}); check the files")
     return summary

@@ -3,7 +3,6 @@ Nothing here imports torch at import time (the root CLI must load on torch-less 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -59,13 +58,19 @@ def _parse_split(text: str) -> tuple[float, float, float]:
 @click.option("--name", default=None, help="Run folder name (default exp, exp2, ...).")
 @click.option("--exist-ok", is_flag=True, help="Reuse an existing --name folder.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue an interrupted run folder.")
-def train_command(data, resume, width_mult, no_amp, no_cache, split, **options):
+@click.option("--force", is_flag=True, help="With --resume: continue even though the data folder changed since the run started.")
+def train_command(data, resume, force, width_mult, no_amp, no_cache, split, **options):
     """Fine-tune an ImageNet backbone on DATA, a folder of class subfolders (or train/val/test folders)."""
     from tledge.train.config import TrainConfig
 
     if resume is not None:
-        _resume(resume)
+        from tledge.train.resume import resume_run
+
+        if resume_run(resume, force=force):
+            sys.exit(130)
         return
+    if force:
+        raise TledgeError("--force applies to --resume only (it accepts changed data when resuming)")
     if data is None:
         raise TledgeError("tledge train needs DATA (an image folder) or --resume RUN")
     config = TrainConfig(
@@ -90,16 +95,6 @@ def _run(config, resume_dir: Path | None = None) -> None:
         interrupted = train_run(config, run_dir=resume_dir, resume=resume_dir is not None).interrupted
     if interrupted:
         sys.exit(130)
-
-
-def _resume(run_dir: Path) -> None:
-    from tledge.train.config import TrainConfig
-    from tledge.train.rundir import CONFIG_FILE
-
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise TledgeError(f"cannot resume {run_dir}: no {CONFIG_FILE} (not a tledge run folder)")
-    _run(TrainConfig.from_dict(json.loads(config_path.read_text())), resume_dir=run_dir)
 
 
 @click.command("eval")

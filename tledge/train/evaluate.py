@@ -83,8 +83,11 @@ def eval_run(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Evaluate a run folder (or best.pt) on its test split, or on a labelled folder with the same classes."""
+    from tledge.paths import check_output_file
     from tledge.train.data import read_labelled_folder
 
+    if json_path:
+        check_output_file(json_path, "--json")
     source = Path(source)
     setup = resolve_device(device)
     model, card = load_model(source, str(setup.device))

@@ -1,0 +1,81 @@
+"""`tledge train --resume RUN`: continue a run folder, a k-fold run, or one fold of a k-fold run.
+
+A resume trains on the file lists saved in splits.json; if the data folder changed since the run started
+(files added, removed or edited: the dataset fingerprint differs), the resumed model would no longer match
+its card, so the resume is refused unless `force=True` (`--force`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+from tledge.checkpoint import LAST, load_checkpoint
+from tledge.errors import TledgeError
+from tledge.train.config import TrainConfig
+from tledge.train.rundir import CARD_FILE, CONFIG_FILE
+
+Log = Callable[[str], None]
+FOLD_NAME = re.compile(r"fold\d+")
+
+
+def recorded_fingerprint(run_dir: Path) -> str:
+    """The dataset fingerprint the run started with: from last.pt, a fold's last.pt, or card.json."""
+    for path in [run_dir / LAST, *sorted(run_dir.glob(f"fold*/{LAST}"))]:
+        if path.is_file():
+            return str(load_checkpoint(path).get("card", {}).get("dataset_fingerprint", ""))
+    card = run_dir / CARD_FILE
+    if card.is_file():
+        return str(json.loads(card.read_text()).get("dataset_fingerprint", ""))
+    return ""
+
+
+def check_data_unchanged(run_dir: Path, config: TrainConfig, log: Log = print) -> str:
+    """Rescan the data folder; refuse (TledgeError) when its fingerprint differs from the recorded one.
+
+    Returns the current fingerprint ("" when nothing was recorded, e.g. runs made before fingerprints).
+    """
+    from tledge.train.data import build_splits
+
+    recorded = recorded_fingerprint(run_dir)
+    if not recorded:
+        return ""
+    _, report = build_splits(config.data, tuple(config.split), config.seed)
+    if report.fingerprint != recorded:
+        raise TledgeError(
+            f"the data in {config.data} changed since {run_dir} started (fingerprint {recorded[:12]} → "
+            f"{report.fingerprint[:12]}); start a new run, or add --force to resume on the files in splits.json")
+    return report.fingerprint
+
+
+def is_fold_dir(run_dir: Path) -> bool:
+    """RUN/foldK of a k-fold run (the parent holds the k-fold run's config.json)."""
+    return bool(FOLD_NAME.fullmatch(run_dir.name)) and (run_dir.parent / CONFIG_FILE).is_file()
+
+
+def resume_run(run_dir: str | Path, force: bool = False, log: Log = print) -> bool:
+    """Resume RUN (k-fold runs resume their unfinished folds; RUN/foldK resumes that fold only).
+
+    Returns True when the resumed training was interrupted again.
+    """
+    from tledge.train.fit import train_run
+    from tledge.train.kfold import run_kfold
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise TledgeError(f"cannot resume {run_dir}: no {CONFIG_FILE} (not a tledge run folder)")
+    config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    if is_fold_dir(run_dir):
+        if not (run_dir / LAST).is_file():
+            raise TledgeError(f"{run_dir} has not saved a checkpoint yet; resume the k-fold run instead: "
+                              f"tledge train --resume {run_dir.parent}")
+        result = train_run(config, run_dir=run_dir, resume=True, force=force, log=log)
+        if not result.interrupted:
+            log(f"fold resumed; to update the k-fold table run: tledge train --resume {run_dir.parent}")
+        return result.interrupted
+    if config.kfold:
+        return bool(run_kfold(config, log=log, resume_dir=run_dir, force=force).get("interrupted", False))
+    return train_run(config, run_dir=run_dir, resume=True, force=force, log=log).interrupted
