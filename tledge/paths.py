@@ -18,7 +18,7 @@ TMP_SUFFIX = ".tmp"
 
 def check_output_file(path: str | Path, option: str) -> Path:
     """A file the job will write: not a folder, and its (possibly missing) parent must be creatable."""
-    text = str(path)
+    text = _plain(path, option)
     path = Path(path).expanduser()
     if path.is_dir():
         raise TledgeError(f"{option} {path} is a folder; give a file path, e.g. {option} {path / _example(option)}")
@@ -33,7 +33,7 @@ def check_output_file(path: str | Path, option: str) -> Path:
 
 def check_output_dir(path: str | Path, option: str) -> Path:
     """A folder the job will write into (created if missing): not a file, inside a writable folder."""
-    path = Path(path).expanduser()
+    path = Path(_plain(path, option)).expanduser()
     if path.exists() and not path.is_dir():
         raise TledgeError(f"{option} {path} is a file, but a folder is needed; choose another {option} or remove it")
     if path.is_dir():
@@ -47,7 +47,7 @@ def check_name_inside(project: str | Path, name: str | None, option: str = "--na
     """A run or sweep name is one folder inside --project: no `..`, no absolute path, no separators."""
     if name is None:
         return
-    if not name or name in (".", "..") or Path(name).is_absolute() or "/" in name or "\\" in name or \
+    if not name or "\x00" in name or name in (".", "..") or Path(name).is_absolute() or "/" in name or "\\" in name or \
             Path(name).name != name:
         raise TledgeError(f"{option} {name!r} must be a plain folder name inside --project {project} "
                           "(no '/', '..' or absolute paths); use --project to choose where runs go")
@@ -70,6 +70,13 @@ def clean_stale_temp_files(folder: str | Path) -> list[Path]:
             except OSError:
                 pass
     return removed
+
+
+def _plain(path: str | Path, option: str) -> str:
+    text = str(path)
+    if "\x00" in text:
+        raise TledgeError(f"{option} {text!r}: a path cannot hold a NUL character")
+    return text
 
 
 def _check_parent(parent: Path, option: str, target: Path) -> None:

@@ -3,12 +3,11 @@ Nothing here imports torch at import time (the root CLI must load on torch-less 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from tledge.errors import TledgeError
+from tledge.errors import Interrupted, TledgeError
 
 FREEZE_HELP = "none | all | stages:K (freeze first K stages) | last:N (only last N layers + head train)"
 
@@ -67,7 +66,7 @@ def train_command(data, resume, force, width_mult, no_amp, no_cache, split, **op
         from tledge.train.resume import resume_run
 
         if resume_run(resume, force=force):
-            sys.exit(130)
+            raise Interrupted("training stopped by Ctrl-C (see the resume command above)")
         return
     if force:
         raise TledgeError("--force applies to --resume only (it accepts changed data when resuming)")
@@ -94,7 +93,7 @@ def _run(config, resume_dir: Path | None = None) -> None:
     else:
         interrupted = train_run(config, run_dir=resume_dir, resume=resume_dir is not None).interrupted
     if interrupted:
-        sys.exit(130)
+        raise Interrupted("training stopped by Ctrl-C (see the resume command above)")
 
 
 @click.command("eval")
