@@ -319,8 +319,11 @@ def write_bench(result: dict, out_dir: str | Path) -> tuple[Path, Path | None]:
     """bench.json and bench.png (throughput bars per batch size; skipped when matplotlib is missing)."""
     from tledge.card import atomic_write_text
 
+    from tledge.paths import clean_stale_temp_files
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(out)
     json_path = out / "bench.json"
     atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
     try:
