@@ -153,13 +153,23 @@ def test_output_paths_table(base, capsys, tmp_path):
         (["train", b["data"], *TINY, "--project", file_ / "deeper"], "--project", "is a file, not a folder"),
         (["sweep", b["data"], "--models", "mobilenet_v2", "--epochs", "1", "--project", file_], "--project",
          "a folder is needed"),
+        (["sweep", b["data"], "--models", "mobilenet_v2", "--epochs", "1", "--project", tmp_path / "s", "--name",
+          "../out"], "--name", "plain folder name"),
     ]
     for args, option, fragment in cases:
         err = assert_fails(cli(capsys, *args), 2, option, fragment)
         assert str(args[args.index(option) + 1]) in err  # the message names the value too
-    assert tree(folder) == set() and not (tmp_path / "never").exists()
+    assert tree(folder) == set() and not (tmp_path / "never").exists() and not (tmp_path / "s").exists()
     assert tree(b["run"]) == before_run  # no eval/, bench/ or export files appeared
     assert file_.read_text() == "not a folder\n"
+
+
+def test_eval_folder_taken_by_a_file(base, capsys, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(base["run"], run, ignore=shutil.ignore_patterns("export"))
+    (run / "eval").write_text("a file where eval/ goes\n")
+    assert_fails(cli(capsys, "eval", run), 2, "eval folder", "a folder is needed")
+    assert (run / "eval").read_text() == "a file where eval/ goes\n"
 
 
 def test_missing_parent_folders_are_created(base, capsys, tmp_path):
