@@ -451,6 +451,14 @@ def test_no_opencv_warnings_for_unreadable_files(base, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "WARN" not in proc.stderr + proc.stdout
     assert "cut.png: not a readable image" in proc.stdout
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    env.pop("OPENCV_FFMPEG_LOGLEVEL", None)
+    proc = subprocess.run([sys.executable, "-m", "tledge", "predict", str(base["onnx"]), str(broken)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [f"error: {broken}: cannot open this video (unsupported codec or "
+                                                "damaged file)"]
 
 
 # --------------------------------------------------------------------------------------------- fault injection
