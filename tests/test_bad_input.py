@@ -416,6 +416,18 @@ def test_predict_counts_skipped_files_of_other_types(base, capsys, tmp_path):
     assert "clip.gif: unsupported file type .gif" in out
 
 
+def test_bench_names_the_unreadable_images_of_its_accuracy_set(base, capsys, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(base["data"], data)
+    truncated_png(data / "red" / "cut.png")
+    code, out, err = cli(capsys, "bench", base["onnx"], "--data", data, "--iters", "1", "--warmup", "0", "--batch",
+                         "1", "--out", tmp_path / "b")
+    assert code == 0, err
+    assert f"accuracy on 24 images of {data} (1 unreadable skipped, e.g. {data / 'red' / 'cut.png'}" in out
+    facts = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert facts["eval_skipped"] == [{"source": str(data / "red" / "cut.png"), "error": "not a readable image"}]
+
+
 # --------------------------------------------------------------------------------------------- kind 7
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_atomic_writer_respects_the_umask(tmp_path, umask, mode):

@@ -111,8 +111,9 @@ def evaluation_set(card: ModelCard, data: str | Path | None, run: Path | None) -
     return [], [], ""
 
 
-def _decoded_batches(paths: Sequence[Path], card: ModelCard, batch: int):
-    """Preprocessed batches, decoded in a 2-thread pool (unreadable images are dropped with their labels)."""
+def _decoded_batches(paths: Sequence[Path], card: ModelCard, batch: int, skipped: list | None = None):
+    """Preprocessed batches, decoded in a 2-thread pool (unreadable images are dropped with their labels and
+    named in `skipped`)."""
     from tledge.runtime.sources import ImageFilesSource
     from tledge.runtime.predict import preprocessor
 
@@ -120,6 +121,8 @@ def _decoded_batches(paths: Sequence[Path], card: ModelCard, batch: int):
     tensors, indices = [], []
     for item in source:
         if item.tensor is None:
+            if skipped is not None:
+                skipped.append({"source": item.source_id, "error": item.error or "unreadable"})
             continue
         tensors.append(item.tensor)
         indices.append(item.index)
@@ -130,11 +133,12 @@ def _decoded_batches(paths: Sequence[Path], card: ModelCard, batch: int):
         yield np.stack(tensors), indices
 
 
-def evaluate_accuracy(backend, paths: Sequence[Path], labels: Sequence[int], batch: int) -> float:
+def evaluate_accuracy(backend, paths: Sequence[Path], labels: Sequence[int], batch: int,
+                      skipped: list | None = None) -> float:
     if backend.max_batch is not None:
         batch = min(batch, backend.max_batch)
     predicted, truth = [], []
-    for x, indices in _decoded_batches(paths, backend.card, batch):
+    for x, indices in _decoded_batches(paths, backend.card, batch, skipped):
         predicted.extend(np.argmax(backend.predict(x), axis=1).tolist())
         truth.extend(labels[i] for i in indices)
     return accuracy(truth, predicted)
@@ -216,7 +220,10 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
             acc = None
             if paths:
                 try:
-                    acc = evaluate_accuracy(backend, paths, labels, options.eval_batch)
+                    skipped = [] if "skipped" not in eval_cache else None  # the same images for every row
+                    acc = evaluate_accuracy(backend, paths, labels, options.eval_batch, skipped)
+                    if skipped is not None:
+                        eval_cache["skipped"] = skipped
                 except Exception as exc:  # noqa: BLE001
                     log(f"{path.name}: accuracy failed ({_reason(exc)})")
             for b in batches:
@@ -244,6 +251,7 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
     note = add_speedups(rows)
     return {"rows": rows, "eval_set": eval_cache.get("set", ([], [], ""))[2] or None,
             "eval_images": len(eval_cache.get("set", ([], [], ""))[0]), "baseline": note,
+            "eval_skipped": eval_cache.get("skipped", []),
             "options": {"batches": batches, "iters": options.iters, "warmup": options.warmup,
                         "min_time": options.min_time, "threads": options.threads, "device": options.device},
             "machine": machine_facts()}
@@ -309,7 +317,11 @@ def format_bench_table(result: dict) -> str:
     text = format_table(rows, floatfmt=".3g")
     footer = [result["baseline"]]
     if result.get("eval_set"):
-        footer.append(f"accuracy on {result['eval_images']} images of {result['eval_set']}")
+        skipped = result.get("eval_skipped") or []
+        used = result["eval_images"] - len(skipped)
+        footer.append(f"accuracy on {used} images of {result['eval_set']}"
+                      + (f" ({len(skipped)} unreadable skipped, e.g. {skipped[0]['source']}: {skipped[0]['error']})"
+                         if skipped else ""))
     else:
         footer.append("no accuracy: give --data DIR (class subfolders) or bench a run folder with a test split")
     return text + "\n" + "; ".join(footer)
