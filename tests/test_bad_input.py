@@ -198,6 +198,24 @@ def test_unwritable_folders(base, capsys, tmp_path):
     assert tree(locked) == set()
 
 
+def test_unwritable_folders_as_the_permission_check_sees_them(base, capsys, tmp_path, monkeypatch):
+    """The same cases for root (who may write anywhere): the access check is told the folder is read-only."""
+    import tledge.paths as paths
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(paths.os, "access",
+                        lambda p, mode: False if Path(p) == locked and mode & os.W_OK else real_access(p, mode))
+    assert_fails(cli(capsys, "predict", base["onnx"], base["image"], "--json", locked / "p.jsonl"), 2, "--json",
+                 "permission denied")
+    assert_fails(cli(capsys, "train", base["data"], *TINY, "--project", locked / "runs"), 2, "--project",
+                 "permission denied")
+    assert_fails(cli(capsys, "export", base["run"], "--formats", "onnx", "--out", locked), 2, "--out",
+                 "permission denied")
+    assert tree(locked) == set()
+
+
 @HYPOTHESIS
 @given(name=st.text(max_size=12))
 def test_generated_names_stay_inside_the_project(tmp_path, name):
