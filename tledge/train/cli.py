@@ -65,7 +65,7 @@ def train_command(data, resume, force, width_mult, no_amp, no_cache, split, **op
     if resume is not None:
         from tledge.train.resume import resume_run
 
-        if resume_run(resume, force=force):
+        if resume_run(resume, force=force).interrupted:
             raise Interrupted("training stopped by Ctrl-C (see the resume command above)")
         return
     if force:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -55,11 +56,17 @@ def is_fold_dir(run_dir: Path) -> bool:
     return bool(FOLD_NAME.fullmatch(run_dir.name)) and (run_dir.parent / CONFIG_FILE).is_file()
 
 
-def resume_run(run_dir: str | Path, force: bool = False, log: Log = print) -> bool:
-    """Resume RUN (k-fold runs resume their unfinished folds; RUN/foldK resumes that fold only).
+@dataclass
+class Resumed:
+    """What a resume did: the run folder, its test metrics (k-fold: the summary) and whether Ctrl-C stopped it."""
 
-    Returns True when the resumed training was interrupted again.
-    """
+    run_dir: Path
+    metrics: dict = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def resume_run(run_dir: str | Path, force: bool = False, log: Log = print) -> Resumed:
+    """Resume RUN (k-fold runs resume their unfinished folds; RUN/foldK resumes that fold only)."""
     from tledge.train.fit import train_run
     from tledge.train.kfold import run_kfold
 
@@ -75,7 +82,9 @@ def resume_run(run_dir: str | Path, force: bool = False, log: Log = print) -> bo
         result = train_run(config, run_dir=run_dir, resume=True, force=force, log=log)
         if not result.interrupted:
             log(f"fold resumed; to update the k-fold table run: tledge train --resume {run_dir.parent}")
-        return result.interrupted
+        return Resumed(run_dir, dict(result.test_metrics or {}), result.interrupted)
     if config.kfold:
-        return bool(run_kfold(config, log=log, resume_dir=run_dir, force=force).get("interrupted", False))
-    return train_run(config, run_dir=run_dir, resume=True, force=force, log=log).interrupted
+        outcome = run_kfold(config, log=log, resume_dir=run_dir, force=force)
+        return Resumed(run_dir, dict(outcome.get("summary", {})), bool(outcome.get("interrupted", False)))
+    result = train_run(config, run_dir=run_dir, resume=True, force=force, log=log)
+    return Resumed(run_dir, dict(result.test_metrics or {}), result.interrupted)
