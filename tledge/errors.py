@@ -8,7 +8,7 @@ EXIT_CODES = {
     2: "user error: bad option, path or input (one line `error: ...`)",
     3: "an artifact over its parity or INT8 accuracy budget (export)",
     130: "interrupted (Ctrl-C); what ran is saved (train: resume with --resume)",
-    1: "a bug in tledge (a traceback): please report it",
+    1: "a bug in tledge (a traceback): please report it; sweep: a cell failed (the rest ran, results written)",
 }
 
 
