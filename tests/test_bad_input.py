@@ -104,6 +104,16 @@ def test_option_ranges_table(base, capsys, tmp_path):
         (["predict", b["onnx"], b["image"], "--batch", "0"], "--batch"),
         (["bench", b["onnx"], "--batch", "0,-3", "--out", tmp_path / "bench"], "--batch"),
         (["export", b["run"], "--formats", "onnx,bogus", "--out", tmp_path / "x"], "bogus"),
+        # ranges declared in the options objects (tledge.options), checked before any work
+        (["export", b["run"], "--formats", "onnx", "--opset", "99", "--out", tmp_path / "x"], "--opset"),
+        (["train", b["data"], "--dropout", "1.5", "--project", tmp_path / "p"], "--dropout"),
+        (["train", b["data"], "--lr", "-1", "--project", tmp_path / "p"], "--lr"),
+        (["train", b["data"], "--workers", "-1", "--project", tmp_path / "p"], "--workers"),
+        (["train", b["data"], "--width-mult", "0", "--project", tmp_path / "p"], "--width-mult"),
+        (["train", b["data"], "--label-smoothing", "1", "--project", tmp_path / "p"], "--label-smoothing"),
+        (["train", b["data"], "--img-size", "4", "--project", tmp_path / "p"], "--img-size"),
+        (["predict", b["onnx"], b["image"], "--max-frames", "0"], "--max-frames"),
+        (["bench", b["onnx"], "--iters", "0", "--out", tmp_path / "bench"], "--iters"),
     ]
     for args, fragment in cases:
         assert_fails(cli(capsys, *args), 2, fragment)
@@ -434,16 +444,21 @@ def test_predict_counts_skipped_files_of_other_types(base, capsys, tmp_path):
     assert "clip.gif: unsupported file type .gif" in out
 
 
-def test_bench_names_the_unreadable_images_of_its_accuracy_set(base, capsys, tmp_path):
-    data = tmp_path / "data"
+def test_bench_names_test_images_that_became_unreadable(base, capsys, tmp_path):
+    """A run's test split read back from splits.json: an image damaged since training is named, not dropped."""
+    data, run = tmp_path / "data", tmp_path / "run"
     shutil.copytree(base["data"], data)
-    truncated_png(data / "red" / "cut.png")
-    code, out, err = cli(capsys, "bench", base["onnx"], "--data", data, "--iters", "1", "--warmup", "0", "--batch",
-                         "1", "--out", tmp_path / "b")
+    shutil.copytree(base["run"], run, ignore=shutil.ignore_patterns("export"))
+    splits = json.loads((run / "splits.json").read_text())
+    splits["root"] = str(data)
+    (run / "splits.json").write_text(json.dumps(splits))
+    damaged = data / splits["test"][0][0]
+    truncated_png(damaged)
+    code, out, err = cli(capsys, "bench", run, "--iters", "1", "--warmup", "0", "--batch", "1", "--out", tmp_path / "b")
     assert code == 0, err
-    assert f"accuracy on 24 images of {data} (1 unreadable skipped, e.g. {data / 'red' / 'cut.png'}" in out
+    assert f"accuracy on 2 images of {run}/splits.json:test (1 unreadable skipped, e.g. {damaged}" in out
     facts = json.loads((tmp_path / "b" / "bench.json").read_text())
-    assert facts["eval_skipped"] == [{"source": str(data / "red" / "cut.png"), "error": "not a readable image"}]
+    assert facts["eval_skipped"] == [{"source": str(damaged), "error": "not a readable image"}]
 
 
 # --------------------------------------------------------------------------------------------- kind 7

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tledge.card import ModelCard
-from tledge.checkpoint import load_checkpoint, load_model, save_checkpoint
+from tledge.checkpoint import load_checkpoint, save_checkpoint
+from tledge.train.restore import load_model
 from tledge.errors import TledgeError
 from tledge.train.backbones import create_model
 

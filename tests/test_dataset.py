@@ -40,6 +40,25 @@ def test_eval_path_matches_shared_preprocessing_exactly(data, resize):
         assert np.array_equal(tensor.numpy(), preprocess_file(paths[i], card))
 
 
+@pytest.mark.parametrize("resize", ["stretch", "center_crop"])
+def test_training_eval_tensor_equals_the_runtime_tensor(data, resize):
+    """What training evaluates on is bit for bit what `tledge predict` / tledge.load() feed the backend: the
+    runtime's file source (decode pool + the card's preprocessor) against the training dataset."""
+    from tledge.runtime.predict import preprocessor
+    from tledge.runtime.sources import ImageFilesSource
+
+    splits, card = data
+    card = card.replace(resize=resize)
+    paths, labels = all_items(splits)
+    dataset = ImageDataset(paths, labels, card, augment_level="none")
+    with ImageFilesSource("files", paths, workers=2, prefetch=4, prepare=preprocessor(card)) as source:
+        items = list(source)
+    assert sorted(item.index for item in items) == list(range(len(paths)))
+    for item in items:
+        assert item.tensor is not None and item.tensor.dtype == np.float32
+        assert np.array_equal(dataset[item.index][0].numpy(), item.tensor), paths[item.index]
+
+
 def test_augmented_items_deterministic_per_seed_epoch_index(data):
     splits, card = data
     paths, labels = splits.paths("train"), splits.labels("train")

@@ -100,7 +100,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_run):
-    from tledge.checkpoint import load_model
+    from tledge.train.restore import load_model
 
     return load_model(tiny_run)
 

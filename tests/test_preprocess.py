@@ -53,12 +53,20 @@ def test_center_crop_policy_keeps_the_middle():
     assert out[32, 32].tolist() == [255, 255, 255] and out[32, 0].tolist() == [0, 0, 0]
 
 
-def test_batch_equals_single_images():
+def test_batch_matches_an_independent_reference_in_order():
+    """Each batch row equals cv2.resize (INTER_AREA shrinking, INTER_LINEAR enlarging, none at size) then
+    (x/255 - mean)/std in CHW, computed here without tledge's functions, in the input order."""
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, (50, 70, 3), dtype=np.uint8) for _ in range(3)]
+    images = [rng.integers(0, 256, (50, 70, 3), dtype=np.uint8), rng.integers(0, 256, (16, 20, 3), dtype=np.uint8),
+              np.full((32, 40, 3), 200, np.uint8)]
     batch = preprocess_batch(images, CARD)
-    for i, img in enumerate(images):
-        np.testing.assert_array_equal(batch[i], preprocess_rgb(img, CARD))
+    assert batch.shape == (3, 3, 32, 40) and batch.dtype == np.float32
+    mean, std = np.array(CARD.mean, np.float32), np.array(CARD.std, np.float32)
+    for i, (image, interpolation) in enumerate(zip(images, (cv2.INTER_AREA, cv2.INTER_LINEAR, None))):
+        resized = image if interpolation is None else cv2.resize(image, (40, 32), interpolation=interpolation)
+        expected = ((resized.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
+        np.testing.assert_allclose(batch[i], expected, atol=2e-5)
+    assert batch[2, :, 7, 9] == pytest.approx((200 / 255 - mean) / std, rel=1e-5)
 
 
 def test_fast_normalisation_matches_numpy_reference():

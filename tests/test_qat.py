@@ -10,7 +10,7 @@ import torch
 
 from test_int8_search import _make_run
 from tledge.card import card_from_onnx
-from tledge.checkpoint import load_model
+from tledge.train.restore import load_model
 from tledge.export.pipeline import export_run
 from tledge.export.qat import insert_fake_quant
 

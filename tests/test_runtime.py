@@ -19,8 +19,8 @@ from tledge.preprocess import load_image, preprocess_batch
 from tledge.runtime import load_backend
 from tledge.runtime.sources import ImageFilesSource, csi_pipeline, open_source
 
-TRT_NAMES_DIR = Path("/work/shared/tensorrt-api")
 REPO = Path(__file__).resolve().parents[1]
+TRT_NAMES_DIR = REPO.parent / "shared" / "tensorrt-api"  # next to the checkout when there; skipped when absent
 
 
 def _batch(paths):

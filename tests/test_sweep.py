@@ -106,7 +106,9 @@ def test_validate_catches_bad_cells_before_training(data):
     bad = [({"model": ["resnet18", "resnet181"]}, "unknown model 'resnet181'"),
            ({"freeze": ["none", "half"]}, "bad --freeze 'half'"),
            ({"freeze": ["stages:9"]}, "only 5 stages"),
-           ({"optimizer": ["adam", "lbfgs"]}, "unknown optimizer"),
+           ({"optimizer": ["adam", "lbfgs"]}, "--optimizer 'lbfgs': must be one of adam, adamw, sgd, adadelta"),
+           ({"lr": [0.1, -1]}, r"--lr -1\.0: must be greater than 0"),
+           ({"dropout": [1.5]}, r"--dropout 1\.5: must be less than 1"),
            ({"model": ["alexnet"]}, "alexnet cannot take 32 px")]
     for axes, message in bad:
         with pytest.raises(TledgeError, match=message):

@@ -1,3 +1,38 @@
-"""tledge: image folder to a fast, verified classifier on an edge device."""
+"""tledge: image folder to a fast, verified classifier on an edge device.
+
+    import tledge
+    run = tledge.train("photos/", model="mobilenet_v2", epochs=15)   # -> Run(.dir, .metrics)
+    exp = tledge.export(run, formats=["onnx", "int8"])               # exp["int8"] -> Path, exp.parity
+    model = tledge.load(exp["int8"])                                 # run folder, .pt, .onnx, .engine
+    model.predict("img.jpg")[0].label                                # also arrays, lists, folders
+    tledge.bench(run)                                                # the bench rows
+
+The names are loaded on first use, so `import tledge` stays light (no torch, no OpenCV).
+"""
+
+from tledge.errors import TledgeError
 
 __version__ = "0.1.0"
+__all__ = ["train", "export", "load", "bench", "TledgeError", "Run", "Export", "Model", "Prediction", "TrainConfig",
+           "ExportOptions", "BenchOptions", "PredictRequest"]
+
+_LAZY = {
+    "load": "tledge.api", "bench": "tledge.api", "Run": "tledge.api",
+    "Export": "tledge.export.pipeline", "Model": "tledge.runtime.model", "Prediction": "tledge.runtime.model", "TrainConfig": "tledge.train.config",
+    "ExportOptions": "tledge.export.options", "BenchOptions": "tledge.runtime.options",
+    "PredictRequest": "tledge.runtime.options",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in ("train", "export"):  # callable subpackages: tledge.train(...) is tledge.api.train(...)
+        return importlib.import_module(f"tledge.{name}")
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tledge' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

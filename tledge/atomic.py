@@ -1,5 +1,6 @@
 """Atomic file writes (temp file + fsync + rename): a kill at any moment leaves the previous good file.
 
+`write_json` is the one JSON writer of the project (run files, parity.json, bench.json, summaries).
 The published file gets the mode a plain `open(path, "w")` would give (0666 minus the umask), not the
 temp file's private 0600, so others on a shared device can read the artifacts when the umask allows it.
 A killed write leaves `.NAME.*.tmp` behind; `tledge.paths.clean_stale_temp_files` removes those on the
@@ -9,11 +10,13 @@ next start.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -69,3 +72,26 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars/arrays, tuples and Paths → JSON-able Python values; NaN/inf → None (strict JSON)."""
+    if isinstance(value, dict):
+        return {(k if isinstance(k, str) else str(plain(k))): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":  # ndarray and numpy scalars
+        return plain(value.tolist())
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write `data` as indented JSON, atomically. numpy types become Python ones, NaN/inf become null."""
+    path = Path(path)
+    text = json.dumps(plain(data), indent=2, ensure_ascii=False, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+    return path

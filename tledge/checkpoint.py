@@ -1,4 +1,6 @@
 """Checkpoints: a dict of tensors and primitives only (loads with `weights_only=True`), written atomically.
+File I/O only: rebuilding the model is tledge.train.restore.load_model (this module imports nothing from
+tledge.train, so the backbone registry can read checkpoints without an import cycle).
 
 Layout: {"card": dict, "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
 "epoch": int, "best_metric": float, "best_epoch": int, "rng": {...}, "config": dict, "history": list}.
@@ -9,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tledge.card import ModelCard
 from tledge.errors import TledgeError, require
 
 BEST = "best.pt"
@@ -53,20 +54,3 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise TledgeError(f"no such file or folder: {path}")
     return path
-
-
-def load_model(path: str | Path, device: str = "cpu"):
-    """(model in eval mode, card) from a tledge checkpoint or run folder."""
-    from tledge.train.backbones import model_from_card
-
-    ckpt_path = resolve_checkpoint(path)
-    state = load_checkpoint(ckpt_path)
-    if "card" not in state or "model" not in state:
-        raise TledgeError(f"{ckpt_path} is not a tledge checkpoint (no model card); train it with `tledge train`")
-    card = ModelCard.from_dict(state["card"])
-    model = model_from_card(card)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise TledgeError(f"{ckpt_path}: weights do not fit {card.arch} ({str(exc).splitlines()[0]})") from None
-    return model.to(device).eval(), card

@@ -34,26 +34,24 @@ def _step(title: str) -> float:
 
 
 def run_demo(data: Path | None, epochs: int, img_size: int, project: str, formats: str, bench_iters: int) -> dict:
+    from tledge import api
     from tledge.data import demo_data_dir
-    from tledge.runtime.bench import BenchOptions, bench, format_bench_table, write_bench
-    from tledge.runtime.runner import PredictRequest, run_predict
+    from tledge.runtime.bench import format_bench_table, write_bench
+    from tledge.runtime.options import BenchOptions, PredictRequest
+    from tledge.runtime.runner import run_predict
     from tledge.splits import Splits
-    from tledge.train.config import TrainConfig
     from tledge.train.evaluate import eval_run
-    from tledge.train.fit import train_run
 
     data = Path(data) if data else demo_data_dir()
     timings = {}
     started = _step(f"train: mobilenet_v2 on {data}")
     weights = "imagenet" if _imagenet_available("mobilenet_v2") else "none"
-    config = TrainConfig(data=str(data), model="mobilenet_v2", weights=weights,
-                         freeze="stages:8" if weights == "imagenet" else "none",
-                         img_size=img_size, epochs=epochs, batch_size=32, augment="light",
-                         lr=1e-3, project=project, name=None)
-    result = train_run(config, log=click.echo)
-    if result.interrupted:
+    trained = api.train(data, model="mobilenet_v2", weights=weights,
+                        freeze="stages:8" if weights == "imagenet" else "none", img_size=img_size, epochs=epochs,
+                        batch_size=32, augment="light", lr=1e-3, project=project, log=click.echo)
+    if trained.interrupted:
         raise click.Abort()
-    run = result.run_dir
+    run = trained.dir
     timings["train_s"] = time.perf_counter() - started
 
     started = _step(f"eval: tledge eval {run}")
@@ -63,13 +61,9 @@ def run_demo(data: Path | None, epochs: int, img_size: int, project: str, format
     timings["eval_s"] = time.perf_counter() - started
 
     started = _step(f"export: tledge export {run} --formats {formats}")
-    from tledge.errors import ParityError
-    from tledge.export.pipeline import export_run
-
-    try:
-        export_run(run, formats=formats)
-    except ParityError as exc:  # the artifacts are written; the demo shows the gate's verdict and goes on
-        click.echo(click.style(f"parity gate: {exc}", fg="red"))
+    exported = api.export(run, formats=formats, echo=click.echo)
+    if exported.failure is not None:  # the artifacts are written; the demo shows the verdict and goes on
+        click.echo(click.style(f"export: {exported.failure}", fg="red"))
     timings["export_s"] = time.perf_counter() - started
 
     export_dir = run / "export"
@@ -89,7 +83,7 @@ def run_demo(data: Path | None, epochs: int, img_size: int, project: str, format
     timings["predict_s"] = time.perf_counter() - started
 
     started = _step(f"bench: tledge bench {run} --batch 1,16")
-    outcome = bench(run, None, BenchOptions(batches=(1, 16), iters=bench_iters, warmup=3))
+    outcome = api.bench_result(run, BenchOptions(batches=(1, 16), iters=bench_iters, warmup=3))
     click.echo(format_bench_table(outcome))
     json_path, _ = write_bench(outcome, run / "bench")
     timings["bench_s"] = time.perf_counter() - started

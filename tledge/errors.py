@@ -17,7 +17,7 @@ def exit_code_table() -> str:
     return "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
 
 
-class TledgeError(Exception):
+class TledgeError(ValueError):
     """A mistake the user can fix (bad path, bad option, missing file). Exit code 2."""
 
     exit_code = 2

@@ -26,7 +26,7 @@ import numpy as np
 
 from tledge.card import ModelCard
 from tledge.errors import ExportOptionError, TledgeError
-from tledge.preprocess import is_image_file, load_image, preprocess_batch
+from tledge.preprocess import load_image, preprocess_batch
 
 METRICS = ("agreement", "acc_drop", "rel_diff")
 KIND_ALIASES = {"onnx": "fp32", "fp32": "fp32", "fp16": "fp16", "int8": "int8"}
@@ -73,29 +73,21 @@ class ParityData:
     paths: list[Path]
     labels: list[int]
     source: str
+    skipped: list[str] = field(default_factory=list)  # unreadable files found while reading the folder
 
 
 def labelled_folder(folder: str | Path, card: ModelCard) -> ParityData:
-    """An ImageFolder (folder/<class>/<images>) whose class names are the card's."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise TledgeError(f"parity data folder not found: {folder}")
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir())
-    unknown = [p.name for p in subfolders if p.name not in card.class_names]
-    if not subfolders or unknown:
-        raise TledgeError(
-            f"{folder}: parity data must have one subfolder per class of the model ({', '.join(card.class_names)})"
-            + (f"; unknown: {', '.join(unknown[:5])}" if unknown else "")
-        )
-    paths, labels = [], []
-    for sub in subfolders:
-        index = card.class_names.index(sub.name)
-        for path in sorted(p for p in sub.rglob("*") if p.is_file() and is_image_file(p)):
-            paths.append(path)
-            labels.append(index)
-    if not paths:
-        raise TledgeError(f"{folder}: no images found for the parity check")
-    return ParityData(paths, labels, str(folder))
+    """An ImageFolder (folder/<class>/<images>) whose class names are the card's, read by the one
+    labelled-folder reader training and bench use (tledge.train.data.read_labelled_folder)."""
+    from tledge.train.data import read_labelled_folder
+
+    try:
+        items, skipped = read_labelled_folder(folder, card.class_names)
+    except TledgeError as exc:
+        raise TledgeError(f"{folder}: parity data must have one subfolder per class of the model "
+                          f"({', '.join(card.class_names)}): {exc}") from None
+    return ParityData([p for p, _ in items], [label for _, label in items], str(folder),
+                      [f"{rel} ({reason})" for rel, reason in skipped])
 
 
 # ----------------------------------------------------------------------------------------- compare

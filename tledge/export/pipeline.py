@@ -1,49 +1,70 @@
-"""`tledge export`: checkpoint → the requested artifacts → parity check → table, parity.json, next commands.
+"""`tledge export`: checkpoint → one step per requested format → parity check → table, parity.json, next commands.
 
-Everything the user got wrong is found before any work starts (unknown format, an option no requested
-format uses, no GPU for trt-*, too few calibration images, no calibration source), so a mistake costs a
-second, not a half-finished export. Every format is timed and sized the same way (`_timed`). The FP32 ONNX
-is always written: every other format is built from it.
+Everything the user got wrong is found before any work starts (bad option ranges, unknown format, an option no
+requested format uses, no GPU for trt-*, too few calibration images, no calibration source), so a mistake costs
+a second, not a half-finished export. Then each format of the format table is a step with its inputs (the
+steps it reads) and its output file: onnx → int8 / int8-trt → trt-fp16 / trt-int8. A step that fails is a
+failed row, the steps that do not need it still run, and the exit code says the worst outcome
+(0 ok, 3 outside the parity tolerance, 2 a step failed on a user-fixable problem, 1 a step crashed).
+The FP32 ONNX is always written: every other format is built from it.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from tledge.atomic import atomic_write_bytes
+from tledge.atomic import write_json
 from tledge.errors import ParityError, TledgeError
 from tledge.export.formats import FORMATS, INT8_TRT_FILENAME, artifact_path, check_options, parse_formats
+from tledge.export.options import ExportOptions
+from tledge.options import build
+from tledge.paths import clean_stale_temp_files
 from tledge.splits import SPLITS_FILE, Splits
 from tledge.table import format_table
 
 DEFAULT_FORMATS = ("onnx", "int8")
-INT8_FLAVOUR_CHOICES = ("cpu", "both")
 PARITY_FILE = "parity.json"
+# Outcome severity for the exit code: a crash (1) outranks a user-fixable failure (2), which outranks parity (3).
+SEVERITY = {0: 0, 3: 1, 2: 2, 1: 3}
+
+
+class ExportFailed(TledgeError):
+    """One or more export steps failed (the others ran; their rows and parity.json are written)."""
 
 
 @dataclass
 class ArtifactRow:
     format: str  # row name: a format name, or "int8-trt" for the symmetric TensorRT input
-    path: Path
+    path: Path | None
     kind: str  # fp32 | fp16 | int8 (what the parity gate judges it as)
-    seconds: float
-    size_mb: float
+    seconds: float = 0.0
+    size_mb: float = 0.0
     parity: object | None = None  # ParityResult
+    error: str | None = None  # why the step failed or was skipped
+    exit_code: int = 0  # of the step's failure (2 user error, 3 budget, 1 crash)
+    failure: TledgeError | None = None  # the step's own error, when it was a TledgeError
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
     @property
     def status(self) -> str:
+        if self.error is not None:
+            return self.error
         if self.parity is None:
             return "ok (no parity)"
         return "ok" if self.parity.passed else "FAILED parity"
 
     def table_row(self) -> dict:
         p = self.parity
-        return {"format": self.format, "file": self.path.name, "size MB": round(self.size_mb, 2),
+        return {"format": self.format, "file": self.path.name if self.path else "-",
+                "size MB": round(self.size_mb, 2) if self.ok else None,
                 "time s": round(self.seconds, 2),
                 "agreement %": None if p is None else round(p.agreement, 2),
                 "acc %": None if p is None else round(p.acc_artifact, 2),
@@ -54,17 +75,40 @@ class ArtifactRow:
 
 @dataclass
 class ExportResult:
+    """What an export wrote: `result["int8"]` is the artifact's Path, `result.parity` the parity rows."""
+
     out_dir: Path
     rows: list[ArtifactRow] = field(default_factory=list)
     parity_path: Path | None = None
-    passed: bool = True
+    passed: bool = True  # every checked artifact within its parity tolerance
     next_commands: list[str] = field(default_factory=list)
+    failure: TledgeError | None = None  # the worst step failure or parity failure, None when all is well
 
     def table(self) -> str:
         return format_table([r.table_row() for r in self.rows])
 
     def path(self, name: str) -> Path:
-        return next(r.path for r in self.rows if r.format == name)
+        return self[name]
+
+    def __getitem__(self, name: str) -> Path:
+        for row in self.rows:
+            if row.format == name:
+                if row.path is None or not row.ok:
+                    raise KeyError(f"{name}: {row.status}")
+                return row.path
+        raise KeyError(f"{name} was not exported (formats: {', '.join(r.format for r in self.rows)})")
+
+    def __contains__(self, name: object) -> bool:
+        return any(r.format == name and r.ok for r in self.rows)
+
+    @property
+    def parity(self) -> list[dict]:
+        """One dict per checked artifact: format, images, agreement, accuracy difference, passed, ..."""
+        return [{"format": r.format, **r.parity.to_dict()} for r in self.rows if r.parity is not None]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.failure is None else self.failure.exit_code
 
 
 def default_formats() -> list[str]:
@@ -73,64 +117,140 @@ def default_formats() -> list[str]:
     return list(DEFAULT_FORMATS) + (["trt-fp16"] if tensorrt_available() else [])
 
 
+# ------------------------------------------------------------------------------------------------ plan
+@dataclass
+class ExportJob:
+    """Everything the steps share, prepared (and checked) before any file is written."""
+
+    options: ExportOptions
+    ckpt: Path
+    run_dir: Path | None
+    splits: Splits | None
+    model: Any
+    card: Any
+    out: Path
+    opset: int
+    exporter: str
+    profile: Any
+    calib_paths: list[Path]
+    calib_source: str
+    method: str
+    percentile: float | None
+    nodes: Sequence[str] | None
+    recipe: dict | None
+    tolerances: dict
+    echo: Callable[[str], None]
+    parity_set: Any = None  # ParityData from --parity-data (checked up front)
+    tmp: Path | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)  # step → file it wrote
+    int8_source: Path | None = None  # what gets quantized: the ONNX, or its QAT fine-tuned copy
+    calibration_cache: Path | None = None
+    search: Any = None
+    qat_facts: dict | None = None
+
+    @property
+    def onnx_batch(self) -> int | None:
+        """A fixed ONNX batch only when no engine needs a dynamic N."""
+        return self.options.batch if self.profile is None else None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One export step: the steps whose outputs it reads, and a build that returns the file it wrote."""
+
+    name: str
+    kind: str  # fp32 | fp16 | int8: the parity gate it is judged by ("" for steps without an artifact)
+    needs: tuple[str, ...]
+    build: Callable[[ExportJob], Path | None]
+    row: bool = True  # shown as a row of the table (the calibration step is not)
+
+
 def export_run(source: str | Path, formats: str | Sequence[str] | None = None, out_dir: str | Path | None = None, *,
-               opset: int | None = None, exporter: str | None = None, batch: int | None = None,
-               max_batch: int | None = None, workspace: int | None = None, calib_data: str | Path | None = None,
-               calib_images: int | None = None, calib_method: str | None = None, calib_percentile: float | None = None,
-               int8_flavours: str | None = None, nodes_to_exclude: Sequence[str] | None = None,
-               parity_data: str | Path | None = None, tolerance: str | None = None, parity: bool = True,
-               int8_budget: float | None = None, int8_methods: str | None = None, int8_recipe: str | Path | None = None,
-               int8_report: str | Path | None = None, int8_max_groups: int | None = None,
-               qat_epochs: int | None = None, qat_lr: float | None = None,
-               echo: Callable[[str], None] = print) -> ExportResult:
+               options: ExportOptions | None = None, echo: Callable[[str], None] = print,
+               raise_on_failure: bool = True, **values: Any) -> ExportResult:
     """Export a run folder (or a best.pt) to `formats`, check parity, write parity.json; see module doc.
 
-    Raises TledgeError (exit 2) for user mistakes and ParityError (exit 3) when an artifact is outside
-    tolerance (after everything, parity.json included, is written).
+    `values` are ExportOptions fields (opset=17, calib_images=256, ...). Raises TledgeError (exit 2) for user
+    mistakes before anything is written; after the steps ran, raises ParityError (exit 3) or ExportFailed
+    (exit 2 or 1) when `raise_on_failure`, else returns the result with `.failure` set.
     """
-    from tledge.checkpoint import load_model, resolve_checkpoint
-    from tledge.export import int8 as int8_mod
-    from tledge.export.parity import ParityData, labelled_folder, parse_tolerance
+    if options is None:
+        if formats is not None:
+            values["formats"] = formats
+        if out_dir is not None:
+            values["out"] = out_dir
+        options = build(ExportOptions, values, "export option")
+    job = prepare(source, options, echo)
+    steps = plan_steps(job)
+    job.out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(job.out)
+    result = ExportResult(job.out)
+    echo(f"exporting {job.ckpt} → {job.out}/ ({', '.join(requested_formats(job.options))})")
+    with tempfile.TemporaryDirectory(prefix="tledge-export-") as tmp:
+        job.tmp = Path(tmp)
+        run_steps(job, steps, result)
+    parity_set = _parity_data(job)
+    checked = [r for r in result.rows if r.ok]
+    if parity_set is not None and checked:
+        _check_parity(result, checked, job.model, job.card, parity_set, job.tolerances, echo)
+    _write_int8_report(job, result)
+    echo(result.table())
+    result.next_commands = _next_commands(result, job.run_dir, job.options.parity_data)
+    echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
+    result.failure = _worst_outcome(result)
+    if result.failure is not None and raise_on_failure:
+        raise result.failure
+    return result
 
-    fmts = parse_formats(formats if formats is not None else default_formats())
-    names = {f.name for f in fmts}
-    check_options(fmts, {"exporter": exporter, "batch": batch, "max_batch": max_batch, "workspace": workspace,
-                         "calib_data": calib_data, "calib_images": calib_images, "calib_method": calib_method,
-                         "calib_percentile": calib_percentile, "int8_flavours": int8_flavours,
-                         "nodes_to_exclude": nodes_to_exclude or None, "int8_budget": int8_budget,
-                         "int8_methods": int8_methods, "int8_recipe": int8_recipe, "int8_report": int8_report,
-                         "int8_max_groups": int8_max_groups, "qat_epochs": qat_epochs, "qat_lr": qat_lr})
-    _check_int8_options(int8_budget, int8_methods, int8_recipe, nodes_to_exclude, calib_method, calib_percentile,
-                        qat_epochs, qat_lr)
-    if int8_flavours is not None and int8_flavours not in INT8_FLAVOUR_CHOICES:
-        raise TledgeError(f"--int8-flavours must be one of {', '.join(INT8_FLAVOUR_CHOICES)}")
-    method = calib_method or "minmax"
-    if method not in int8_mod.CALIB_METHODS:
-        raise TledgeError(f"unknown calibration method {method!r}; choose from {', '.join(int8_mod.CALIB_METHODS)}")
-    tolerances = parse_tolerance(tolerance)
-    opset = 17 if opset is None else int(opset)
+
+def requested_formats(options: ExportOptions) -> list[str]:
+    return [f.name for f in parse_formats(options.formats)]
+
+
+def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], None]) -> ExportJob:
+    """Check everything that can be checked and load the checkpoint; nothing is written here."""
+    from tledge.checkpoint import resolve_checkpoint
+    from tledge.train.restore import load_model
+    from tledge.export import int8 as int8_mod
     from tledge.export.onnx_export import choose_exporter
 
-    exporter = choose_exporter(opset, exporter)
-    trt_formats = [f for f in fmts if f.needs_gpu]
+    if options.formats is None:
+        options = dataclasses.replace(options, formats=tuple(default_formats()))
+    o = options
+    fmts = parse_formats(o.formats)
+    names = {f.name for f in fmts}
+    check_options(fmts, {"exporter": o.exporter, "batch": o.batch, "max_batch": o.max_batch,
+                         "workspace": o.workspace, "calib_data": o.calib_data, "calib_images": o.calib_images,
+                         "calib_method": o.calib_method, "calib_percentile": o.calib_percentile,
+                         "int8_flavours": o.int8_flavours, "nodes_to_exclude": o.nodes_to_exclude,
+                         "int8_budget": o.int8_budget, "int8_methods": o.int8_methods,
+                         "int8_recipe": o.int8_recipe, "int8_report": o.int8_report,
+                         "int8_max_groups": o.int8_max_groups, "qat_epochs": o.qat_epochs, "qat_lr": o.qat_lr})
+    _check_int8_options(o.int8_budget, o.int8_methods, o.int8_recipe, o.nodes_to_exclude, o.calib_method,
+                        o.calib_percentile, o.qat_epochs, o.qat_lr)
+    from tledge.export.parity import parse_tolerance
+
+    tolerances = parse_tolerance(o.tolerance)
+    opset = 17 if o.opset is None else int(o.opset)
+    exporter = choose_exporter(opset, o.exporter)
     profile = None
-    if trt_formats:
+    if any(f.needs_gpu for f in fmts):
         from tledge.export.tensorrt_build import import_tensorrt, make_profile, require_gpu
 
-        profile = make_profile(batch, max_batch)
+        profile = make_profile(o.batch, o.max_batch)
         import_tensorrt()
         require_gpu()
 
     # Source: a run folder (best.pt + splits.json) or a bare checkpoint. Output paths are checked first.
-    from tledge.paths import check_output_dir, check_output_file, clean_stale_temp_files
+    from tledge.paths import check_output_dir, check_output_file
     from tledge.staleness import file_sha256
 
     source = Path(source)
     ckpt = resolve_checkpoint(source)
     run_dir = source if source.is_dir() else (ckpt.parent if (ckpt.parent / SPLITS_FILE).is_file() else None)
-    out = check_output_dir(out_dir if out_dir is not None else (run_dir or ckpt.parent) / "export", "--out")
-    if int8_report is not None:
-        check_output_file(int8_report, "--report")
+    out = check_output_dir(o.out if o.out is not None else (run_dir or ckpt.parent) / "export", "--out")
+    if o.int8_report is not None:
+        check_output_file(o.int8_report, "--report")
     splits = Splits.load(run_dir) if run_dir is not None and (run_dir / SPLITS_FILE).is_file() else None
     model, card = load_model(ckpt)
     card = card.replace(checkpoint_sha256=file_sha256(ckpt))
@@ -138,128 +258,212 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
     # Calibration images (real photos only; checked before any export work).
     calib_paths: list[Path] = []
     calib_source = ""
-    wants_cpu_int8 = "int8" in names
-    wants_trt_int8 = "trt-int8" in names or (wants_cpu_int8 and int8_flavours == "both")
-    if wants_cpu_int8 or wants_trt_int8:
-        if calib_data is not None:
-            found, calib_source = int8_mod.find_images(calib_data), str(calib_data)
+    if "int8" in names or _wants_trt_int8(o, names):
+        if o.calib_data is not None:
+            found, calib_source = int8_mod.find_images(o.calib_data), str(o.calib_data)
         elif splits is not None and splits.items.get("train"):
             found, calib_source = splits.paths("train"), f"train split of {run_dir}"
         else:
             raise TledgeError(f"INT8 needs real calibration images: {ckpt} has no {SPLITS_FILE} next to it; "
                               "pass --calib-data DIR (a folder of representative photos)")
-        count = int8_mod.DEFAULT_CALIBRATION_IMAGES if calib_images is None else calib_images
+        count = int8_mod.DEFAULT_CALIBRATION_IMAGES if o.calib_images is None else o.calib_images
         calib_paths = int8_mod.select_calibration_images(found, count, calib_source)
-    if int8_budget is not None and (splits is None or not splits.items.get("val")):
+    if o.int8_budget is not None and (splits is None or not splits.items.get("val")):
         raise TledgeError("--int8-budget searches on the run's val split, and this source has none (a run folder "
                           "trained with a val split is needed); use --int8-recipe or plain --calib-method instead")
-    if qat_epochs and (splits is None or not splits.items.get("train")):
+    if o.qat_epochs and (splits is None or not splits.items.get("train")):
         raise TledgeError("--qat-epochs fine-tunes on the run's train split; this source has no splits.json")
+    method, percentile, nodes = o.calib_method or "minmax", o.calib_percentile, o.nodes_to_exclude
     recipe = None
-    if int8_recipe is not None:
+    if o.int8_recipe is not None:
         from tledge.export.int8_search import load_recipe
 
-        recipe = load_recipe(int8_recipe)
-        method, calib_percentile, nodes_to_exclude = recipe["method"], recipe["percentile"], recipe["nodes_to_exclude"]
+        recipe = load_recipe(o.int8_recipe)
+        method, percentile, nodes = recipe["method"], recipe["percentile"], recipe["nodes_to_exclude"]
+    job = ExportJob(o, ckpt, run_dir, splits, model, card, out, opset, exporter, profile, calib_paths, calib_source, method, percentile, nodes, recipe, tolerances, echo)
+    if o.parity and o.parity_data is not None:
+        from tledge.export.parity import labelled_folder
 
-    # Parity images: the run's test split, --parity-data, or none (with a warning).
-    parity_set: ParityData | None = None
-    if parity:
-        if parity_data is not None:
-            parity_set = labelled_folder(parity_data, card)
-        elif splits is not None and splits.items.get("test"):
-            parity_set = ParityData(splits.paths("test"), splits.labels("test"), f"test split of {run_dir}")
-        else:
-            echo(f"warning: no parity check: {ckpt} has no test split next to it; pass --parity-data DIR to check")
+        job.parity_set = labelled_folder(o.parity_data, card)  # checked now: a bad folder fails before any work
+    return job
 
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp_files(out)
-    result = ExportResult(out)
-    echo(f"exporting {ckpt} → {out}/ ({', '.join(f.name for f in fmts)})")
 
-    # ONNX FP32: always (the other formats are built from it). Fixed batch only when no engine needs dynamic N.
+def _wants_trt_int8(o: ExportOptions, names: set[str]) -> bool:
+    return "trt-int8" in names or ("int8" in names and o.int8_flavours == "both")
+
+
+# ------------------------------------------------------------------------------------------------ steps
+def _build_onnx(job: ExportJob) -> Path:
     from tledge.export.onnx_export import export_onnx
 
-    onnx_path = artifact_path(out, FORMATS["onnx"])
-    onnx_batch = batch if not trt_formats else None
-    row = _timed("onnx", "fp32", lambda: export_onnx(model, card, onnx_path, opset=opset, batch=onnx_batch,
-                                                      dynamo=exporter == "dynamo"))
-    if "onnx" in names:
-        result.rows.append(row)
+    return export_onnx(job.model, job.card, artifact_path(job.out, FORMATS["onnx"]), opset=job.opset,
+                       batch=job.onnx_batch, dynamo=job.exporter == "dynamo")
 
-    search, qat_facts = None, None
-    with tempfile.TemporaryDirectory(prefix="tledge-export-") as tmp:
-        cache = Path(tmp) / f"calibration-{method}.json"  # one calibration, reused by the second flavour
-        int8_source = onnx_path  # what gets quantized: the model, or its QAT fine-tuned copy
-        if qat_epochs and (wants_cpu_int8 or wants_trt_int8):
-            from tledge.export.qat import qat_finetune
 
-            echo(f"quantization-aware fine-tuning: {qat_epochs} epoch(s) on the train split of {run_dir}")
-            qmodel, qat_facts = qat_finetune(model, card, splits.paths("train"), splits.labels("train"), qat_epochs,
-                                             qat_lr, echo=echo)
-            int8_source = Path(tmp) / "model.qat.onnx"
-            export_onnx(qmodel, card, int8_source, opset=opset, batch=onnx_batch, dynamo=exporter == "dynamo")
-        if int8_budget is not None and (wants_cpu_int8 or wants_trt_int8):
-            from tledge.export import int8_search
+def _build_calibration(job: ExportJob) -> None:
+    """QAT fine-tuning and the budget search, when asked: they decide what the INT8 steps quantize and how."""
+    from tledge.export.onnx_export import export_onnx
 
-            val = int8_search.load_val(splits.paths("val"), splits.labels("val"), card, f"val split of {run_dir}")
-            search = int8_search.search_int8(onnx_path, int8_source, Path(tmp) / "search", calib_paths, val,
-                                             float(int8_budget), int8_methods,
-                                             int8_max_groups or int8_search.DEFAULT_MAX_GROUPS, calib_source, echo)
-            method, calib_percentile, nodes_to_exclude = search.method, search.percentile, search.nodes_excluded
-            cache = search.cache_path
-            if not search.fits:
-                report = Path(int8_report) if int8_report else out / "int8_report.md"
-                int8_search.write_report(report, search, [], {"qat": qat_facts})
-                raise ParityError(search.explain() + f"\n(report: {report})")
-            int8_search.write_recipe(out / int8_search.RECIPE_FILE, search.recipe())
-        common = dict(images=calib_paths, method=method, percentile=calib_percentile,
-                      nodes_to_exclude=nodes_to_exclude, calibration_source=calib_source, calibration_cache=cache)
-        int8_rows = {}
-        if wants_cpu_int8:
-            path = artifact_path(out, FORMATS["int8"])
-            int8_rows["u8s8"] = _timed("int8", "int8", lambda: int8_mod.quantize_int8(int8_source, path,
-                                                                                     flavour="u8s8", **common))
-        if wants_trt_int8:
-            path = out / INT8_TRT_FILENAME
-            int8_rows["s8s8"] = _timed("int8-trt", "int8", lambda: int8_mod.quantize_int8(int8_source, path,
-                                                                                         flavour="s8s8", **common))
-        facts = {**({"search": search.to_card()} if search else {}), **({"qat": qat_facts} if qat_facts else {}),
-                 **({"recipe_source": recipe["source"]} if recipe else {})}
-        for row in int8_rows.values():
-            if facts:
-                int8_mod.record_latency(row.path, facts)
-        if len(int8_rows) == 2:
-            _compare_flavours(onnx_path, int8_rows, card, echo)
-        result.rows.extend(int8_rows.values())
+    o, tmp = job.options, job.tmp
+    job.int8_source = job.outputs["onnx"]
+    job.calibration_cache = tmp / f"calibration-{job.method}.json"  # one calibration, reused by both flavours
+    if o.qat_epochs:
+        from tledge.export.qat import qat_finetune
 
-    if trt_formats:
+        job.echo(f"quantization-aware fine-tuning: {o.qat_epochs} epoch(s) on the train split of {job.run_dir}")
+        qmodel, job.qat_facts = qat_finetune(job.model, job.card, job.splits.paths("train"),
+                                             job.splits.labels("train"), o.qat_epochs, o.qat_lr, echo=job.echo)
+        job.int8_source = tmp / "model.qat.onnx"
+        export_onnx(qmodel, job.card, job.int8_source, opset=job.opset, batch=job.onnx_batch,
+                    dynamo=job.exporter == "dynamo")
+    if o.int8_budget is not None:
+        from tledge.export import int8_search
+
+        splits = job.splits
+        val = int8_search.load_val(splits.paths("val"), splits.labels("val"), job.card, f"val split of {job.run_dir}")
+        search = int8_search.search_int8(job.outputs["onnx"], job.int8_source, tmp / "search", job.calib_paths, val,
+                                         float(o.int8_budget), o.int8_methods,
+                                         o.int8_max_groups or int8_search.DEFAULT_MAX_GROUPS, job.calib_source,
+                                         job.echo)
+        job.search = search
+        job.method, job.percentile, job.nodes = search.method, search.percentile, search.nodes_excluded
+        job.calibration_cache = search.cache_path
+        if not search.fits:
+            report = Path(o.int8_report) if o.int8_report else job.out / "int8_report.md"
+            int8_search.write_report(report, search, [], {"qat": job.qat_facts})
+            raise ParityError(search.explain() + f"\n(report: {report})")
+        int8_search.write_recipe(job.out / int8_search.RECIPE_FILE, search.recipe())
+    return None
+
+
+def _quantizer(flavour: str, filename: str) -> Callable[[ExportJob], Path]:
+    def build_int8(job: ExportJob) -> Path:
+        from tledge.export import int8 as int8_mod
+
+        path = int8_mod.quantize_int8(job.int8_source, job.out / filename, flavour=flavour, images=job.calib_paths,
+                                      method=job.method, percentile=job.percentile, nodes_to_exclude=job.nodes,
+                                      calibration_source=job.calib_source, calibration_cache=job.calibration_cache)
+        facts = {**({"search": job.search.to_card()} if job.search else {}),
+                 **({"qat": job.qat_facts} if job.qat_facts else {}),
+                 **({"recipe_source": job.recipe["source"]} if job.recipe else {})}
+        if facts:
+            int8_mod.record_latency(path, facts)
+        return path
+
+    return build_int8
+
+
+def _engine(fmt_name: str, source_step: str) -> Callable[[ExportJob], Path]:
+    def build(job: ExportJob) -> Path:
         from tledge.export.tensorrt_build import build_engine
 
-        for fmt in trt_formats:
-            precision = fmt.precision
-            src = onnx_path if precision == "fp16" else out / INT8_TRT_FILENAME
-            engine = artifact_path(out, fmt)
-            result.rows.append(_timed(fmt.name, precision, lambda: build_engine(
-                src, engine, precision, profile, workspace_mib=workspace, echo=echo)))
+        fmt = FORMATS[fmt_name]
+        return build_engine(job.outputs[source_step], artifact_path(job.out, fmt), fmt.precision, job.profile,
+                            workspace_mib=job.options.workspace, echo=job.echo)
 
-    if parity_set is not None:
-        _check_parity(result, model, card, parity_set, tolerances, echo)
+    return build
 
-    if search is not None or qat_facts is not None or recipe is not None or int8_report is not None:
-        from tledge.export.int8_search import write_report
 
-        report = write_report(Path(int8_report) if int8_report else out / "int8_report.md", search,
-                              [r for r in result.rows if r.kind == "int8"], {"qat": qat_facts, "recipe": recipe})
-        echo(f"int8 report: {report}")
-    echo(result.table())
-    result.next_commands = _next_commands(result, run_dir, parity_data)
-    echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
+def plan_steps(job: ExportJob) -> list[Step]:
+    """The steps the requested formats need, in dependency order."""
+    names = set(requested_formats(job.options))
+    wants_trt_int8 = _wants_trt_int8(job.options, names)
+    steps = [Step("onnx", "fp32", (), _build_onnx, row="onnx" in names)]
+    if "int8" in names or wants_trt_int8:
+        steps.append(Step("int8-calibration", "", ("onnx",), _build_calibration, row=False))
+    if "int8" in names:
+        steps.append(Step("int8", "int8", ("int8-calibration",), _quantizer("u8s8", FORMATS["int8"].filename)))
+    if wants_trt_int8:
+        steps.append(Step("int8-trt", "int8", ("int8-calibration",), _quantizer("s8s8", INT8_TRT_FILENAME)))
+    if "trt-fp16" in names:
+        steps.append(Step("trt-fp16", "fp16", ("onnx",), _engine("trt-fp16", "onnx")))
+    if "trt-int8" in names:
+        steps.append(Step("trt-int8", "int8", ("int8-trt",), _engine("trt-int8", "int8-trt")))
+    return steps
+
+
+def run_steps(job: ExportJob, steps: Sequence[Step], result: ExportResult) -> None:
+    """Run each step whose inputs exist; a failure becomes its row's status and the run goes on."""
+    failed: dict[str, str] = {}
+    for step in steps:
+        missing = [n for n in step.needs if n in failed]
+        row = ArtifactRow(step.name, None, step.kind)
+        if missing:
+            row.error, row.exit_code = f"skipped: {missing[0]} failed", 0
+            failed[step.name] = row.error
+        else:
+            started = time.perf_counter()
+            try:
+                path = step.build(job)
+            except TledgeError as exc:
+                row.error, row.exit_code = f"failed: {_first_line(exc)}", exc.exit_code
+                row.failure = exc
+            except Exception as exc:  # noqa: BLE001 - one format's crash must not stop the others
+                row.error, row.exit_code = f"failed: {type(exc).__name__}: {_first_line(exc)}", 1
+            row.seconds = time.perf_counter() - started
+            if row.error is None and path is not None:
+                path = Path(path)
+                job.outputs[step.name] = path
+                row.path, row.size_mb = path, path.stat().st_size / 1e6
+            if row.error is not None:
+                failed[step.name] = row.error
+                job.echo(f"{step.name}: {row.error}")
+        if step.row or (row.error is not None and not row.error.startswith("skipped")):
+            result.rows.append(row)  # a hidden step (calibration) shows up only when it fails
+    cpu_int8 = [r for r in result.rows if r.format in ("int8", "int8-trt") and r.ok]
+    if len(cpu_int8) == 2:
+        _compare_flavours(job.outputs["onnx"], {"u8s8": cpu_int8[0], "s8s8": cpu_int8[1]}, job.card, job.echo)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _worst_outcome(result: ExportResult) -> TledgeError | None:
+    """The error the export ends with: the most severe step failure, else the parity failure, else None."""
+    failures = [r for r in result.rows if r.error is not None and not r.error.startswith("skipped")]
+    if failures:
+        worst = max(failures, key=lambda r: SEVERITY.get(r.exit_code, 3))
+        if len(failures) == 1 and worst.failure is not None:
+            return worst.failure
+        text = "; ".join(f"{r.format}: {r.error}" for r in failures)
+        error = ExportFailed(f"export step failed: {text}")
+        error.exit_code = worst.exit_code
+        return error
     if not result.passed:
         from tledge.export.parity import parity_message
 
-        raise ParityError(parity_message([r.parity for r in result.rows if r.parity is not None]))
-    return result
+        return ParityError(parity_message([r.parity for r in result.rows if r.parity is not None]))
+    return None
+
+
+def _parity_data(job: ExportJob):
+    """The run's test split, --parity-data, or none (with a warning)."""
+    from tledge.export.parity import ParityData
+
+    if not job.options.parity:
+        return None
+    if job.parity_set is not None:
+        return job.parity_set
+    if job.splits is not None and job.splits.items.get("test"):
+        return ParityData(job.splits.paths("test"), job.splits.labels("test"), f"test split of {job.run_dir}")
+    job.echo(f"warning: no parity check: {job.ckpt} has no test split next to it; pass --parity-data DIR to check")
+    return None
+
+
+def _write_int8_report(job: ExportJob, result: ExportResult) -> None:
+    o = job.options
+    if job.search is None and job.qat_facts is None and job.recipe is None and o.int8_report is None:
+        return
+    if job.search is not None and not job.search.fits:
+        return  # the search step wrote its own report
+    from tledge.export.int8_search import write_report
+
+    report = write_report(Path(o.int8_report) if o.int8_report else job.out / "int8_report.md", job.search,
+                          [r for r in result.rows if r.kind == "int8" and r.ok],
+                          {"qat": job.qat_facts, "recipe": job.recipe})
+    job.echo(f"int8 report: {report}")
 
 
 def _check_int8_options(budget, methods, recipe, nodes, calib_method, calib_percentile, qat_epochs, qat_lr) -> None:
@@ -280,14 +484,6 @@ def _check_int8_options(budget, methods, recipe, nodes, calib_method, calib_perc
         parse_candidates(methods)
 
 
-def _timed(name: str, kind: str, build: Callable[[], Path]) -> ArtifactRow:
-    """Run one format's export the same way for all: time it, size it."""
-    started = time.perf_counter()
-    path = Path(build())
-    seconds = time.perf_counter() - started
-    return ArtifactRow(name, path, kind, seconds, path.stat().st_size / 1e6)
-
-
 def _compare_flavours(onnx_path: Path, rows: dict, card, echo) -> None:
     """Quick batch-1 latency of FP32 and both INT8 flavours on this CPU, recorded in each INT8 card."""
     from tledge.export.int8 import measure_latency_ms, record_latency
@@ -303,7 +499,7 @@ def _compare_flavours(onnx_path: Path, rows: dict, card, echo) -> None:
         echo("  note: symmetric s8s8 is faster than u8s8 on this CPU; model.int8.trt.onnx also runs in ONNX Runtime")
 
 
-def _check_parity(result: ExportResult, model, card, data, tolerances, echo) -> None:
+def _check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, data, tolerances, echo) -> None:
     import numpy as np
     import torch
 
@@ -313,10 +509,11 @@ def _check_parity(result: ExportResult, model, card, data, tolerances, echo) -> 
         with torch.inference_mode():
             return model(torch.from_numpy(batch)).float().numpy()
 
-    artifacts = [(row.format, row.path, row.kind) for row in result.rows]
+    artifacts = [(row.format, row.path, row.kind) for row in rows]
     echo(f"parity: {len(data.paths)} images from {data.source}, PyTorch FP32 vs {', '.join(a[0] for a in artifacts)}")
     results, info = run_parity(reference, artifacts, data, card, tolerances)
-    for row, parity in zip(result.rows, results):
+    info["skipped"] = list(getattr(data, "skipped", [])) + list(info["skipped"])  # found by the folder reader too
+    for row, parity in zip(rows, results):
         row.parity = parity
     result.passed = all(p.passed for p in results)
     if info["skipped"]:
@@ -324,19 +521,23 @@ def _check_parity(result: ExportResult, model, card, data, tolerances, echo) -> 
     report = {"source": info["source"], "images": info["images"], "skipped": info["skipped"],
               "tolerances": tolerances, "passed": result.passed,
               "results": [{**p.to_dict(), "seconds": round(r.seconds, 3), "size_mb": round(r.size_mb, 3)}
-                          for r, p in zip(result.rows, results)]}
+                          for r, p in zip(rows, results)],
+              "failed": [{"format": r.format, "status": r.status} for r in result.rows if not r.ok]}
     result.parity_path = result.out_dir / PARITY_FILE
-    atomic_write_bytes(result.parity_path, (json.dumps(report, indent=2) + "\n").encode())
+    write_json(result.parity_path, report)
 
 
 def _next_commands(result: ExportResult, run_dir: Path | None, parity_data) -> list[str]:
     order = ("trt-fp16", "trt-int8", "int8", "onnx")
-    preferred = sorted((r for r in result.rows if r.format in order), key=lambda r: order.index(r.format))
+    preferred = sorted((r for r in result.rows if r.format in order and r.ok), key=lambda r: order.index(r.format))
     artifact = preferred[0].path if preferred else result.out_dir / "model.onnx"
     commands = [f"tledge predict {artifact} IMAGE_OR_FOLDER_OR_CAMERA"]
     if run_dir is not None:
         commands.append(f"tledge bench {run_dir}")
     else:
-        files = " ".join(str(r.path) for r in result.rows)
+        files = " ".join(str(r.path) for r in result.rows if r.ok)
         commands.append(f"tledge bench {files}" + (f" --data {parity_data}" if parity_data else ""))
     return commands
+
+
+Export = ExportResult  # the name the public API documents (tledge.export(...) returns one)

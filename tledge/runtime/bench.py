@@ -11,9 +11,7 @@ each followed by `backend.synchronize()` before the clock is read.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,7 +22,8 @@ from tledge.errors import TledgeError
 from tledge.metrics import accuracy, latency_stats
 from tledge.preprocess import preprocess_batch
 from tledge.runtime.backends import artifact_kind, load_backend
-from tledge.runtime.sources import Clock, find_images
+from tledge.runtime.options import BenchOptions
+from tledge.runtime.sources import Clock
 from tledge.staleness import stale_reason
 from tledge.table import format_table
 
@@ -32,17 +31,6 @@ ARTIFACT_SUFFIXES = (".onnx", ".engine")
 ROW_KEYS = ("artifact", "format", "backend", "batch", "status", "size_mb", "accuracy", "p50_ms", "p99_ms",
             "throughput", "speedup")
 BASELINE_FORMAT = "pytorch"
-
-
-@dataclass
-class BenchOptions:
-    batches: Sequence[int] = (1, 16)
-    iters: int = 50
-    warmup: int = 10
-    threads: int | None = None
-    min_time: float = 0.0  # seconds per row, on top of `iters`
-    device: str = "auto"
-    eval_batch: int = 32
 
 
 def discover_artifacts(source: str | Path | Sequence[str | Path]) -> tuple[list[Path], Path | None]:
@@ -78,30 +66,22 @@ def artifact_format(path: Path) -> str:
     return "tensorrt"
 
 
-def labelled_images(data: str | Path, class_names: Sequence[str]) -> tuple[list[Path], list[int]]:
-    """A folder of class subfolders → (paths, label indices in the card's class order)."""
-    root = Path(data)
-    if not root.is_dir():
-        raise TledgeError(f"--data {root}: not a folder")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    unknown = [p.name for p in folders if p.name not in class_names]
-    if unknown:
-        raise TledgeError(f"--data {root}: class folders {unknown[:5]} are not in the model's classes {list(class_names)[:10]}")
-    paths, labels = [], []
-    index = {name: i for i, name in enumerate(class_names)}
-    for folder in folders:
-        for path in find_images(folder):
-            paths.append(path)
-            labels.append(index[folder.name])
-    if not paths:
-        raise TledgeError(f"--data {root}: no images in class subfolders")
-    return paths, labels
+def labelled_images(data: str | Path, class_names: Sequence[str]) -> tuple[list[Path], list[int], list[str]]:
+    """A folder of class subfolders → (paths, label indices in the card's class order, skipped files), read
+    by the one labelled-folder reader training and parity use (tledge.train.data.read_labelled_folder)."""
+    from tledge.train.data import read_labelled_folder
+
+    try:
+        items, skipped = read_labelled_folder(data, class_names)
+    except TledgeError as exc:
+        raise TledgeError(f"--data {data}: {exc}") from None
+    return [p for p, _ in items], [label for _, label in items], [f"{rel} ({why})" for rel, why in skipped]
 
 
 def evaluation_set(card: ModelCard, data: str | Path | None, run: Path | None) -> tuple[list[Path], list[int], str]:
     if data is not None:
-        paths, labels = labelled_images(data, card.class_names)
-        return paths, labels, str(data)
+        paths, labels, skipped = labelled_images(data, card.class_names)
+        return paths, labels, str(data) + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
     if run is not None and (run / "splits.json").is_file():
         from tledge.splits import Splits
 
@@ -137,10 +117,15 @@ def evaluate_accuracy(backend, paths: Sequence[Path], labels: Sequence[int], bat
                       skipped: list | None = None) -> float:
     if backend.max_batch is not None:
         batch = min(batch, backend.max_batch)
+    from tledge.progress import progress_bar
+
     predicted, truth = [], []
+    bar = progress_bar(len(paths), f"accuracy {backend.name}", unit="img")
     for x, indices in _decoded_batches(paths, backend.card, batch, skipped):
         predicted.extend(np.argmax(backend.predict(x), axis=1).tolist())
         truth.extend(labels[i] for i in indices)
+        bar.update(len(indices))
+    bar.close()
     return accuracy(truth, predicted)
 
 
@@ -188,6 +173,7 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
           clock: Clock = time.perf_counter, log: Callable[[str], None] = lambda _m: None) -> dict:
     """Run the benchmark and return {"rows": [...], "machine": {...}, "eval_set": ..., "note": ...}."""
     options = options or BenchOptions()
+    data = data if data is not None else options.data
     artifacts, run = discover_artifacts(source)
     batches = sorted({int(b) for b in options.batches})
     if not batches or batches[0] < 1:
@@ -329,15 +315,14 @@ def format_bench_table(result: dict) -> str:
 
 def write_bench(result: dict, out_dir: str | Path) -> tuple[Path, Path | None]:
     """bench.json and bench.png (throughput bars per batch size; skipped when matplotlib is missing)."""
-    from tledge.card import atomic_write_text
+    from tledge.atomic import write_json
 
     from tledge.paths import clean_stale_temp_files
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     clean_stale_temp_files(out)
-    json_path = out / "bench.json"
-    atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+    json_path = write_json(out / "bench.json", result)
     try:
         png = plot_bench(result, out / "bench.png")
     except ImportError:
@@ -346,11 +331,9 @@ def write_bench(result: dict, out_dir: str | Path) -> tuple[Path, Path | None]:
 
 
 def plot_bench(result: dict, path: Path) -> Path:
-    import matplotlib
+    from tledge.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [r for r in result["rows"] if r["status"] == "ok" and r.get("throughput")]
     batches = sorted({r["batch"] for r in rows}) or [1]
     labels = list(dict.fromkeys(f"{r['artifact']}\n{r['backend']}" for r in rows))
@@ -374,6 +357,4 @@ def plot_bench(result: dict, path: Path) -> Path:
     ax.set_title("tledge bench: throughput (labels: speed-up vs PyTorch FP32)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -93,10 +93,22 @@ class TableSink(Sink):
         pass
 
 
-def write_summary_json(summary: dict, path: str | Path) -> Path:
-    from tledge.card import atomic_write_text
+class ProgressSink(Sink):
+    """A progress bar over a folder or glob of images (on a terminal only; see tledge.progress)."""
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
-    return path
+    def __init__(self, total: int, stream=None):
+        from tledge.progress import progress_bar
+
+        self.bar = progress_bar(total, "predict", unit="img", stream=stream)
+
+    def write(self, record: dict, item: Item, status: dict) -> None:
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def write_summary_json(summary: dict, path: str | Path) -> Path:
+    from tledge.atomic import write_json
+
+    return write_json(path, summary)

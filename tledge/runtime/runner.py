@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from tledge.errors import Interrupted, TledgeError
 from tledge.runtime.backends import artifact_kind, load_backend
+from tledge.runtime.options import PredictRequest
 from tledge.runtime.predict import PredictOptions, format_summary, predict_stream, preprocessor
 from tledge.runtime.sources import Clock, open_source
-
-
-@dataclass
-class PredictRequest:
-    artifact: str
-    source: str
-    topk: int = 5
-    batch: int = 1
-    device: str = "auto"
-    provider: str | None = None
-    threads: int | None = None
-    workers: int = 2  # decode threads for files
-    show: bool = False
-    save: str | None = None
-    json: str | None = None
-    csv: str | None = None
-    summary_json: str | None = None
-    max_frames: int | None = None
-    warmup: int = 3
 
 
 def backend_options(artifact: str | Path, provider: str | None, threads: int | None) -> dict:
@@ -63,12 +44,8 @@ def check_predict_outputs(request: PredictRequest) -> None:
 
 
 def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, clock: Clock = time.perf_counter) -> dict:
-    from tledge.runtime.outputs import CsvSink, JsonlSink, TableSink, write_summary_json
+    from tledge.runtime.outputs import CsvSink, JsonlSink, ProgressSink, TableSink, write_summary_json
 
-    if request.topk < 1:
-        raise TledgeError("--topk must be at least 1")
-    if request.batch < 1:
-        raise TledgeError("--batch must be at least 1")
     check_predict_outputs(request)
     backend = load_backend(request.artifact, request.device,
                            **backend_options(request.artifact, request.provider, request.threads))
@@ -95,6 +72,7 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
                 sinks.append(OverlaySink(request.show, request.save, fps=source.fps or 30.0))
             if table is not None:
                 sinks.append(table)
+                sinks.append(ProgressSink(len(source)))
             options = PredictOptions(request.topk, request.batch, request.warmup, request.max_frames)
             summary = predict_stream(backend, source, options, sinks, clock=clock)
     finally:

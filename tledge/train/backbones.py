@@ -174,7 +174,7 @@ def build_torchvision(name: str, weights: str = "none", **arch_kwargs) -> nn.Mod
     spec = get_spec(name)
     builder = getattr(torchvision.models, spec.builder)
     if weights == "imagenet":
-        from tledge.train.weights import load_imagenet_model
+        from tledge.train.imagenet import load_imagenet_model
 
         return load_imagenet_model(spec, builder, **arch_kwargs)
     model = builder(weights=None, **arch_kwargs)

@@ -14,7 +14,7 @@ from torch import nn
 
 from tledge import metrics as m
 from tledge.card import ModelCard
-from tledge.checkpoint import load_model
+from tledge.train.restore import load_model
 from tledge.errors import TledgeError
 from tledge.preprocess import load_image, resize_rgb
 from tledge.splits import Splits

@@ -1,43 +1,21 @@
-"""Feature cache for `--freeze all`: the trunk is a fixed function, so run it once per image and let
-every later epoch train only the head on the stored vectors."""
+"""Batches of cached prefix outputs (see prefix.py) in exactly the order the image loader would give for
+(seed, epoch), so a cached run trains on the same batches as an uncached one."""
 
 from __future__ import annotations
 
-import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
-from tledge.train.device import DeviceSetup
-from tledge.train.loop import Progress
+from tledge.train.prefix import ViewSampler
 
 
-@torch.inference_mode()
-def extract_features(model, loader, setup: DeviceSetup, label: str = "features") -> TensorDataset:
-    """(features, labels) of every item in `loader`, computed by the frozen trunk in eval mode."""
-    model.eval()
-    feats, labels = [], []
-    progress = Progress(label, len(loader))
-    seen = 0
-    for step, (inputs, targets) in enumerate(loader, 1):
-        inputs = inputs.to(setup.device, non_blocking=setup.pin_memory)
-        if setup.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with setup.autocast():
-            out = model.forward_features(inputs)
-        feats.append(out.float().cpu())
-        labels.append(targets)
-        seen += targets.shape[0]
-        progress.update(step, 0.0, 0.0, seen)
-    progress.close()
-    return TensorDataset(torch.cat(feats), torch.cat(labels))
-
-
-def feature_loader(features: TensorDataset, batch_size: int, shuffle: bool, seed: int, epoch: int,
-                   shard=None) -> DataLoader:
-    """Batches of cached features in exactly the order the image loader would give for (seed, epoch),
-    so a cached run trains the head on the same batches as an uncached one."""
+def feature_loader(features, batch_size: int, shuffle: bool, seed: int, epoch: int, shard=None,
+                   views: int = 1) -> DataLoader:
+    """`views` > 1: `features` holds several views per image ([N, views, ...]); each epoch uses one of them
+    per image, chosen from (seed, epoch)."""
     from tledge.train.dataset import loader_generator, make_loader
 
+    dataset = ViewSampler(features, seed, epoch) if views > 1 else features
     if shard is not None and shard.enabled:
-        return make_loader(features, batch_size, shuffle, seed, epoch, shard=shard)
+        return make_loader(dataset, batch_size, shuffle, seed, epoch, shard=shard)
     generator = loader_generator(seed, epoch) if shuffle else None
-    return DataLoader(features, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)

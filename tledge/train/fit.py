@@ -26,10 +26,11 @@ from tledge.train.config import TrainConfig
 from tledge.train.data import build_splits
 from tledge.train.dataset import ImageDataset, make_loader
 from tledge.train.device import DeviceSetup, default_workers, resolve_device
-from tledge.train.features import extract_features, feature_loader
+from tledge.train.features import feature_loader
 from tledge.train.freeze import FreezeResult, apply_freeze, set_train_mode
 from tledge.train.loop import EpochStats, evaluate, train_one_epoch
 from tledge.train.optim import make_optimizer, make_scheduler
+from tledge.train.prefix import TrainableSuffix, cache_prefix, cached_prefix_stages, has_cacheable_prefix
 from tledge.train.rundir import CARD_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, check_run_target, new_run_dir
 
 Log = Callable[[str], None]
@@ -226,9 +227,11 @@ def _assemble(config, run_dir, splits, card, weights, log, info=distributed.SING
 
 
 def _wrap_for_training(session: _Session) -> nn.Module:
-    """The module a training step calls: the head alone on cached features, the model otherwise,
-    wrapped in DistributedDataParallel under torchrun."""
-    module = session.model.head if _uses_feature_cache(session.config) else session.model
+    """The module a training step calls: the part after the cached frozen prefix (the head alone for
+    freeze all), the model otherwise; wrapped in DistributedDataParallel under torchrun."""
+    module = session.model
+    if _uses_prefix_cache(session.config):
+        module = TrainableSuffix(session.model, _prefix_stages(session))
     if not session.dist.enabled:
         return module
     from torch.nn.parallel import DistributedDataParallel
@@ -285,8 +288,32 @@ def _loader(session: _Session, dataset, shuffle: bool, epoch: int = 0):
                        shard=shard)
 
 
-def _uses_feature_cache(config: TrainConfig) -> bool:
-    return config.cache_features and config.freeze.strip().lower() == "all" and config.augment == "none"
+STAGE_CACHE_DTYPE = "float16"  # stage feature maps are large; vectors of freeze all stay float32
+
+
+def _uses_prefix_cache(config: TrainConfig) -> bool:
+    """Cache the frozen prefix (whole trunk for freeze all, first K stages for stages:K) when its output per
+    image is fixed: no random augmentation upstream of it."""
+    return config.cache_features and config.augment == "none" and has_cacheable_prefix(config.freeze)
+
+
+def _prefix_stages(session: _Session) -> int | None:
+    return cached_prefix_stages(session.config.freeze, len(session.model.features))
+
+
+def _cache_split(session: _Session, dataset, label: str, views: int, log: Log):
+    """One split's prefix outputs: vectors for freeze all (float32), feature maps for stages:K (float16,
+    half the memory; their rounding is far below the training noise)."""
+    from tledge.progress import progress_bar
+
+    stages = _prefix_stages(session)
+    loader = _loader(session, dataset, False)
+    with progress_bar(len(loader), f"caching {label}") as bar:
+        cached, engine, seconds = cache_prefix(
+            session.model, stages, loader, session.setup, views=views,
+            dtype="float32" if stages is None else STAGE_CACHE_DTYPE, progress=lambda step: bar.update(1), log=log,
+        )
+    return cached, engine, seconds
 
 
 def _fit(session: _Session, log: Log, on_epoch_end) -> RunResult:
@@ -296,14 +323,16 @@ def _fit(session: _Session, log: Log, on_epoch_end) -> RunResult:
         raise TledgeError("the train and val splits both need images; use more images or another --split")
     log(f"device: {setup.describe()}; train {len(train_ds)}, val {len(val_ds)}, test {len(test_ds)} images")
 
-    cached = _uses_feature_cache(config)
+    cached = _uses_prefix_cache(config)
     if cached:
-        started = time.perf_counter()
-        train_feats = extract_features(model, _loader(session, train_ds, False), setup, "caching train features")
-        val_feats = extract_features(model, _loader(session, val_ds, False), setup, "caching val features")
-        cache_s = time.perf_counter() - started
+        train_feats, engine, train_s = _cache_split(session, train_ds, "train", config.cache_views, log)
+        val_feats, _, val_s = _cache_split(session, val_ds, "val", 1, log)
+        cache_s = train_s + val_s
         session.train_time_s += cache_s if session.start_epoch == 0 else 0.0
-        log(f"freeze all: trunk features cached in {cache_s:.1f} s; epochs now train only the head")
+        what = "trunk features" if _prefix_stages(session) is None else f"outputs of the first {_prefix_stages(session)} stages"
+        views = f", {config.cache_views} views per train image" if config.cache_views > 1 else ""
+        log(f"freeze {config.freeze}: {what} cached in {cache_s:.1f} s ({engine}{views}); "
+            "epochs now train only the rest")
 
     interrupted = False
     epochs_without_gain = _epochs_since_best(session)
@@ -315,11 +344,14 @@ def _fit(session: _Session, log: Log, on_epoch_end) -> RunResult:
             if cached:
                 train_stats = train_one_epoch(
                     session.train_module,
-                    feature_loader(train_feats, config.batch_size, True, config.seed, epoch, session.dist),
-                    session.optimizer, session.criterion, setup, session.scaler, model.head.train, label, reduce,
+                    feature_loader(train_feats, config.batch_size, True, config.seed, epoch, session.dist,
+                                   config.cache_views),
+                    session.optimizer, session.criterion, setup, session.scaler,
+                    lambda: set_train_mode(model, session.frozen), label, reduce,
                 )
                 val_stats, _, _ = evaluate(
-                    model.head, feature_loader(val_feats, config.batch_size, False, config.seed, epoch),
+                    TrainableSuffix(model, _prefix_stages(session)),
+                    feature_loader(val_feats, config.batch_size, False, config.seed, epoch),
                     session.criterion, setup,
                 )
             else:

@@ -103,7 +103,7 @@ def run_kfold(config: TrainConfig, log: Callable[[str], None] = print, resume_di
     (run_dir / "kfold.md").write_text(format_table(table_rows, markdown=True) + "\n")
     log("\n" + format_table(table_rows))
     log(f"best fold {best['fold']} copied to {run_dir / BEST}")
-    return result
+    return {**result, "run_dir": str(run_dir)}
 
 
 def _train_fold(config: TrainConfig, fold_dir: Path, fold: Splits, fingerprint: str, log) -> RunResult:

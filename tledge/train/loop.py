@@ -6,7 +6,6 @@ images and a bare head on cached features.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tledge.progress import progress_bar
 from tledge.train.device import DeviceSetup
 
 
@@ -28,31 +28,6 @@ class EpochStats:
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
-
-
-class Progress:
-    """An in-place progress line on a terminal (loss, acc, lr, img/s); silent when not a terminal."""
-
-    def __init__(self, label: str, total: int, stream=None):
-        self.label, self.total = label, total
-        self.stream = stream or sys.stderr
-        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.perf_counter()
-
-    def update(self, step: int, loss: float, acc: float, images: int, lr: float | None = None) -> None:
-        if not self.enabled:
-            return
-        rate = images / max(time.perf_counter() - self.start, 1e-9)
-        lr_text = f" lr {lr:.2e}" if lr is not None else ""
-        self.stream.write(
-            f"\r  {self.label} {step}/{self.total} loss {loss:.4f} acc {acc:.3f}{lr_text} {rate:.0f} img/s   "
-        )
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r" + " " * 90 + "\r")
-            self.stream.flush()
 
 
 def _to_device(inputs: torch.Tensor, labels: torch.Tensor, setup: DeviceSetup):
@@ -76,10 +51,10 @@ def train_one_epoch(
     """One pass over `loader`. `reduce` sums (loss, correct, seen) across torchrun ranks."""
     set_mode()
     loss_sum, correct, seen = 0.0, 0, 0
-    progress = Progress(label, len(loader))
+    bar = progress_bar(len(loader), label, unit="batch")
     start = time.perf_counter()
     lr = optimizer.param_groups[0]["lr"]
-    for step, (inputs, labels) in enumerate(loader, 1):
+    for inputs, labels in loader:
         inputs, labels = _to_device(inputs, labels, setup)
         optimizer.zero_grad(set_to_none=True)
         with setup.autocast():
@@ -92,8 +67,9 @@ def train_one_epoch(
         loss_sum += float(loss.detach()) * batch
         correct += int((logits.detach().argmax(1) == labels).sum())
         seen += batch
-        progress.update(step, loss_sum / seen, correct / seen, seen, lr)
-    progress.close()
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.2e}", refresh=False)
+        bar.update(1)
+    bar.close()
     if setup.is_cuda:
         torch.cuda.synchronize(setup.device)
     if reduce is not None:

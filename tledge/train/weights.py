@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tledge.errors import TledgeError
+from tledge.train.imagenet import cache_dir
 
 
 @dataclass(frozen=True)
@@ -23,49 +24,17 @@ class KnownWeights:
         return self.filename.rsplit("-", 1)[-1].split(".")[0]
 
 
-def cache_dir() -> Path:
-    import torch
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def weights_enum(spec):
-    import torchvision
-
-    return getattr(torchvision.models.get_model_weights(spec.builder), spec.weights_tag)
-
-
 def known_weights() -> list[KnownWeights]:
     """Every ImageNet weight file of every registered architecture (all tags torchvision lists)."""
     import torchvision
 
-    from tledge.train.backbones import get_spec, list_backbones
+    from tledge.train.backbones import get_spec, list_backbones  # one way: backbones never imports this module
 
     found = []
     for arch in list_backbones():
         for member in torchvision.models.get_model_weights(get_spec(arch).builder):
             found.append(KnownWeights(arch, member.name, member.url.rsplit("/", 1)[-1], member.url))
     return found
-
-
-def load_imagenet_model(spec, builder, **arch_kwargs):
-    """builder(weights=<enum>) through torchvision's cache; offline, name the file and where it goes."""
-    enum = weights_enum(spec)
-    filename = enum.url.rsplit("/", 1)[-1]
-    cached = cache_dir() / filename
-    if arch_kwargs:
-        raise TledgeError(
-            f"ImageNet weights exist only for the standard {spec.name}; drop {sorted(arch_kwargs)} or use --weights none"
-        )
-    try:
-        return builder(weights=enum)
-    except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, socket errors, hash mismatch
-        if cached.exists():
-            raise TledgeError(f"{cached} exists but could not be loaded ({exc}); delete it and retry") from None
-        raise TledgeError(
-            f"cannot download ImageNet weights for {spec.name} (offline?). Fetch {enum.url} on a connected "
-            f"machine, then run: tledge weights add {filename}   (installs it into {cache_dir()})"
-        ) from None
 
 
 def sha256_of(path: Path) -> str:

@@ -6,23 +6,22 @@ from pathlib import Path
 
 import numpy as np
 
-from tledge.errors import TledgeError, require
+from tledge.errors import require
 from tledge.runtime.backends.base import Backend
 
 
 def resolve_torch_device(device: str = "auto") -> str:
-    torch = require("torch", "train", "running a .pt checkpoint")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TledgeError("device cuda asked for, but torch sees no CUDA GPU")
-    return device
+    """The torch device string for `device` (auto, cpu, cuda, cuda:N), by the one resolver training uses."""
+    require("torch", "train", "running a .pt checkpoint")
+    from tledge.train.device import resolve_device
+
+    return str(resolve_device(device, amp=False).device)
 
 
 class TorchBackend(Backend):
     def __init__(self, path: str | Path, device: str = "auto", amp: bool = False, threads: int | None = None):
         torch = require("torch", "train", "running a .pt checkpoint")
-        from tledge.checkpoint import load_model
+        from tledge.train.restore import load_model
 
         if threads:
             torch.set_num_threads(int(threads))

@@ -1,0 +1,126 @@
+"""The public Python API: `tledge.train`, `tledge.export`, `tledge.load`, `tledge.bench`. The CLI commands
+call these same functions, with the same option names (`--img-size` is `img_size=`).
+
+    run = tledge.train("photos/", model="mobilenet_v2", epochs=15, img_size=224)
+    exp = tledge.export(run, formats=["onnx", "int8"])
+    model = tledge.load(exp["int8"])
+    model.predict("img.jpg")[0].label
+
+Bad options raise tledge.TledgeError (a ValueError) before any folder or file is written. Nothing here
+imports torch at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from tledge.errors import TledgeError
+from tledge.options import build
+from tledge.runtime.model import Model, Prediction, load
+
+if TYPE_CHECKING:
+    from tledge.export.pipeline import ExportResult
+
+__all__ = ["Run", "train", "export", "load", "bench", "bench_result", "Model", "Prediction"]
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Run:
+    """A finished (or interrupted) training run: its folder and its test metrics."""
+
+    dir: Path
+    metrics: dict = field(default_factory=dict)
+    interrupted: bool = False
+
+    def __fspath__(self) -> str:  # a Run can be passed wherever a run folder path is expected
+        return str(self.dir)
+
+
+def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | None = None, force: bool = False,
+          log: Log = print, **options: Any) -> Run:
+    """Fine-tune a backbone on `data` (class subfolders, or train/val/test folders of them).
+
+    `options` are TrainConfig fields, named as the CLI options are (model, weights, freeze, epochs, img_size,
+    project, name, ...). `resume=RUN` continues an interrupted run folder instead (no other options); it
+    refuses data that changed since the run started unless `force=True`, and `resume=RUN/foldK` resumes that
+    fold of a k-fold run only.
+    """
+    from tledge.train.config import TrainConfig
+
+    if resume is not None:
+        if data is not None or options:
+            raise TledgeError("resume continues a run with its saved options; give no data or other options")
+        return _resume(Path(resume), force, log)
+    if force:
+        raise TledgeError("force applies to resume only (it accepts changed data when resuming)")
+    if data is None:
+        raise TledgeError("train needs DATA (an image folder) or resume=RUN")
+    config = build(TrainConfig, {"data": str(data), **options}, "train option")
+    return run_training(config, log=log)
+
+
+def run_training(config, *, resume_dir: Path | None = None, log: Log = print) -> Run:
+    """Train a checked TrainConfig (k-fold when config.kfold), or resume `resume_dir`."""
+    from tledge.train.checks import check_config
+    from tledge.train.fit import train_run
+    from tledge.train.kfold import run_kfold
+
+    check_config(config)  # before any run folder exists
+    if config.kfold:
+        outcome = run_kfold(config, log=log, resume_dir=resume_dir)
+        run_dir = Path(outcome["run_dir"])
+        return Run(run_dir, outcome.get("summary", {}), outcome.get("interrupted", False))
+    result = train_run(config, run_dir=resume_dir, resume=resume_dir is not None, log=log)
+    return Run(result.run_dir, dict(result.test_metrics or {}), result.interrupted)
+
+
+def _resume(run_dir: Path, force: bool, log: Log) -> Run:
+    from tledge.train.resume import resume_run
+
+    resumed = resume_run(run_dir, force=force, log=log)
+    return Run(resumed.run_dir, resumed.metrics, resumed.interrupted)
+
+
+def export(source: str | os.PathLike, formats: str | Sequence[str] | None = None, *, strict: bool = False,
+           echo: Log = print, **options: Any) -> ExportResult:
+    """Export a run (a Run, run folder or best.pt) to `formats` (onnx, int8, trt-fp16, trt-int8), check each
+    artifact against PyTorch, and return the result: `exp["onnx"]` is a Path, `exp.parity` the parity rows.
+
+    `options` are ExportOptions fields (opset, calib_images, tolerance, out, ...); bad ones raise TledgeError
+    before anything is written. Each format is a step: a failed step is a row of the result (its status says
+    why) and the others still run. An artifact outside its parity tolerance or a failed step sets
+    `exp.failure` (and `exp.exit_code`: 3 parity, 2 or 1 a failed step) and prints a warning; with
+    `strict=True` that failure is raised instead (what the CLI does)."""
+    from tledge.export.pipeline import export_run
+
+    if formats is not None:
+        options["formats"] = formats
+    result = export_run(os.fspath(source), echo=echo, raise_on_failure=strict, **options)
+    if result.failure is not None and not strict:
+        echo(f"warning: {result.failure}")
+    return result
+
+
+def bench_result(source: str | os.PathLike | Sequence[str | os.PathLike], options=None, *,
+                 log: Log = lambda _m: None) -> dict:
+    """The whole bench result: rows, machine facts, evaluation set, options (what bench.json holds)."""
+    from tledge.runtime.bench import bench as run_bench
+
+    items = [os.fspath(source)] if isinstance(source, (str, os.PathLike)) else [os.fspath(s) for s in source]
+    return run_bench(items, None, options, log=log)
+
+
+def bench(source: str | os.PathLike | Sequence[str | os.PathLike], *, log: Log = lambda _m: None,
+          **options: Any) -> list[dict]:
+    """Benchmark a run (best.pt + every export/*.onnx, *.engine) or a list of artifacts; returns one row per
+    artifact × batch size: status, size_mb, accuracy, p50_ms, p99_ms, throughput, speedup.
+
+    `options` are BenchOptions fields (batches, iters, warmup, threads, min_time, device, data)."""
+    from tledge.runtime.options import BenchOptions
+
+    return bench_result(source, build(BenchOptions, options, "bench option"), log=log)["rows"]

@@ -1,0 +1,95 @@
+"""ExportOptions: every `tledge export` option once, with help and range (see tledge.options). The CLI, the
+Python API (`tledge.export(run, formats=[...], opset=17)`) and README's table come from these fields.
+No torch here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tledge.errors import TledgeError
+from tledge.export.formats import FORMATS, parse_formats
+from tledge.options import option, validate
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+INT8_FLAVOURS = ("cpu", "both")
+EXPORTERS = ("torchscript", "dynamo")
+MIN_OPSET, MAX_OPSET = 13, 23  # QDQ per-channel needs 13; torch's exporters stop at 23
+TORCHSCRIPT_MAX_OPSET = 20
+
+
+def parse_names(value: Any) -> tuple[str, ...]:
+    """'onnx,int8' or ['onnx', 'int8'] → ('onnx', 'int8')."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(v).strip() for v in items if str(v).strip())
+
+
+@dataclass
+class ExportOptions:
+    formats: tuple[str, ...] | None = option(
+        None, f"Comma-separated: {', '.join(FORMATS)}. Default: onnx,int8 (+ trt-fp16 where a GPU and TensorRT are).",
+        parse=parse_names)
+    opset: int | None = option(None, "ONNX opset (default 17: accepted by TensorRT 8.5 to 11; 18+ uses the dynamo "
+                               "exporter).", min=MIN_OPSET, max=MAX_OPSET)
+    exporter: str | None = option(None, "Force a PyTorch ONNX exporter (default: torchscript for opset ≤ 17, "
+                                  "dynamo for 18+).", choices=EXPORTERS)
+    batch: int | None = option(None, "ONNX: fix the batch size (default dynamic). TensorRT: the batch the engine is "
+                               "tuned for (the ONNX then stays dynamic).", min=1)
+    max_batch: int | None = option(None, "TensorRT: largest batch of the optimization profile (default 16).", min=1)
+    workspace: int | None = option(None, "TensorRT: builder workspace limit in MiB (Jetsons: 512-2048).", min=1)
+    calib_data: str | None = option(None, "INT8: folder of real images to calibrate on (recursive); default: the "
+                                    "run's train split.")
+    calib_images: int | None = option(None, "INT8: how many calibration images (default 512, minimum 32).", min=32)
+    calib_method: str | None = option(None, "INT8 calibration (default minmax).", choices=CALIB_METHODS)
+    calib_percentile: float | None = option(None, "INT8: percentile for --calib-method percentile (default "
+                                            "99.999).", above=0, max=100)
+    int8_flavours: str | None = option(None, "cpu: model.int8.onnx (U8S8, fast on CPU); both: also the symmetric "
+                                       "S8S8 model.int8.trt.onnx (always written with trt-int8).",
+                                       choices=INT8_FLAVOURS)
+    nodes_to_exclude: tuple[str, ...] | None = option(None, "INT8: comma-separated ONNX node names to keep in "
+                                                      "float.", flag="--exclude-nodes", parse=parse_names)
+    parity_data: str | None = option(None, "Labelled folder (one subfolder per class) for the parity check; "
+                                     "default: the run's test split.")
+    tolerance: str | None = option(None, "Override parity gates: KIND=VALUE or KIND.METRIC=VALUE, comma-separated; "
+                                   "kinds onnx, fp16, int8; metrics agreement (%), acc_drop (pt), rel_diff. E.g. "
+                                   "int8=2.0,onnx=1e-3")
+    parity: bool = option(True, "Skip the parity check.", flag="--no-parity", negate=True)
+    int8_budget: float | None = option(None, "INT8: accuracy drop allowed vs FP32, in points, judged on the run's "
+                                       "val split: search calibration methods, then keep the most sensitive layers "
+                                       "in float until it fits (exit 3 if it cannot); below 0 demands a gain.", min=-100,
+                                       max=100)
+    int8_methods: str | None = option(None, "INT8 search candidates, e.g. minmax,percentile:99.99,entropy "
+                                      "(default minmax, percentile 99.9/99.99/99.999, entropy).")
+    int8_max_groups: int | None = option(None, "INT8 search: at most this many layer groups kept in float "
+                                         "(default 8).", min=0)
+    int8_recipe: str | None = option(None, "INT8: reuse a search's decisions without searching: "
+                                     "RUN/export/int8_recipe.json, or an INT8 ONNX written by tledge (its card "
+                                     "holds the recipe).")
+    int8_report: str | None = option(None, "INT8: Markdown report of the search and final parity (default "
+                                     "RUN/export/int8_report.md when searching or fine-tuning).", flag="--report")
+    qat_epochs: int | None = option(None, "INT8: quantization-aware fine-tuning on the train split for N epochs "
+                                    "before quantizing.", min=1)
+    qat_lr: float | None = option(None, "INT8: learning rate of --qat-epochs (default 1e-3, SGD momentum 0.9).",
+                                  above=0)
+    out: str | None = option(None, "Output folder (default RUN/export).")
+
+    def __post_init__(self) -> None:
+        for name in ("formats", "nodes_to_exclude"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                setattr(self, name, parse_names(value))
+        for name in ("calib_data", "parity_data", "int8_recipe", "int8_report", "out"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                setattr(self, name, str(value))  # a Path from Python callers
+        if self.nodes_to_exclude == ():
+            self.nodes_to_exclude = None
+        validate(self)
+        if self.formats is not None:
+            parse_formats(self.formats)
+        opset = 17 if self.opset is None else self.opset
+        if self.exporter == "torchscript" and opset > TORCHSCRIPT_MAX_OPSET:
+            raise TledgeError(f"--opset {opset}: the torchscript exporter writes opset ≤ {TORCHSCRIPT_MAX_OPSET}; "
+                              "use --exporter dynamo or a lower --opset")
+        if self.batch is not None and self.max_batch is not None and self.batch > self.max_batch:
+            raise TledgeError(f"need --batch ≤ --max-batch, got --batch {self.batch} --max-batch {self.max_batch}")

@@ -1,0 +1,44 @@
+"""README's option tables, generated from the options objects (one per job), between the markers
+`<!-- options:JOB -->` and `<!-- /options:JOB -->`. `python scripts/readme_options.py` rewrites them;
+tests/test_options.py fails when README and the options objects disagree."""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+from tledge.options import markdown_table
+
+JOBS = {
+    "train": "tledge.train.config:TrainConfig",
+    "export": "tledge.export.options:ExportOptions",
+    "predict": "tledge.runtime.options:PredictRequest",
+    "bench": "tledge.runtime.options:BenchOptions",
+    "sweep": "tledge.train.sweep_options:SweepOptions",
+}
+
+
+def options_class(job: str) -> type:
+    module, name = JOBS[job].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def render(job: str) -> str:
+    return markdown_table(options_class(job))
+
+
+def _block(job: str) -> re.Pattern:
+    return re.compile(rf"(<!-- options:{job} -->\n)(.*?)(<!-- /options:{job} -->)", re.S)
+
+
+def update_readme(text: str) -> str:
+    """README text with every marked table regenerated."""
+    for job in JOBS:
+        text = _block(job).sub(lambda m, job=job: m.group(1) + render(job) + "\n" + m.group(3), text)
+    return text
+
+
+def readme_table(text: str, job: str) -> str | None:
+    """The table README holds for `job`, or None when the markers are missing."""
+    match = _block(job).search(text)
+    return match.group(2).rstrip("\n") if match else None

@@ -1,0 +1,72 @@
+"""The options of `tledge predict` and `tledge bench`, each defined once with help and range (see
+tledge.options); the CLI options, the Python API and README's tables come from these fields. No torch here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from tledge.errors import TledgeError
+from tledge.options import option, validate
+
+DEVICES = ("auto", "cpu", "cuda")
+PROVIDERS = ("tensorrt", "cuda", "cpu")
+DEVICE_HELP = "Where to run (.engine files always use the GPU)."
+THREADS_HELP = "CPU threads for ONNX Runtime / PyTorch."
+
+
+def parse_batches(value: Any) -> tuple[int, ...]:
+    """'1,16' or [1, 16] → (1, 16)."""
+    items = str(value).replace(" ", "").split(",") if isinstance(value, (str, int)) else list(value)
+    try:
+        batches = tuple(int(v) for v in items if str(v) != "")
+    except (TypeError, ValueError):
+        raise TledgeError(f"--batch {value!r}: expected comma-separated integers, e.g. 1,16") from None
+    if not batches or min(batches) < 1:
+        raise TledgeError(f"--batch {value!r}: batch sizes must be positive")
+    return batches
+
+
+@dataclass
+class PredictRequest:
+    """Everything `tledge predict ARTIFACT SOURCE` takes."""
+
+    artifact: str = option(help="Run folder, .pt, .onnx or .engine.", argument=True)
+    source: str = option(help="Camera, video, image, folder, glob or URL.", argument=True)
+    topk: int = option(5, "How many classes to report per item.", min=1)
+    batch: int = option(1, "Items per inference call (files and video).", min=1)
+    device: str = option("auto", DEVICE_HELP, choices=DEVICES)
+    provider: str | None = option(None, "ONNX Runtime provider to force: tensorrt, cuda or cpu.", choices=PROVIDERS)
+    threads: int | None = option(None, THREADS_HELP, min=1)
+    workers: int = option(2, "Decode threads for image files.", min=1)
+    show: bool = option(False, "Open a window with label, confidence, FPS and latency (q/Esc quits).")
+    save: str | None = option(None, "Write annotated output: a video (.mp4/.avi) or a folder of images.")
+    json: str | None = option(None, "Write one JSON line per item.")
+    csv: str | None = option(None, "Write a CSV (files and folders).")
+    summary_json: str | None = option(None, "Write the latency summary as JSON.")
+    max_frames: int | None = option(None, "Stop after this many items.", min=1)
+    warmup: int = option(3, "Untimed warm-up batches before the run.", min=0)
+
+    def __post_init__(self) -> None:
+        self.artifact, self.source = str(self.artifact), str(self.source)
+        validate(self)
+
+
+@dataclass
+class BenchOptions:
+    """Everything `tledge bench` takes besides the artifacts."""
+
+    batches: Sequence[int] = option((1, 16), "Batch sizes, comma-separated.", flag="--batch", parse=parse_batches)
+    iters: int = option(50, "Timed calls per row (at least).", min=1)
+    warmup: int = option(10, "Untimed calls per row first.", min=0)
+    threads: int | None = option(None, THREADS_HELP, min=1)
+    min_time: float = option(0.0, "Time each row at least this many seconds.", min=0)
+    device: str = option("auto", DEVICE_HELP, choices=DEVICES)
+    eval_batch: int = option(32, "Batch size of the accuracy pass.", min=1, cli=False)
+    data: str | None = option(None, "Labelled folder (class subfolders) for accuracy; default: the run's test split.")
+    out: str | None = option(None, "Where bench.json and bench.png go (default: RUN/bench, or ./bench for a list of "
+                                   "files).")
+
+    def __post_init__(self) -> None:
+        self.batches = parse_batches(self.batches)
+        validate(self)

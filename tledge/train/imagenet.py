@@ -1,0 +1,41 @@
+"""ImageNet weights for a backbone through torchvision's own download and cache, and the offline error
+that says which file to fetch and where it goes. Knows nothing about the backbone registry (it is given
+the spec), so tledge.train.backbones can use it without an import cycle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tledge.errors import TledgeError
+
+
+def cache_dir() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def weights_enum(spec):
+    import torchvision
+
+    return getattr(torchvision.models.get_model_weights(spec.builder), spec.weights_tag)
+
+
+def load_imagenet_model(spec, builder, **arch_kwargs):
+    """builder(weights=<enum>) through torchvision's cache; offline, name the file and where it goes."""
+    enum = weights_enum(spec)
+    filename = enum.url.rsplit("/", 1)[-1]
+    cached = cache_dir() / filename
+    if arch_kwargs:
+        raise TledgeError(
+            f"ImageNet weights exist only for the standard {spec.name}; drop {sorted(arch_kwargs)} or use --weights none"
+        )
+    try:
+        return builder(weights=enum)
+    except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, socket errors, hash mismatch
+        if cached.exists():
+            raise TledgeError(f"{cached} exists but could not be loaded ({exc}); delete it and retry") from None
+        raise TledgeError(
+            f"cannot download ImageNet weights for {spec.name} (offline?). Fetch {enum.url} on a connected "
+            f"machine, then run: tledge weights add {filename}   (installs it into {cache_dir()})"
+        ) from None
