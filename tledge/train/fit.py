@@ -113,7 +113,7 @@ def train_run(
             if info.is_main:
                 clean_stale_temp_files(run_dir)
             if not force:
-                from tledge.train.resume import check_data_unchanged
+                from tledge.train.data_check import check_data_unchanged
 
                 check_data_unchanged(run_dir, config, log)
             distributed.init(info, _device_type(config))

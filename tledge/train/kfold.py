@@ -68,7 +68,7 @@ def run_kfold(config: TrainConfig, log: Callable[[str], None] = print, resume_di
         reports.write_json(run_dir / CONFIG_FILE, config.to_dict())
         fingerprint = report.fingerprint
     else:
-        from tledge.train.resume import check_data_unchanged
+        from tledge.train.data_check import check_data_unchanged
 
         run_dir = Path(resume_dir)
         clean_stale_temp_files(run_dir)
