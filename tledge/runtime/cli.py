@@ -39,14 +39,15 @@ def bench(sources, **values):
     from tledge.api import bench_result
     from tledge.runtime.bench import format_bench_table, write_bench
 
+    from tledge.runtime.bench import bench_out_dir, check_rows
+
     options = BenchOptions(**given(values, BenchOptions))
+    out = bench_out_dir(sources, options.out)
     result = bench_result(list(sources), options, log=lambda m: click.echo(m, err=True))
     click.echo(format_bench_table(result))
-    out = options.out
-    if out is None:
-        out = str(Path(sources[0]) / "bench") if len(sources) == 1 and Path(sources[0]).is_dir() else "bench"
     json_path, png = write_bench(result, out)
     click.echo(f"wrote {json_path}" + (f" and {png}" if png else " (no plot: matplotlib is not installed)"))
+    check_rows(result)
 
 
 @click.command()

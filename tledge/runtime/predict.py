@@ -192,6 +192,7 @@ def predict_stream(backend, source: Source | Iterable[Item], options: PredictOpt
 
 def build_summary(backend, source, times: StageTimes, items: int, skipped: list[dict], wall_s: float,
                   batch_size: int, options: PredictOptions, interrupted: bool) -> dict:
+    skipped = skipped + [{"source": path, "error": reason} for path, reason in getattr(source, "ignored", [])]
     return {
         "backend": backend.name,
         "provider": getattr(backend, "provider", None),

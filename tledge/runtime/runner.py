@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tledge.errors import TledgeError
+from tledge.errors import Interrupted, TledgeError
 from tledge.runtime.backends import artifact_kind, load_backend
 from tledge.runtime.options import PredictRequest
 from tledge.runtime.predict import PredictOptions, format_summary, predict_stream, preprocessor
@@ -45,15 +45,36 @@ def _serve_sink(address: tuple[str, int], backend, source, echo):
     return ServeSink(ServeOptions(host=address[0], port=address[1]), info, echo=echo)
 
 
+def check_predict_outputs(request: PredictRequest) -> None:
+    """Every output path is checked before the model loads (a one-line error, not a traceback at the end)."""
+    from tledge.paths import check_output_dir, check_output_file
+    from tledge.runtime.sources import VIDEO_EXTENSIONS
+
+    for path, option in ((request.json, "--json"), (request.csv, "--csv"), (request.summary_json, "--summary-json")):
+        if path:
+            check_output_file(path, option)
+    if request.save:
+        if Path(request.save).suffix.lower() in VIDEO_EXTENSIONS:
+            check_output_file(request.save, "--save")
+        else:
+            check_output_dir(request.save, "--save")
+
+
 def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, clock: Clock = time.perf_counter) -> dict:
     from tledge.runtime.outputs import CsvSink, JsonlSink, ProgressSink, TableSink, write_summary_json
 
+    check_predict_outputs(request)
     serve_address = _serve_address(request.serve)
     backend = load_backend(request.artifact, request.device,
                            **backend_options(request.artifact, request.provider, request.threads, request.cache,
                                              request.fp16))
     for note in getattr(backend, "notes", ()):  # provider fallbacks, the CPU INT8 flavour kept on the CPU
         echo(note)
+    from tledge.staleness import stale_reason
+
+    stale = stale_reason(request.artifact, backend.card)
+    if stale:
+        echo(f"warning: {stale}")
     sinks = []
     try:
         source = open_source(request.source, prepare=preprocessor(backend.card), workers=request.workers,
@@ -91,4 +112,10 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
     echo(format_summary(summary))
     if request.summary_json:
         write_summary_json(summary, request.summary_json)
+    if summary.get("interrupted"):
+        raise Interrupted(f"stopped after {summary['items']} item(s); the summary above covers what ran")
+    if summary["items"] == 0 and summary["skipped"]:
+        first = summary["skipped_items"][0]
+        raise TledgeError(f"none of the {summary['skipped']} input(s) of {request.source} could be read "
+                          f"(e.g. {first['source']}: {first['error']}); check the files")
     return summary
