@@ -12,7 +12,6 @@ imports torch at import time.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,19 +41,23 @@ class Run:
         return str(self.dir)
 
 
-def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | None = None, log: Log = print,
-          **options: Any) -> Run:
+def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | None = None, force: bool = False,
+          log: Log = print, **options: Any) -> Run:
     """Fine-tune a backbone on `data` (class subfolders, or train/val/test folders of them).
 
     `options` are TrainConfig fields, named as the CLI options are (model, weights, freeze, epochs, img_size,
-    project, name, ...). `resume=RUN` continues an interrupted run folder instead (no other options).
+    project, name, ...). `resume=RUN` continues an interrupted run folder instead (no other options); it
+    refuses data that changed since the run started unless `force=True`, and `resume=RUN/foldK` resumes that
+    fold of a k-fold run only.
     """
     from tledge.train.config import TrainConfig
 
     if resume is not None:
         if data is not None or options:
             raise TledgeError("resume continues a run with its saved options; give no data or other options")
-        return _resume(Path(resume), log)
+        return _resume(Path(resume), force, log)
+    if force:
+        raise TledgeError("force applies to resume only (it accepts changed data when resuming)")
     if data is None:
         raise TledgeError("train needs DATA (an image folder) or resume=RUN")
     config = build(TrainConfig, {"data": str(data), **options}, "train option")
@@ -76,15 +79,11 @@ def run_training(config, *, resume_dir: Path | None = None, log: Log = print) ->
     return Run(result.run_dir, dict(result.test_metrics or {}), result.interrupted)
 
 
-def _resume(run_dir: Path, log: Log) -> Run:
-    from tledge.train.config import TrainConfig
-    from tledge.train.rundir import CONFIG_FILE
+def _resume(run_dir: Path, force: bool, log: Log) -> Run:
+    from tledge.train.resume import resume_run
 
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise TledgeError(f"cannot resume {run_dir}: no {CONFIG_FILE} (not a tledge run folder)")
-    config = TrainConfig.from_dict(json.loads(config_path.read_text()))
-    return run_training(config, resume_dir=run_dir, log=log)
+    resumed = resume_run(run_dir, force=force, log=log)
+    return Run(resumed.run_dir, resumed.metrics, resumed.interrupted)
 
 
 def export(source: str | os.PathLike, formats: str | Sequence[str] | None = None, *, strict: bool = False,

@@ -1,5 +1,11 @@
 """Atomic file writes (temp file + fsync + rename): a kill at any moment leaves the previous good file.
-`write_json` is the one JSON writer of the project (run files, parity.json, bench.json, summaries)."""
+
+`write_json` is the one JSON writer of the project (run files, parity.json, bench.json, summaries).
+The published file gets the mode a plain `open(path, "w")` would give (0666 minus the umask), not the
+temp file's private 0600, so others on a shared device can read the artifacts when the umask allows it.
+A killed write leaves `.NAME.*.tmp` behind; `tledge.paths.clean_stale_temp_files` removes those on the
+next start.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -24,11 +31,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so briefly, under a lock)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -42,6 +42,7 @@ class ModelCard:
     arch_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"width_mult": 0.25} for tiny models
     weights_origin: str = "none"
     dataset_fingerprint: str = ""
+    checkpoint_sha256: str = ""  # the best.pt an artifact was exported from (stale-artifact check)
     best_metrics: dict[str, float] = field(default_factory=dict)
     input_name: str = "input"
     output_name: str = "logits"

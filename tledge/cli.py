@@ -13,12 +13,13 @@ import sys
 import click
 
 from tledge import __version__
-from tledge.errors import TledgeError
+from tledge.errors import Interrupted, TledgeError, exit_code_table
 
 COMMAND_MODULES = ("tledge.train.cli", "tledge.train.sweep_cli", "tledge.export.cli", "tledge.runtime.cli", "tledge.demo")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog="\b\nExit codes (every command):\n" + exit_code_table())
 @click.version_option(__version__, prog_name="tledge")
 def cli():
     """Image folder → fine-tuned model → ONNX / INT8 / TensorRT, verified → camera, video, folder."""
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print one line `error: …` and exit 2 (3 for a failed parity gate)."""
     try:
         cli.main(args=argv, prog_name="tledge", standalone_mode=False)
+    except Interrupted as exc:
+        click.echo(f"interrupted: {exc}", err=True)
+        return exc.exit_code
     except TledgeError as exc:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code

@@ -1,4 +1,22 @@
-"""User-facing errors: the CLI prints `error: <message>` and exits with `exit_code`, no traceback."""
+"""User-facing errors: the CLI prints `error: <message>` and exits with `exit_code`, no traceback.
+
+One exit-code table for every verb (README and `tledge --help` show it): 1 is left to bugs only.
+"""
+
+EXIT_CODES = {
+    0: "ok",
+    2: "user error: bad option, path or input (one line `error: ...`)",
+    3: "export: the data show an artifact over its parity gate, or the INT8 budget out of reach",
+    4: "export: parity inconclusive, too few images to tell (the message says how many would)",
+    130: "interrupted (Ctrl-C); what ran is saved (train: resume with --resume)",
+    1: "a bug in tledge (a traceback): please report it; export: a step crashed (the others ran); sweep: a "
+       "cell failed (the rest ran, results written)",
+}
+
+
+def exit_code_table() -> str:
+    """The exit codes as indented lines, for `--help` and the README."""
+    return "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
 
 
 class TledgeError(ValueError):
@@ -19,6 +37,12 @@ class ParityError(TledgeError):
     """An artifact the data show to be outside its tolerance (or an INT8 search that cannot fit). Exit code 3."""
 
     exit_code = 3
+
+
+class Interrupted(TledgeError):
+    """Ctrl-C after the partial results were written. Exit code 130."""
+
+    exit_code = 130
 
 
 class ParityInconclusive(TledgeError):

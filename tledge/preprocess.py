@@ -9,6 +9,7 @@ numpy and cv2 only: this module must work without torch.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +20,19 @@ from tledge.card import ModelCard
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CENTER_CROP_RATIO = 0.875  # ImageNet convention: resize shorter side to size/0.875, crop size
+
+
+def quiet_opencv() -> None:
+    """OpenCV prints a `[ WARN ]` line per unreadable file, and its FFmpeg backend lines like "moov atom not
+    found" per broken video; tledge counts, names and explains those inputs itself, so only OpenCV's errors
+    are let through (set OPENCV_FFMPEG_LOGLEVEL yourself to see FFmpeg's messages again)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when a capture opens
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+
+
+quiet_opencv()
 
 
 def is_image_file(path: str | Path) -> bool:

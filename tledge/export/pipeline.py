@@ -24,6 +24,7 @@ from tledge.errors import ParityError, ParityInconclusive, TledgeError
 from tledge.export.formats import FORMATS, INT8_TRT_FILENAME, artifact_path, check_options, parse_formats
 from tledge.export.options import ExportOptions
 from tledge.options import build
+from tledge.paths import clean_stale_temp_files
 from tledge.splits import SPLITS_FILE, Splits
 from tledge.table import format_table
 
@@ -195,6 +196,7 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
     job = prepare(source, options, echo)
     steps = plan_steps(job)
     job.out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(job.out)
     result = ExportResult(job.out)
     echo(f"exporting {job.ckpt} → {job.out}/ ({', '.join(requested_formats(job.options))})")
     with tempfile.TemporaryDirectory(prefix="tledge-export-") as tmp:
@@ -258,12 +260,19 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
         import_tensorrt()
         require_gpu()
 
-    # Source: a run folder (best.pt + splits.json) or a bare checkpoint.
+    # Source: a run folder (best.pt + splits.json) or a bare checkpoint. Output paths are checked first.
+    from tledge.paths import check_output_dir, check_output_file
+    from tledge.staleness import file_sha256
+
     source = Path(source)
     ckpt = resolve_checkpoint(source)
     run_dir = source if source.is_dir() else (ckpt.parent if (ckpt.parent / SPLITS_FILE).is_file() else None)
+    out = check_output_dir(o.out if o.out is not None else (run_dir or ckpt.parent) / "export", "--out")
+    if o.int8_report is not None:
+        check_output_file(o.int8_report, "--report")
     splits = Splits.load(run_dir) if run_dir is not None and (run_dir / SPLITS_FILE).is_file() else None
     model, card = load_model(ckpt)
+    card = card.replace(checkpoint_sha256=file_sha256(ckpt))
 
     # Calibration images (real photos only; checked before any export work).
     calib_paths: list[Path] = []
@@ -296,9 +305,7 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
 
         recipe = load_recipe(o.int8_recipe)
         method, percentile, nodes = recipe["method"], recipe["percentile"], recipe["nodes_to_exclude"]
-    job = ExportJob(o, ckpt, run_dir, splits, model, card,
-                    Path(o.out) if o.out is not None else (run_dir or ckpt.parent) / "export", opset, exporter,
-                    profile, calib_paths, calib_source, method, percentile, nodes, recipe, tolerances, echo,
+    job = ExportJob(o, ckpt, run_dir, splits, model, card, out, opset, exporter, profile, calib_paths, calib_source, method, percentile, nodes, recipe, tolerances, echo,
                     search_mode=search_mode)
     if o.parity and o.parity_data is not None:
         from tledge.export.parity import labelled_folder

@@ -24,6 +24,7 @@ from tledge.preprocess import preprocess_batch
 from tledge.runtime.backends import artifact_kind, load_backend
 from tledge.runtime.options import BenchOptions
 from tledge.runtime.sources import Clock
+from tledge.staleness import stale_reason
 from tledge.table import format_table
 
 ARTIFACT_SUFFIXES = (".onnx", ".engine")
@@ -90,8 +91,9 @@ def evaluation_set(card: ModelCard, data: str | Path | None, run: Path | None) -
     return [], [], ""
 
 
-def _decoded_batches(paths: Sequence[Path], card: ModelCard, batch: int):
-    """Preprocessed batches, decoded in a 2-thread pool (unreadable images are dropped with their labels)."""
+def _decoded_batches(paths: Sequence[Path], card: ModelCard, batch: int, skipped: list | None = None):
+    """Preprocessed batches, decoded in a 2-thread pool (unreadable images are dropped with their labels and
+    named in `skipped`)."""
     from tledge.runtime.sources import ImageFilesSource
     from tledge.runtime.predict import preprocessor
 
@@ -99,6 +101,8 @@ def _decoded_batches(paths: Sequence[Path], card: ModelCard, batch: int):
     tensors, indices = [], []
     for item in source:
         if item.tensor is None:
+            if skipped is not None:
+                skipped.append({"source": item.source_id, "error": item.error or "unreadable"})
             continue
         tensors.append(item.tensor)
         indices.append(item.index)
@@ -109,14 +113,15 @@ def _decoded_batches(paths: Sequence[Path], card: ModelCard, batch: int):
         yield np.stack(tensors), indices
 
 
-def evaluate_accuracy(backend, paths: Sequence[Path], labels: Sequence[int], batch: int) -> float:
+def evaluate_accuracy(backend, paths: Sequence[Path], labels: Sequence[int], batch: int,
+                      skipped: list | None = None) -> float:
     if backend.max_batch is not None:
         batch = min(batch, backend.max_batch)
     from tledge.progress import progress_bar
 
     predicted, truth = [], []
     bar = progress_bar(len(paths), f"accuracy {backend.name}", unit="img")
-    for x, indices in _decoded_batches(paths, backend.card, batch):
+    for x, indices in _decoded_batches(paths, backend.card, batch, skipped):
         predicted.extend(np.argmax(backend.predict(x), axis=1).tolist())
         truth.extend(labels[i] for i in indices)
         bar.update(len(indices))
@@ -197,6 +202,13 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
             continue
         for note in getattr(backend, "notes", ()):
             log(f"{path.name}: {note}")
+        stale = stale_reason(path, backend.card)
+        if stale:
+            backend.close()
+            for b in batches:
+                rows.append({**base, "backend": backend.name, "batch": b, "status": f"failed: stale: {stale}"})
+            log(f"{path.name}: refused ({stale})")
+            continue
         try:
             card = backend.card
             if "set" not in eval_cache:
@@ -205,7 +217,10 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
             acc = None
             if paths:
                 try:
-                    acc = evaluate_accuracy(backend, paths, labels, options.eval_batch)
+                    skipped = [] if "skipped" not in eval_cache else None  # the same images for every row
+                    acc = evaluate_accuracy(backend, paths, labels, options.eval_batch, skipped)
+                    if skipped is not None:
+                        eval_cache["skipped"] = skipped
                 except Exception as exc:  # noqa: BLE001
                     log(f"{path.name}: accuracy failed ({_reason(exc)})")
             for b in batches:
@@ -238,9 +253,28 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
     note = add_speedups(rows)
     return {"rows": rows, "eval_set": eval_cache.get("set", ([], [], ""))[2] or None,
             "eval_images": len(eval_cache.get("set", ([], [], ""))[0]), "baseline": note,
+            "eval_skipped": eval_cache.get("skipped", []),
             "options": {"batches": batches, "iters": options.iters, "warmup": options.warmup,
                         "min_time": options.min_time, "threads": options.threads, "device": options.device},
             "machine": machine_facts()}
+
+
+def bench_out_dir(sources: Sequence[str | Path], out: str | Path | None) -> Path:
+    """Where bench.json goes (RUN/bench, or ./bench for a list of files), checked before any timing."""
+    from tledge.paths import check_output_dir
+
+    if out is None:
+        out = Path(sources[0]) / "bench" if len(sources) == 1 and Path(sources[0]).is_dir() else Path("bench")
+    return check_output_dir(out, "--out")
+
+
+def check_rows(result: dict) -> None:
+    """After the table and bench.json are written: failed rows make the command fail (exit 2), naming them."""
+    failed = [r for r in result["rows"] if r["status"] != "ok"]
+    if not failed:
+        return
+    names = sorted({f"{r['artifact']} ({r['status'].removeprefix('failed: ')})" for r in failed})
+    raise TledgeError(f"{len(failed)} of {len(result['rows'])} bench row(s) failed: {'; '.join(names)[:300]}")
 
 
 def add_speedups(rows: list[dict]) -> str:
@@ -288,7 +322,11 @@ def format_bench_table(result: dict) -> str:
     text = format_table(rows, floatfmt=".3g")
     footer = [result["baseline"]]
     if result.get("eval_set"):
-        footer.append(f"accuracy on {result['eval_images']} images of {result['eval_set']}")
+        skipped = result.get("eval_skipped") or []
+        used = result["eval_images"] - len(skipped)
+        footer.append(f"accuracy on {used} images of {result['eval_set']}"
+                      + (f" ({len(skipped)} unreadable skipped, e.g. {skipped[0]['source']}: {skipped[0]['error']})"
+                         if skipped else ""))
     else:
         footer.append("no accuracy: give --data DIR (class subfolders) or bench a run folder with a test split")
     return text + "\n" + "; ".join(footer)
@@ -298,8 +336,11 @@ def write_bench(result: dict, out_dir: str | Path) -> tuple[Path, Path | None]:
     """bench.json and bench.png (throughput bars per batch size; skipped when matplotlib is missing)."""
     from tledge.atomic import write_json
 
+    from tledge.paths import clean_stale_temp_files
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(out)
     json_path = write_json(out / "bench.json", result)
     try:
         png = plot_bench(result, out / "bench.png")

@@ -25,7 +25,10 @@ def predict(**values):
     """
     from tledge.runtime.runner import run_predict
 
-    run_predict(PredictRequest(**given(values, PredictRequest)), echo=click.echo)
+    request = PredictRequest(**given(values, PredictRequest))
+    summary = run_predict(request, echo=click.echo)
+    if request.serve and summary.get("interrupted"):
+        raise KeyboardInterrupt  # Ctrl-C on a served run: the summary is printed, the exit code is 130
 
 
 @click.command()
@@ -36,14 +39,15 @@ def bench(sources, **values):
     from tledge.api import bench_result
     from tledge.runtime.bench import format_bench_table, write_bench
 
+    from tledge.runtime.bench import bench_out_dir, check_rows
+
     options = BenchOptions(**given(values, BenchOptions))
+    out = bench_out_dir(sources, options.out)
     result = bench_result(list(sources), options, log=lambda m: click.echo(m, err=True))
     click.echo(format_bench_table(result))
-    out = options.out
-    if out is None:
-        out = str(Path(sources[0]) / "bench") if len(sources) == 1 and Path(sources[0]).is_dir() else "bench"
     json_path, png = write_bench(result, out)
     click.echo(f"wrote {json_path}" + (f" and {png}" if png else " (no plot: matplotlib is not installed)"))
+    check_rows(result)
 
 
 @click.command()

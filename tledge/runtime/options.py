@@ -58,11 +58,17 @@ class PredictRequest:
     summary_json: str | None = option(None, "Write the latency summary as JSON.")
     max_frames: int | None = option(None, "Stop after this many items.", min=1)
     warmup: int = option(3, "Untimed warm-up batches before the run.", min=0)
+    serve: str | None = option(None, "Serve a live view (page, MJPEG stream, /stats JSON) on PORT; host 127.0.0.1 "
+                                     "unless given.", metavar="[HOST:]PORT")
 
     def __post_init__(self) -> None:
         self.artifact, self.source = str(self.artifact), str(self.source)
         self.device = parse_device(self.device)
         validate(self)
+        if self.serve is not None:  # a bad address is found before the model loads
+            from tledge.runtime.serve import parse_address
+
+            parse_address(self.serve)
 
 
 @dataclass

@@ -39,9 +39,9 @@ def draw_overlay(frame_rgb: np.ndarray, label: str, prob: float, fps: float | No
         lines.append(" | ".join(stats))
     line_height = int(28 * scale) + 4
     band = min(height, line_height * len(lines) + 6)
-    overlay = image.copy()
-    cv2.rectangle(overlay, (0, 0), (width, band), (0, 0, 0), thickness=-1)
-    cv2.addWeighted(overlay, 0.55, image, 0.45, 0, dst=image)
+    # A black band at 55% opacity behind the text: scale those rows only (blending the whole frame cost ~1 ms
+    # per 640x480 frame, paid again by every live-view frame).
+    image[: band + 1] = cv2.convertScaleAbs(image[: band + 1], alpha=0.45)
     for i, text in enumerate(lines):
         y = (i + 1) * line_height
         color = (80, 255, 80) if i == 0 else (255, 255, 255)

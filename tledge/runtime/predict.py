@@ -160,7 +160,10 @@ def predict_stream(backend, source: Source | Iterable[Item], options: PredictOpt
             }
             counters["items"] += 1
             meter.update(done, latency, 1)
-            status = {"fps": meter.fps, "latency_ms": meter.latency_ms, "dropped": getattr(source, "dropped", 0)}
+            status = {"fps": meter.fps, "latency_ms": meter.latency_ms, "dropped": getattr(source, "dropped", 0),
+                      "stage_ms": {"capture_decode": item.decode_ms, "preprocess": times.preprocess[-1],
+                                   "inference": times.inference_per_image[-1], "postprocess": times.postprocess[-1],
+                                   "end_to_end": latency}}
             for sink in sinks:
                 sink.write(record, item, status)
 
@@ -203,6 +206,7 @@ def predict_stream(backend, source: Source | Iterable[Item], options: PredictOpt
 
 def build_summary(backend, source, times: StageTimes, items: int, skipped: list[dict], wall_s: float,
                   batch_size: int, options: PredictOptions, interrupted: bool) -> dict:
+    skipped = skipped + [{"source": path, "error": reason} for path, reason in getattr(source, "ignored", [])]
     return {
         "backend": backend.name,
         "provider": getattr(backend, "provider", None),

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tledge.errors import TledgeError
+from tledge.errors import Interrupted, TledgeError
 from tledge.runtime.backends import artifact_kind, load_backend
 from tledge.runtime.options import PredictRequest
 from tledge.runtime.predict import PredictOptions, format_summary, predict_stream, preprocessor
@@ -30,18 +30,59 @@ def backend_options(artifact: str | Path, provider: str | None, threads: int | N
     return options
 
 
+def _serve_address(text: str | None):
+    if text is None:
+        return None
+    from tledge.runtime.serve import parse_address
+
+    return parse_address(text)
+
+
+def _serve_sink(address: tuple[str, int], backend, source, echo):
+    from tledge.runtime.serve import ServeOptions, ServeSink
+
+    info = {"backend": backend.name, "source": str(source.spec), "classes": list(backend.card.class_names)}
+    return ServeSink(ServeOptions(host=address[0], port=address[1]), info, echo=echo)
+
+
+def check_predict_outputs(request: PredictRequest) -> None:
+    """Every output path is checked before the model loads (a one-line error, not a traceback at the end)."""
+    from tledge.paths import check_output_dir, check_output_file
+    from tledge.runtime.sources import VIDEO_EXTENSIONS
+
+    for path, option in ((request.json, "--json"), (request.csv, "--csv"), (request.summary_json, "--summary-json")):
+        if path:
+            check_output_file(path, option)
+    if request.save:
+        if Path(request.save).suffix.lower() in VIDEO_EXTENSIONS:
+            check_output_file(request.save, "--save")
+        else:
+            check_output_dir(request.save, "--save")
+
+
 def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, clock: Clock = time.perf_counter) -> dict:
     from tledge.runtime.outputs import CsvSink, JsonlSink, ProgressSink, TableSink, write_summary_json
 
+    check_predict_outputs(request)
+    serve_address = _serve_address(request.serve)
     backend = load_backend(request.artifact, request.device,
                            **backend_options(request.artifact, request.provider, request.threads, request.cache,
                                              request.fp16))
     for note in getattr(backend, "notes", ()):  # provider fallbacks, the CPU INT8 flavour kept on the CPU
         echo(note)
+    from tledge.staleness import stale_reason
+
+    stale = stale_reason(request.artifact, backend.card)
+    if stale:
+        echo(f"warning: {stale}")
     sinks = []
     try:
         source = open_source(request.source, prepare=preprocessor(backend.card), workers=request.workers,
                              prefetch=max(32, 2 * request.batch), clock=clock)
+        if serve_address is not None:  # a served video plays at its own frame rate, as a camera would
+            from tledge.runtime.pacing import paced
+
+            source = paced(source)
         with source:
             if request.csv and source.kind != "images":
                 raise TledgeError("--csv is for image files and folders; use --json for video and camera sources")
@@ -54,6 +95,8 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
                 from tledge.runtime.overlay import OverlaySink
 
                 sinks.append(OverlaySink(request.show, request.save, fps=source.fps or 30.0))
+            if serve_address is not None:
+                sinks.append(_serve_sink(serve_address, backend, source, echo))
             if table is not None:
                 sinks.append(table)
                 sinks.append(ProgressSink(len(source)))
@@ -69,4 +112,10 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
     echo(format_summary(summary))
     if request.summary_json:
         write_summary_json(summary, request.summary_json)
+    if summary.get("interrupted"):
+        raise Interrupted(f"stopped after {summary['items']} item(s); the summary above covers what ran")
+    if summary["items"] == 0 and summary["skipped"]:
+        first = summary["skipped_items"][0]
+        raise TledgeError(f"none of the {summary['skipped']} input(s) of {request.source} could be read "
+                          f"(e.g. {first['source']}: {first['error']}); check the files")
     return summary

@@ -126,6 +126,7 @@ class ImageFilesSource(Source):
         self.workers = max(1, int(workers))
         self.prefetch = max(1, int(prefetch))
         self.prepare = prepare
+        self.ignored: list[tuple[str, str]] = []  # (path, reason): files of a folder that are not images
         self._pool: ThreadPoolExecutor | None = None
 
     def __len__(self) -> int:
@@ -378,6 +379,11 @@ def find_images(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
 
 
+def find_other_files(root: Path) -> list[Path]:
+    """Files under a folder that are not images (skipped, and counted in the summary); hidden ones left out."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and not is_image_file(p) and not p.name.startswith("."))
+
+
 def open_source(spec: str | int, *, prepare: Callable[[np.ndarray], np.ndarray] | None = None, workers: int = 2,
                 prefetch: int = 32, retries: int = 3, retry_delay: float = 0.5, csi_size: tuple[int, int] = (1280, 720),
                 csi_fps: int = 30, clock: Clock = time.perf_counter) -> Source:
@@ -421,9 +427,14 @@ def open_source(spec: str | int, *, prepare: Callable[[np.ndarray], np.ndarray] 
         return ImageFilesSource(spec, paths, workers, prefetch, prepare, clock)
     if path.is_dir():
         paths = find_images(path)
+        others = find_other_files(path)
         if not paths:
-            raise TledgeError(f"no image files in {path} (looked for {', '.join(('.jpg', '.png', '.bmp', '.webp', '.tif'))})")
-        return ImageFilesSource(spec, paths, workers, prefetch, prepare, clock)
+            found = f"; found {len(others)} file(s) of other types, e.g. {others[0].name}" if others else ""
+            raise TledgeError(f"no image files in {path} (looked for {', '.join(('.jpg', '.png', '.bmp', '.webp', '.tif'))}"
+                              f"{found})")
+        source = ImageFilesSource(spec, paths, workers, prefetch, prepare, clock)
+        source.ignored = [(str(p), f"unsupported file type {p.suffix.lower() or '(no extension)'}") for p in others]
+        return source
     if path.is_file():
         if is_image_file(path):
             return ImageFilesSource(spec, [path], 1, 1, prepare, clock)

@@ -3,12 +3,11 @@ Nothing here imports torch at import time (the root CLI must load on torch-less 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from tledge.errors import TledgeError
+from tledge.errors import Interrupted, TledgeError
 from tledge.options import click_options, given
 from tledge.train.config import TrainConfig
 
@@ -17,7 +16,8 @@ from tledge.train.config import TrainConfig
 @click.argument("data", required=False, type=click.Path(path_type=Path))
 @click_options(TrainConfig)
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue an interrupted run folder.")
-def train_command(data, resume, **values):
+@click.option("--force", is_flag=True, help="With --resume: continue even though the data folder changed since the run started.")
+def train_command(data, resume, force, **values):
     """Fine-tune an ImageNet backbone on DATA, a folder of class subfolders (or train/val/test folders)."""
     from tledge.api import train
 
@@ -25,13 +25,15 @@ def train_command(data, resume, **values):
     if resume is not None:
         if data is not None or options:
             raise TledgeError("--resume continues a run with its saved options; give no DATA or other options")
-        run = train(resume=resume)
+        run = train(resume=resume, force=force)
+    elif force:
+        raise TledgeError("--force applies to --resume only (it accepts changed data when resuming)")
     elif data is None:
         raise TledgeError("tledge train needs DATA (an image folder) or --resume RUN")
     else:
         run = train(str(data), **options)
     if run.interrupted:
-        sys.exit(130)
+        raise Interrupted("training stopped by Ctrl-C (see the resume command above)")
 
 
 @click.command("eval")

@@ -34,6 +34,7 @@ UNLABELLED_FOLDER_NAMES = ("seg_pred",)  # the Intel scene set's unlabelled imag
 SCAN_THREADS = 2  # cv2 releases the GIL while decoding; more threads buy little on small edge/CI boxes
 IMBALANCE_WARN_RATIO = 1.5
 EXAMPLES_SHOWN = 3
+UNSUPPORTED = "unsupported file type"
 
 
 @dataclass
@@ -79,11 +80,14 @@ class DataReport:
             lines.append(f"  {name:<{width}}  {cells}")
         totals = " ".join(f"{self.split_total(s):>6}" for s in SPLIT_NAMES)
         lines.append(f"  {'total':<{width}}  {totals}")
-        if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} unreadable file(s):")
-            lines += [f"  {rel}: {reason}" for rel, reason in self.skipped[:20]]
-            if len(self.skipped) > 20:
-                lines.append(f"  ... and {len(self.skipped) - 20} more (see splits.json)")
+        other_types = [(rel, reason) for rel, reason in self.skipped if reason.startswith(UNSUPPORTED)]
+        unreadable = [pair for pair in self.skipped if pair not in other_types]
+        for kind, group in (("unreadable", unreadable), ("unsupported-type", other_types)):
+            if group:
+                lines.append(f"skipped {len(group)} {kind} file(s):")
+                lines += [f"  {rel}: {reason}" for rel, reason in group[:20]]
+                if len(group) > 20:
+                    lines.append(f"  ... and {len(group) - 20} more (see splits.json)")
         lines += [f"warning: {text}" for text in self.warnings]
         lines.append(f"fingerprint: {self.fingerprint[:16]}")
         return lines
@@ -124,8 +128,9 @@ def build_splits(
     class_names = _class_names_for(sources)
 
     files = [f for name, folder in sources.items() for f in _list_class_images(folder, class_names, root, name)]
-    if not files:
-        raise TledgeError(f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    if not any(not f.problem for f in files):
+        raise TledgeError(f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)}"
+                          f"{_others_found(files)})")
     scanned = scan_images(files)
     readable = [f for f in scanned if not f.problem]
     warnings: list[str] = []
@@ -174,8 +179,9 @@ def read_labelled_folder(
             f"(it knows {list(class_names)}){hint}"
         )
     files = list(_list_class_images(root, sorted(folders), root, ""))
-    if not files:
-        raise TledgeError(f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    if not any(not f.problem for f in files):
+        raise TledgeError(f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)}"
+                          f"{_others_found(files)})")
     scanned = scan_images(files)
     index = {name: i for i, name in enumerate(class_names)}
     items = [(f.path, index[f.class_name]) for f in scanned if not f.problem]
@@ -307,13 +313,23 @@ def _list_class_images(folder: Path, class_names: Sequence[str], root: Path, sou
         for dirpath, dirnames, filenames in os.walk(class_dir):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for filename in filenames:
-                if filename.startswith(".") or not is_image_file(filename):
+                if filename.startswith("."):
                     continue
                 path = Path(dirpath) / filename
                 relpath = path.relative_to(root).as_posix()
-                found.append(ScannedImage(path, relpath, name, source))
+                problem = "" if is_image_file(filename) else unsupported_type(path)
+                found.append(ScannedImage(path, relpath, name, source, problem=problem))
     found.sort(key=lambda f: f.relpath)
     return found
+
+
+def _others_found(files: list[ScannedImage]) -> str:
+    return f"; found {len(files)} file(s) of other types, e.g. {files[0].relpath}" if files else ""
+
+
+def unsupported_type(path: Path) -> str:
+    """The skip reason of a file whose type tledge does not read (e.g. .gif, .txt)."""
+    return f"{UNSUPPORTED} {path.suffix.lower() or '(no extension)'} (reads {', '.join(IMAGE_EXTENSIONS)})"
 
 
 def _check_every_class_readable(
@@ -342,6 +358,8 @@ def scan_images(files: list[ScannedImage], threads: int = SCAN_THREADS) -> list[
 
 
 def _scan_one(item: ScannedImage) -> ScannedImage:
+    if item.problem:  # already ruled out (unsupported file type)
+        return item
     try:
         data = item.path.read_bytes()
     except OSError as exc:

@@ -83,12 +83,19 @@ def eval_run(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Evaluate a run folder (or best.pt) on its test split, or on a labelled folder with the same classes."""
+    from tledge.paths import check_output_dir, check_output_file
     from tledge.train.data import read_labelled_folder
 
+    if json_path:
+        check_output_file(json_path, "--json")
     source = Path(source)
+    run_dir = source if source.is_dir() else source.parent
+    if data is None:
+        check_output_dir(run_dir / "eval", "the eval folder")
+    else:
+        check_output_dir(run_dir / f"eval-{Path(data).resolve().name}", "the eval folder")
     setup = resolve_device(device)
     model, card = load_model(source, str(setup.device))
-    run_dir = source if source.is_dir() else source.parent
     if data is None:
         splits = Splits.load(run_dir)
         paths, labels = splits.paths("test"), splits.labels("test")

@@ -31,7 +31,7 @@ from tledge.train.freeze import FreezeResult, apply_freeze, set_train_mode
 from tledge.train.loop import EpochStats, evaluate, train_one_epoch
 from tledge.train.optim import make_optimizer, make_scheduler
 from tledge.train.prefix import TrainableSuffix, cache_prefix, cached_prefix_stages, has_cacheable_prefix
-from tledge.train.rundir import CARD_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, new_run_dir
+from tledge.train.rundir import CARD_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, check_run_target, new_run_dir
 
 Log = Callable[[str], None]
 
@@ -89,42 +89,87 @@ def train_run(
     splits: Splits | None = None,
     fingerprint: str = "",
     resume: bool = False,
+    force: bool = False,
     log: Log = print,
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> RunResult:
     """Train one model. `splits`/`run_dir` are given by k-fold; otherwise the data are scanned here.
 
+    Everything that can be checked is checked before the run folder exists (output folder, --name, data,
+    splits, model, weights, freeze policy), and a run that fails or is stopped before its first checkpoint
+    leaves no folder behind. Resuming refuses data that changed since the run started, unless `force`.
     Under torchrun every rank calls this; only rank 0 logs and writes (see tledge.train.distributed).
     """
+    from tledge.paths import clean_stale_temp_files
+
     info = distributed.from_environment()
     if not info.is_main:
         log = _silent
     succeeded = False
+    created: Path | None = None  # the run folder, when this call made it (removed again if nothing was saved)
     try:
         if resume:
-            config = _config_of(Path(run_dir))
+            run_dir = Path(run_dir)
+            config = _config_of(run_dir)
+            if info.is_main:
+                clean_stale_temp_files(run_dir)
+            if not force:
+                from tledge.train.data_check import check_data_unchanged
+
+                check_data_unchanged(run_dir, config, log)
             distributed.init(info, _device_type(config))
-            session = _resume_session(Path(run_dir), log, info)
+            session = _resume_session(run_dir, log, info)
         else:
+            if run_dir is None:
+                check_run_target(config.project, config.name, config.exist_ok)
             distributed.init(info, _device_type(config))
             if splits is None:
                 splits, report = build_splits(config.data, tuple(config.split), config.seed)
                 for line in report.summary_lines():
                     log(line)
                 fingerprint = report.fingerprint
+            _check_splits_usable(splits)
+            session = _new_session(config, None, splits, fingerprint, log, info)
             if info.is_main:
+                target = Path(run_dir) if run_dir is not None else None
+                if target is None and config.name:
+                    target = Path(config.project) / config.name
+                existed = target is not None and target.exists()
                 if run_dir is None:
                     run_dir = new_run_dir(config.project, config.name, config.exist_ok)
                 Path(run_dir).mkdir(parents=True, exist_ok=True)
+                created = None if existed else Path(run_dir)
+                clean_stale_temp_files(run_dir)
                 splits.save(run_dir)
                 reports.write_json(Path(run_dir) / CONFIG_FILE, config.to_dict())
             run_dir = Path(distributed.broadcast(str(run_dir), info))
-            session = _new_session(config, run_dir, splits, fingerprint, log, info)
-        result = _fit(session, log, on_epoch_end)
+            session.run_dir = run_dir
+        try:
+            result = _fit(session, log, on_epoch_end)
+        except BaseException:
+            _remove_half_made(created, log)
+            raise
+        if result.interrupted:
+            _remove_half_made(created, log)
         succeeded = True
         return result
     finally:
         distributed.shutdown(success=succeeded)
+
+
+def _check_splits_usable(splits: Splits) -> None:
+    if not splits.items.get("train") or not splits.items.get("val"):
+        raise TledgeError("the train and val splits both need images; use more images or another --split")
+
+
+def _remove_half_made(created: Path | None, log: Log) -> None:
+    """A run folder this call made, with no checkpoint in it yet, is removed (it could not be resumed)."""
+    import shutil
+
+    if created is None or not created.is_dir() or (created / LAST).is_file():
+        return
+    shutil.rmtree(created, ignore_errors=True)
+    log(f"removed {created}: the run stopped before its first checkpoint")
 
 
 def _silent(_line: str) -> None:

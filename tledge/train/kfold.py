@@ -39,31 +39,56 @@ def fold_splits(splits: Splits, k: int, seed: int) -> list[Splits]:
     return result
 
 
-def run_kfold(config: TrainConfig, log: Callable[[str], None] = print, resume_dir: Path | None = None) -> dict:
-    """Train every fold (skipping finished ones when resuming) and write the cross-validation table."""
+def run_kfold(config: TrainConfig, log: Callable[[str], None] = print, resume_dir: Path | None = None,
+              force: bool = False) -> dict:
+    """Train every fold (skipping finished ones when resuming) and write the cross-validation table.
+
+    The run folder is made only once the folds are known to be possible, and removed again if no fold got
+    as far as a checkpoint. Resuming refuses changed data unless `force`.
+    """
+    from tledge.paths import clean_stale_temp_files
+    from tledge.train.fit import _remove_half_made
+    from tledge.train.rundir import check_run_target
+
     if config.kfold < 2:
         raise TledgeError(f"--kfold needs at least 2 folds, got {config.kfold}")
     if distributed.from_environment().enabled:
         raise TledgeError("--kfold under torchrun is not supported; run folds side by side with tledge sweep --devices")
+    created = None
     if resume_dir is None:
+        check_run_target(config.project, config.name, config.exist_ok)
         splits, report = build_splits(config.data, tuple(config.split), config.seed)
         for line in report.summary_lines():
             log(line)
+        per_fold = fold_splits(splits, config.kfold, config.seed)
+        existed = bool(config.name) and (Path(config.project) / config.name).exists()
         run_dir = new_run_dir(config.project, config.name, config.exist_ok)
+        created = None if existed else run_dir
         splits.save(run_dir)
         reports.write_json(run_dir / CONFIG_FILE, config.to_dict())
         fingerprint = report.fingerprint
     else:
+        from tledge.train.data_check import check_data_unchanged
+
         run_dir = Path(resume_dir)
+        clean_stale_temp_files(run_dir)
+        fingerprint = "" if force else check_data_unchanged(run_dir, config, log)
         splits = Splits.load(run_dir)
-        fingerprint = ""
-    per_fold = fold_splits(splits, config.kfold, config.seed)
+        per_fold = fold_splits(splits, config.kfold, config.seed)
     rows = []
     for index, fold in enumerate(per_fold, 1):
         fold_dir = run_dir / f"fold{index}"
         log(f"\n=== fold {index}/{config.kfold}: train {len(fold.items['train'])}, val {len(fold.items['val'])} ===")
-        result = _train_fold(config, fold_dir, fold, fingerprint, log)
+        try:
+            result = _train_fold(config, fold_dir, fold, fingerprint, log)
+        except BaseException:
+            if not any(run_dir.glob("fold*/last.pt")):
+                _remove_half_made(created, log)
+            raise
         if result.interrupted:
+            if not any(run_dir.glob("fold*/last.pt")):
+                _remove_half_made(created, log)
+                return {"interrupted": True, "run_dir": str(run_dir)}
             log(f"k-fold interrupted in fold {index}; resume with: tledge train --resume {run_dir}")
             return {"interrupted": True, "run_dir": str(run_dir)}
         rows.append(_fold_row(index, result, fold_dir))
@@ -91,7 +116,7 @@ def _train_fold(config: TrainConfig, fold_dir: Path, fold: Splits, fingerprint: 
         return RunResult(fold_dir, ModelCard.load(fold_dir / CARD_FILE), [], metrics["best_epoch"],
                          metrics["best_val_acc"], metrics["train_time_s"], test_metrics=metrics)
     if (fold_dir / "last.pt").is_file():
-        return train_run(config, run_dir=fold_dir, resume=True, log=log)
+        return train_run(config, run_dir=fold_dir, resume=True, force=True, log=log)  # data checked by run_kfold
     return train_run(config, run_dir=fold_dir, splits=fold, fingerprint=fingerprint, log=log)
 
 

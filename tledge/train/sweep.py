@@ -92,6 +92,10 @@ def sweep_cells(sweep_dir: str | Path) -> list[Cell]:
 def start_sweep(base: TrainConfig, axes: dict, project: str | Path = "runs", name: str | None = None,
                 devices: Sequence[str] | None = None) -> tuple[Path, list[Cell]]:
     """Validate the grid, make the sweep folder and save sweep.json; nothing trains yet."""
+    from tledge.paths import check_name_inside, check_output_dir
+
+    check_output_dir(project, "--project")
+    check_name_inside(project, name)
     cells = expand_grid(base, axes)
     validate_cells(cells)
     sweep_dir = new_sweep_dir(project, name)
@@ -113,7 +117,23 @@ def parse_devices(devices: str | Sequence[str] | None) -> list[str]:
         if item not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", item):
             raise TledgeError(f"bad device {item!r} in --devices; expected GPU indices (0,1), cuda:N or cpu")
         result.append(item)
+    check_devices_exist(result)
     return result
+
+
+def check_devices_exist(devices: Sequence[str]) -> None:
+    """Every cuda device named must be one torch can see, before any cell starts."""
+    wanted = [d for d in devices if d.startswith("cuda")]
+    if not wanted:
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for device in wanted:
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= count:
+            seen = f"GPUs 0-{count - 1}" if count else "no CUDA GPU"
+            raise TledgeError(f"--devices names {device}, but torch sees {seen}; use existing GPU indices or cpu")
 
 
 def cell_config(cell: Cell, sweep_dir: Path, device: str | None = None) -> TrainConfig:

@@ -88,7 +88,10 @@ def sweep_command(data, **values):
         resume = Path(opts.resume)
         if data is not None or opts.config_file is not None or any(v is not None for v in lists.values()):
             raise TledgeError("--resume takes the grid from the sweep folder; give no DATA, --config or grid options")
+        from tledge.paths import clean_stale_temp_files
+
         base, _, saved_devices = sweep.load_grid(resume)
+        clean_stale_temp_files(resume)
         cells = sweep.sweep_cells(resume)
         sweep.validate_cells(cells)
         rows = sweep.run_sweep(cells, resume, devices=sweep.parse_devices(opts.devices) or saved_devices)
