@@ -285,9 +285,15 @@ def test_parity_metrics_and_gate_units():
     assert numbers["agreement"] == 75.0 and numbers["acc_delta"] == -25.0
     assert numbers["max_rel_diff"] == pytest.approx(1.5)
     assert numbers["per_class_delta"] == {"red": -50.0, "green": 0.0, "blue": 0.0}
+    assert (numbers["images"], numbers["gains"], numbers["losses"]) == (4, 0, 1)
     tol = parse_tolerance(None)
-    assert gate(numbers, "int8", tol) and gate(numbers, "fp32", tol) and gate(numbers, "fp16", tol)
-    assert gate(numbers, "int8", parse_tolerance("int8=30")) == []
+    fp32 = gate(numbers, "fp32", tol)  # logit distance and 100% agreement are facts, judged as observed
+    assert fp32.outcome == "over" and len(fp32.failures) == 2
+    fp16 = gate(numbers, "fp16", tol)  # 3 of 4 agree: even the interval's top (95.6%) is under 99.5%
+    assert fp16.outcome == "over" and "top-1 agreement" in fp16.failures[0]
+    small = gate(numbers, "int8", tol)  # a 25-point drop on 4 images: the data cannot tell
+    assert small.outcome == "inconclusive" and small.failures == [] and small.images_needed > 4
+    assert gate(numbers, "int8", parse_tolerance("int8=100")).outcome == "within"
     custom = parse_tolerance("onnx=1e-3,fp16.agreement=99,int8.agreement=90")
     assert custom["fp32"] == {"agreement": 100.0, "rel_diff": 1e-3}
     assert custom["fp16"]["agreement"] == 99.0 and custom["int8"] == {"acc_drop": 1.0, "agreement": 90.0}
@@ -346,9 +352,9 @@ def test_cli_exit_3_on_perturbed_artifact(tiny_run, tmp_path, monkeypatch, capsy
     code = main(["export", str(tiny_run), "--formats", "onnx", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3
-    assert len(err) == 1 and err[0].startswith("error: parity check failed: onnx:")
+    assert len(err) == 1 and err[0].startswith("error: parity check failed (over budget): onnx:")
     report = json.loads((out / "parity.json").read_text())
-    assert report["passed"] is False and report["results"][0]["failures"]
+    assert report["passed"] is False and report["outcome"] == "over" and report["results"][0]["failures"]
 
 
 def test_int8_over_budget_message_suggests_fixes(tiny_run, tmp_path, capsys):
@@ -356,7 +362,7 @@ def test_int8_over_budget_message_suggests_fixes(tiny_run, tmp_path, capsys):
                  "--tolerance", "int8.agreement=100.5"])
     err = capsys.readouterr().err
     assert code == 3
-    assert "INT8 is over its accuracy budget" in err and "--calib-method" in err and "trt-fp16" in err
+    assert "INT8 is over its accuracy budget" in err and "--int8-search full" in err and "trt-fp16" in err
 
 
 # ----------------------------------------------------------------------------------------- pipeline / cli

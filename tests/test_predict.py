@@ -260,3 +260,81 @@ def test_camera_lost_mid_stream_stops_cleanly():
     summary = predict_stream(FakeBackend(), source, PredictOptions(batch=1, warmup=0))
     assert 1 <= summary["items"] <= 5
     assert "no frames after 2 retries" in summary["stop_reason"] and len(reopened) == 2
+
+
+class SteppedCamera:
+    """A live camera on a fake clock: `grab()` blocks for one frame period (the clock jumps by it), then
+    `retrieve()` takes DECODE. The next grab waits until the previous frame's result is out (lockstep with
+    the consumer), so no clock reading of the predict loop can race with a frame period."""
+
+    PERIOD, DECODE = 0.040, 0.002  # a 25 fps stream
+
+    def __init__(self, clock, frames):
+        self.clock, self.frames, self.count = clock, frames, 0
+        self.turn = threading.Semaphore(1)
+
+    def grab(self):
+        if self.count >= self.frames:
+            return False
+        self.turn.acquire()
+        self.clock.advance(self.PERIOD)  # waiting for the next frame: not latency
+        self.count += 1
+        return True
+
+    def retrieve(self):
+        self.clock.advance(self.DECODE)
+        return True, np.full((SIZE, SIZE, 3), self.count, np.uint8)
+
+    def release(self):
+        pass
+
+
+class NextFrameSink:
+    def __init__(self, camera):
+        self.camera = camera
+
+    def write(self, record, item, status):
+        self.camera.turn.release()  # result written: the camera may deliver the next frame
+
+    def close(self):
+        pass
+
+
+def test_live_latency_starts_when_the_frame_arrives_not_before_the_wait():
+    clock = FakeClock()
+    camera = SteppedCamera(clock, frames=6)
+    backend = FakeBackend(clock=clock, fake_ms=[7.0] * 6)
+    source = LiveSource("stepped-camera", camera, retries=0, clock=clock)
+    summary = predict_stream(backend, source, PredictOptions(batch=1, warmup=0), sinks=[NextFrameSink(camera)],
+                             clock=clock)
+    stages = summary["stages_ms"]
+    assert summary["items"] == 6 and summary["dropped_frames"] == 0
+    # Stamped before the blocking read, these would read 42 ms and 49 ms: the 40 ms frame period is not counted.
+    assert stages["capture_decode"]["max_ms"] == pytest.approx(2.0)
+    assert stages["end_to_end"]["max_ms"] == pytest.approx(9.0) and stages["end_to_end"]["min_ms"] == pytest.approx(9.0)
+    assert stages["service"]["p50_ms"] == pytest.approx(9.0) and stages["queue_wait"]["max_ms"] == pytest.approx(0.0)
+
+
+def test_queue_wait_and_service_are_separate_rows_for_files():
+    clock = FakeClock()
+    backend = FakeBackend(clock=clock, fake_ms=[16.0, 16.0])
+
+    class ReadyAhead(Source):  # 8 files decoded up front, 1 ms each, before the model takes any
+        kind = "images"
+
+        def __iter__(self):
+            items = []
+            for i in range(8):
+                start = clock()
+                clock.advance(0.001)
+                items.append(Item(f"f{i}", np.zeros((SIZE, SIZE, 3), np.uint8), start, index=i, decode_ms=1.0,
+                                  ready=clock()))
+            yield from items
+
+    summary = predict_stream(backend, ReadyAhead("files", clock), PredictOptions(batch=4, warmup=0), clock=clock)
+    stages = summary["stages_ms"]
+    # Service: 1 ms decode + the 16 ms batch. Queue wait: file i was ready at i+1 ms; the first batch started
+    # at 8 ms (waits 7..4), the second after the first one's 16 ms, at 24 ms (waits 19..16).
+    assert stages["service"]["min_ms"] == pytest.approx(17.0) and stages["service"]["max_ms"] == pytest.approx(17.0)
+    assert stages["queue_wait"]["min_ms"] == pytest.approx(4.0) and stages["queue_wait"]["max_ms"] == pytest.approx(19.0)
+    assert stages["end_to_end"]["max_ms"] == pytest.approx(36.0)  # f4: read at 4 ms, result at 40 ms

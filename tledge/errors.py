@@ -6,9 +6,11 @@ One exit-code table for every verb (README and `tledge --help` show it): 1 is le
 EXIT_CODES = {
     0: "ok",
     2: "user error: bad option, path or input (one line `error: ...`)",
-    3: "an artifact over its parity or INT8 accuracy budget (export)",
+    3: "export: the data show an artifact over its parity gate, or the INT8 budget out of reach",
+    4: "export: parity inconclusive, too few images to tell (the message says how many would)",
     130: "interrupted (Ctrl-C); what ran is saved (train: resume with --resume)",
-    1: "a bug in tledge (a traceback): please report it; sweep: a cell failed (the rest ran, results written)",
+    1: "a bug in tledge (a traceback): please report it; export: a step crashed (the others ran); sweep: a "
+       "cell failed (the rest ran, results written)",
 }
 
 
@@ -32,7 +34,7 @@ class ExportOptionError(TledgeError):
 
 
 class ParityError(TledgeError):
-    """An artifact whose answers differ from PyTorch's by more than the tolerance. Exit code 3."""
+    """An artifact the data show to be outside its tolerance (or an INT8 search that cannot fit). Exit code 3."""
 
     exit_code = 3
 
@@ -41,6 +43,12 @@ class Interrupted(TledgeError):
     """Ctrl-C after the partial results were written. Exit code 130."""
 
     exit_code = 130
+
+
+class ParityInconclusive(TledgeError):
+    """Too few parity images to tell whether an artifact keeps its budget (the message says how many). Exit 4."""
+
+    exit_code = 4
 
 
 class MissingDependency(TledgeError):

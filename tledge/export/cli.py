@@ -15,9 +15,10 @@ from tledge.options import click_options, given
 def export(source, **values):
     """Export a run folder or best.pt to ONNX / INT8 ONNX / TensorRT and check each against PyTorch.
 
-    Each format is a step; a failed step is a failed row and the others go on.
-    Exit codes: 0 ok, 2 user error (or a step failed on one), 3 an artifact outside the parity tolerance,
-    1 a step crashed.
+    Each format is a step; a failed step is a failed row and the others go on. Parity is judged with 95%
+    intervals on the test split (or --parity-data). Exit codes: 0 every artifact within tolerance; 2 user
+    error (or a step failed on one); 3 over tolerance (the data show it; also an INT8 search that cannot
+    fit); 4 inconclusive: too few parity images to tell (the message says how many would); 1 a step crashed.
     """
     from tledge.api import export as export_api
 

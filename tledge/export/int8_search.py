@@ -1,20 +1,29 @@
-"""Accuracy-aware INT8: find a calibration and a set of float-kept layers that fit an accuracy budget.
+"""Accuracy-budgeted INT8: find a calibration and a set of float-kept layers that fit an accuracy budget.
 
 Judged on the run's **val** split only (the test split stays for the final parity check), against the
 FP32 ONNX model's own val accuracy, on the CPU flavour (U8S8, model.int8.onnx); the symmetric TensorRT
-flavour gets the same decisions.
+flavour gets the same decisions. A candidate fits when its val drop is within the budget; every step also
+records the 95% interval of that drop (tledge.stats), so the report shows what the val split can resolve.
 
-1. Calibration: each candidate (minmax, percentile at a few levels, entropy) is calibrated once (ranges
-   cached to JSON, reused by every later quantization of that method, both flavours included), quantized,
-   and run on the cached val batch. The best val accuracy wins (ties: the smaller KL divergence to FP32).
-2. If that is still over budget: per-group sensitivity (sensitivity.py: each block quantized alone, the
-   rest in float, with the winning calibration reused), then the most damaging groups are kept in float
-   one at a time, re-measuring after each, until the val drop fits. It stops, and says so, when
-   `max_groups` groups are in float or no remaining group does measurable damage.
+Two modes (`--int8-search`):
+- budget (the default): candidates cheapest first (MinMax, then Percentile levels, then Entropy), stop at
+  the first whose whole 95% val interval is within the budget; if none is, the one within by its estimate
+  with the smallest upper bound (the most likely to pass the final check). When the val split is too small to resolve the budget even at full agreement, it
+  keeps the cheapest candidate (choosing by a noisy val accuracy would select noise) and the final parity
+  check says how many images a verdict needs.
+- full: every candidate; among those shown within, the highest top-1 agreement with FP32 wins (agreement
+  varies far less than accuracy on a small split, so choosing by it selects less noise); if none is shown
+  within, as in the budget mode.
+Calibration is computed once for all candidates (calibration.py: one MinMax pass, one histogram pass for
+every percentile level and entropy); the val images are decoded and preprocessed once and every candidate
+runs on that cached array. Latency is left out of the decision (single timings on a shared host are noise;
+the final artifacts are timed interleaved).
 
-Every step keeps val accuracy, agreement with FP32, KL and batch-1 latency: the card and the Markdown
-report show what each cost. A recipe (method, percentile, nodes kept in float) reproduces the result
-without searching (`--int8-recipe FILE`, a JSON recipe or an INT8 ONNX that carries one in its card).
+If no calibration fits: per-group sensitivity (sensitivity.py: each block quantized alone, the rest in
+float), then the most damaging groups are kept in float one at a time until the val drop fits. It stops,
+and says so, when `max_groups` groups are in float or no remaining group does measurable damage.
+A recipe (method, percentile, nodes kept in float) reproduces the result without searching
+(`--int8-recipe FILE`, a JSON recipe or an INT8 ONNX that carries one in its card).
 """
 
 from __future__ import annotations
@@ -111,6 +120,9 @@ def onnx_logits(path: str | Path, x: np.ndarray, batch_size: int = EVAL_BATCH) -
 
 
 # ----------------------------------------------------------------------------------------- search
+SEARCH_MODES = ("budget", "full")
+
+
 @dataclass
 class Step:
     stage: str  # "calibration" | "fallback"
@@ -121,11 +133,13 @@ class Step:
     groups_excluded: list[str]
     val_acc: float
     val_drop: float  # points below FP32 (positive = worse)
+    drop_low: float  # 95% interval of the drop, points
+    drop_high: float
     agreement: float
     kl: float
-    latency_ms: float
     seconds: float
-    fits: bool
+    fits: bool  # the val drop (point estimate) is within the budget
+    shown_within: bool = False  # the whole 95% interval of the val drop is within the budget
 
     def to_dict(self, with_nodes: bool = False) -> dict:
         d = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -138,9 +152,9 @@ class Step:
 class SearchResult:
     budget: float
     fp32_val_acc: float
-    fp32_latency_ms: float
     val_images: int
     val_source: str
+    mode: str = "budget"
     steps: list[Step] = field(default_factory=list)
     sensitivity: list[dict] = field(default_factory=list)
     chosen: Step | None = None
@@ -148,6 +162,7 @@ class SearchResult:
     cache_path: Path | None = None  # calibration ranges of the chosen method (reused for both flavours)
     stop_reason: str = ""
     seconds: float = 0.0
+    calibration_seconds: dict = field(default_factory=dict)
     source_val_acc: float | None = None  # FP32 val accuracy of what is quantized, when it differs (QAT)
 
     @property
@@ -162,106 +177,145 @@ class SearchResult:
     def nodes_excluded(self) -> list[str]:
         return list(self.chosen.nodes_excluded)
 
+    @property
+    def shown_over(self) -> bool:
+        """The val data show the chosen candidate over budget (its whole 95% interval is)."""
+        return self.chosen.drop_low > self.budget + 1e-9
+
     def recipe(self) -> dict:
         return {"method": self.method, "percentile": self.percentile, "nodes_to_exclude": self.nodes_excluded,
                 "groups_in_float": list(self.chosen.groups_excluded), "budget": self.budget,
                 "val_drop": round(self.chosen.val_drop, 4), "source": "int8 search (val split)"}
 
     def to_card(self) -> dict:
-        return {"budget_pt": self.budget, "fits": self.fits, "method": self.method, "percentile": self.percentile,
+        return {"budget_pt": self.budget, "mode": self.mode, "fits": self.fits, "method": self.method,
+                "percentile": self.percentile,
                 "nodes_excluded": self.nodes_excluded, "groups_in_float": list(self.chosen.groups_excluded),
                 "val_images": self.val_images, "val_source": self.val_source,
-                "fp32_val_acc": round(self.fp32_val_acc, 4), "fp32_latency_ms_batch1": round(self.fp32_latency_ms, 3),
+                "fp32_val_acc": round(self.fp32_val_acc, 4),
                 "steps": [s.to_dict() for s in self.steps], "sensitivity": self.sensitivity,
                 "stop_reason": self.stop_reason, "seconds": round(self.seconds, 1),
+                "calibration_seconds": self.calibration_seconds,
                 "source_fp32_val_acc": None if self.source_val_acc is None else round(self.source_val_acc, 4)}
 
     def explain(self) -> str:
         lines = [f"INT8 cannot meet the {self.budget:g}-point budget on the val split "
                  f"({self.val_images} images, FP32 {self.fp32_val_acc:.2f}%): {self.stop_reason}"]
         for s in self.steps:
-            lines.append(f"  {s.stage:<11} {s.label:<26} val {s.val_acc:6.2f}% (drop {s.val_drop:+.2f} pt), "
-                         f"agreement {s.agreement:6.2f}%, {s.latency_ms:.2f} ms")
+            lines.append(f"  {s.stage:<11} {s.label:<26} val {s.val_acc:6.2f}% (drop {s.val_drop:+.2f} pt, 95% "
+                         f"{s.drop_low:+.2f} to {s.drop_high:+.2f}), agreement {s.agreement:6.2f}%")
         if self.source_val_acc is not None and self.fp32_val_acc - self.source_val_acc > self.budget:
             lines.append(f"note: the fine-tuned (QAT) model is already {self.fp32_val_acc - self.source_val_acc:.2f} pt "
                          "below FP32 on val before any quantization: lower --qat-lr or use fewer --qat-epochs")
+        hint = "" if self.mode == "full" else " --int8-search full,"
         lines.append(f"best: {self.chosen.label} with {len(self.chosen.groups_excluded)} group(s) in float, "
-                     f"drop {self.chosen.val_drop:.2f} pt; try --qat-epochs N, a larger --int8-budget, or FP16")
+                     f"drop {self.chosen.val_drop:.2f} pt; try{hint} --qat-epochs N, a larger --int8-budget, or FP16")
         return "\n".join(lines)
 
 
 def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: str | Path,
                 calib_paths: Sequence[Path], val: ValBatch, budget: float, candidates=None,
                 max_groups: int = DEFAULT_MAX_GROUPS, calibration_source: str = "",
-                echo: Callable[[str], None] = print) -> SearchResult:
+                echo: Callable[[str], None] = print, mode: str = "budget") -> SearchResult:
     """Search on `val`; `reference_onnx` gives the FP32 answers, `source_onnx` is what gets quantized (the same
     file, or a QAT fine-tuned one). Quantized probes are written under `work_dir`."""
-    from tledge.card import card_from_onnx
-    from tledge.export.int8 import measure_latency_ms, quantize_int8
+    from tledge import stats
+    from tledge.export.calibration import Calibration
+    from tledge.export.int8 import quantize_int8
     from tledge.export.sensitivity import kl_to_reference, layer_groups, measure_sensitivity
 
+    if mode not in SEARCH_MODES:
+        raise ExportOptionError(f"--int8-search must be one of {', '.join(SEARCH_MODES)} or off, got {mode!r}")
     started = time.perf_counter()
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    card = card_from_onnx(reference_onnx)
     candidates = parse_candidates(candidates)
+    calibration = Calibration(source_onnx, calib_paths, work / "calibration", echo)
     reference = onnx_logits(reference_onnx, val.x)  # FP32 val logits: computed once
-    fp32_acc = 100.0 * float(np.mean(reference.argmax(1) == val.labels))
-    fp32_ms = measure_latency_ms(reference_onnx, card)
-    result = SearchResult(budget, fp32_acc, fp32_ms, len(val.labels), val.source)
+    ref_right = reference.argmax(1) == val.labels
+    fp32_acc = 100.0 * float(np.mean(ref_right))
+    result = SearchResult(budget, fp32_acc, len(val.labels), val.source, mode)
     if Path(source_onnx) != Path(reference_onnx):  # e.g. QAT: how much of a drop is the fine-tuning's own
         source_logits = onnx_logits(source_onnx, val.x)
         result.source_val_acc = 100.0 * float(np.mean(source_logits.argmax(1) == val.labels))
         echo(f"  int8 search: the model to quantize (fine-tuned) is {result.source_val_acc:.2f}% on val in FP32")
-    echo(f"  int8 search: budget {budget:g} pt on {len(val.labels)} val images (FP32 {fp32_acc:.2f}%, "
-         f"{fp32_ms:.2f} ms batch 1)")
+    n = len(val.labels)
+    resolvable = 100.0 * stats.resolvable_drop(n, 0)
+    echo(f"  int8 search ({mode}): budget {budget:g} pt on {n} val images (FP32 {fp32_acc:.2f}%; these images "
+         f"resolve a drop of about {resolvable:.2f} pt at full agreement)")
     counter = iter(range(10_000))
 
-    def probe(stage, label, method, pct, cache, nodes, groups) -> tuple[Step, np.ndarray]:
+    def probe(stage, label, method, pct, nodes, groups) -> Step:
         t0 = time.perf_counter()
         path = work / f"probe-{next(counter):03d}.onnx"
-        quantize_int8(source_onnx, path, calib_paths, "u8s8", method, pct, nodes, calibration_source, cache)
+        quantize_int8(source_onnx, path, calib_paths, "u8s8", method, pct, nodes, calibration_source,
+                      calibration.cache_for(method, pct))
         logits = onnx_logits(path, val.x)
-        acc = 100.0 * float(np.mean(logits.argmax(1) == val.labels))
+        art_right = logits.argmax(1) == val.labels
+        acc = 100.0 * float(np.mean(art_right))
+        gains, losses = int(np.sum(art_right & ~ref_right)), int(np.sum(ref_right & ~art_right))
+        low, high = stats.paired_delta_interval(gains, losses, n)
         step = Step(stage, label, method, pct, sorted(nodes), list(groups), acc, fp32_acc - acc,
+                    -100.0 * high, -100.0 * low,
                     100.0 * float(np.mean(logits.argmax(1) == reference.argmax(1))), kl_to_reference(reference, logits),
-                    measure_latency_ms(path, card), time.perf_counter() - t0, fp32_acc - acc <= budget + 1e-9)
+                    time.perf_counter() - t0, fp32_acc - acc <= budget + 1e-9, -100.0 * low <= budget + 1e-9)
         path.unlink(missing_ok=True)
         result.steps.append(step)
-        echo(f"    {stage:<11} {label:<26} val {acc:6.2f}% (drop {step.val_drop:+.2f} pt), agreement "
-             f"{step.agreement:6.2f}%, {step.latency_ms:.2f} ms, {step.seconds:.0f} s")
-        return step, logits
+        echo(f"    {stage:<11} {label:<26} val {acc:6.2f}% (drop {step.val_drop:+.2f} pt, 95% {step.drop_low:+.2f} to "
+             f"{step.drop_high:+.2f}), agreement {step.agreement:6.2f}%, {step.seconds:.0f} s")
+        return step
 
-    # Step 1: calibration methods.
-    caches, best = {}, None
-    for method, pct in candidates:
-        label = candidate_label(method, pct)
-        caches[label] = work / f"calibration-{method}-{pct or 0:g}.json"
-        step, logits = probe("calibration", label, method, pct, caches[label], [], [])
-        if best is None or (step.val_acc, -step.kl) > (best.val_acc, -best.kl):
-            best = step
-    result.chosen, result.cache_path = best, caches[candidate_label(best.method, best.percentile)]
-    if best.fits:
-        result.fits, result.stop_reason = True, f"{best.label} fits without float fallback"
+    def finish(reason: str) -> SearchResult:
+        result.stop_reason = reason
+        result.cache_path = calibration.cache_for(result.chosen.method, result.chosen.percentile)
+        result.calibration_seconds = dict(calibration.seconds)
         result.seconds = time.perf_counter() - started
         return result
 
-    # Step 2: sensitivity of each layer group (with the winning calibration), then greedy float fallback.
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    # Too few val images to resolve the budget even with full agreement: comparing candidates by val accuracy
+    # would select noise (one image of 24 is 4.17 pt), so the budget mode keeps the cheapest candidate and
+    # lets the parity check say how many images a verdict needs. --int8-search full still searches.
+    if mode == "budget" and resolvable > budget:
+        method, pct = candidates[0]
+        step = probe("calibration", candidate_label(method, pct), method, pct, [], [])
+        result.chosen, result.fits = step, step.fits
+        echo(f"  int8 search: {n} val images cannot resolve a {budget:g}-pt budget (they resolve {resolvable:.2f} pt); "
+             f"keeping the cheapest candidate, {step.label}, without searching further")
+        return finish(f"{n} val images resolve {resolvable:.2f} pt, more than the {budget:g}-pt budget: kept the "
+                      f"cheapest candidate ({step.label}); a larger val split lets the search decide")
 
-    prepared = work / "prepared.onnx"
-    try:
-        quant_pre_process(str(source_onnx), str(prepared), skip_symbolic_shape=False)
-    except Exception:  # noqa: BLE001 - same fallback as int8.quantize_int8
-        quant_pre_process(str(source_onnx), str(prepared), skip_symbolic_shape=True)
-    groups = {g.name: g for g in layer_groups(prepared)}
-    echo(f"  int8 search: best calibration {best.label} is {best.val_drop:.2f} pt over FP32; measuring the "
+    # Step 1: calibration methods, in the order given (cheapest first by default). The budget mode stops at
+    # the first the val data show within the budget (its whole interval); a point estimate under the budget
+    # with an interval over it is what made the final check inconclusive on the test split.
+    tried: list[Step] = []
+    for method, pct in candidates:
+        step = probe("calibration", candidate_label(method, pct), method, pct, [], [])
+        tried.append(step)
+        if step.shown_within and mode == "budget":
+            result.chosen, result.fits = step, True
+            return finish(f"{step.label} is within the budget on val (first shown within, cheapest first)")
+    within = [s for s in tried if s.shown_within]
+    if within:
+        result.chosen, result.fits = max(within, key=lambda s: (s.agreement, -s.kl)), True
+        return finish(f"{result.chosen.label}: the highest agreement of {len(within)} shown within the budget")
+    fitting = [s for s in tried if s.fits]
+    if fitting:  # within by estimate, none shown within: the closest to being shown (smallest upper bound)
+        result.chosen, result.fits = min(fitting, key=lambda s: (s.drop_high, -s.agreement)), True
+        return finish(f"{result.chosen.label}: within by its estimate, with the smallest upper bound of the drop "
+                      f"({result.chosen.drop_high:+.2f} pt); {n} val images show none of {len(tried)} within")
+    best = max(tried, key=lambda s: (s.val_acc, -s.kl))
+    result.chosen = best
+
+    # Step 2: sensitivity of each layer group (with the closest calibration), then greedy float fallback.
+    groups = {g.name: g for g in layer_groups(calibration.prepared())}
+    echo(f"  int8 search: best calibration {best.label} is {best.val_drop:.2f} pt below FP32; measuring the "
          f"sensitivity of {len(groups)} layer groups")
+    cache = calibration.cache_for(best.method, best.percentile)
 
     def evaluate(nodes):
         path = work / "sensitivity.onnx"
         quantize_int8(source_onnx, path, calib_paths, "u8s8", best.method, best.percentile, nodes,
-                      calibration_source, result.cache_path)
+                      calibration_source, cache)
         return onnx_logits(path, val.x)
 
     ranked = measure_sensitivity(list(groups.values()), evaluate, reference, echo)
@@ -272,25 +326,19 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
     for sens in helpful[:max_groups]:
         chosen_groups.append(sens.group)
         nodes = [n for g in chosen_groups for n in groups[g].nodes]
-        step, _ = probe("fallback", f"+ {sens.group} in float", best.method, best.percentile, result.cache_path,
-                        nodes, chosen_groups)
+        step = probe("fallback", f"+ {sens.group} in float", best.method, best.percentile, nodes, chosen_groups)
         if (step.val_acc, -step.kl) >= (current.val_acc, -current.kl):
             current = step
         if step.fits:
             result.chosen, result.fits = step, True
-            result.stop_reason = f"fits with {len(chosen_groups)} group(s) in float: {', '.join(chosen_groups)}"
-            break
-    else:
-        result.chosen = current
-        if not helpful:
-            result.stop_reason = "no single layer group does measurable damage when quantized alone"
-        elif len(helpful) > max_groups:
-            result.stop_reason = (f"still over budget with the {max_groups} most sensitive groups in float "
-                                  f"(the limit; more float layers give back the INT8 speed)")
-        else:
-            result.stop_reason = f"still over budget with every helpful group ({len(helpful)}) in float"
-    result.seconds = time.perf_counter() - started
-    return result
+            return finish(f"fits with {len(chosen_groups)} group(s) in float: {', '.join(chosen_groups)}")
+    result.chosen = current
+    if not helpful:
+        return finish("no single layer group does measurable damage when quantized alone")
+    if len(helpful) > max_groups:
+        return finish(f"still over budget with the {max_groups} most sensitive groups in float "
+                      f"(the limit; more float layers give back the INT8 speed)")
+    return finish(f"still over budget with every helpful group ({len(helpful)}) in float")
 
 
 # ----------------------------------------------------------------------------------------- recipes
@@ -353,15 +401,19 @@ def write_report(path: str | Path, search: SearchResult | None, parity_rows: Seq
                   format_table([{k: v for k, v in q.items() if not isinstance(v, (list, dict))}]), ""]
     if search is not None:
         lines += ["## Search (val split)", "",
-                  f"Budget {search.budget:g} pt below FP32 on {search.val_images} val images from {search.val_source}. "
-                  f"FP32 ONNX: {search.fp32_val_acc:.2f}% val, {search.fp32_latency_ms:.2f} ms at batch 1."
+                  f"Budget {search.budget:g} pt below FP32 on {search.val_images} val images from {search.val_source} "
+                  f"(search mode: {search.mode}). FP32 ONNX: {search.fp32_val_acc:.2f}% val. A step fits when its val "
+                  "drop is within the budget; the 95% interval shows what this many val images can resolve. "
+                  "Latency is not part of the decision."
                   + ("" if search.source_val_acc is None else
                      f" The fine-tuned model that is quantized: {search.source_val_acc:.2f}% val in FP32."), "",
                   format_table([{"step": s.stage, "what": s.label, "val acc %": round(s.val_acc, 2),
-                                 "drop pt": f"{s.val_drop:+.2f}", "agreement %": round(s.agreement, 2),
-                                 "KL": float(f"{s.kl:.3g}"), "batch-1 ms": round(s.latency_ms, 2),
-                                 "speed-up": round(search.fp32_latency_ms / max(s.latency_ms, 1e-9), 2),
-                                 "fits": "yes" if s.fits else "no"} for s in search.steps]), "",
+                                 "drop pt": f"{s.val_drop:+.2f}", "drop 95% pt": f"{s.drop_low:+.2f} to {s.drop_high:+.2f}",
+                                 "agreement %": round(s.agreement, 2), "KL": float(f"{s.kl:.3g}"),
+                                 "seconds": round(s.seconds, 1), "fits": "yes" if s.fits else "no"}
+                                for s in search.steps]), "",
+                  "Calibration passes (s): " + (", ".join(f"{k} {v}" for k, v in search.calibration_seconds.items())
+                                                or "none"), "",
                   f"**Result**: {'fits' if search.fits else 'does not fit'} — {search.stop_reason}. "
                   f"Chosen: {search.chosen.label}; calibration {candidate_label(search.method, search.percentile)}; "
                   f"groups in float: {', '.join(search.chosen.groups_excluded) or 'none'} "
@@ -375,10 +427,12 @@ def write_report(path: str | Path, search: SearchResult | None, parity_rows: Seq
     if rows:
         lines += ["## Final parity (test split)", "",
                   format_table([{"artifact": r.format, "file": r.path.name, "acc %": round(r.parity.acc_artifact, 2),
-                                 "FP32 acc %": round(r.parity.acc_reference, 2), "Δacc pt": f"{r.parity.acc_delta:+.2f}",
+                                 "FP32 acc %": round(r.parity.acc_reference, 2), "N": r.parity.images,
+                                 "Δacc pt (95%)": f"{r.parity.acc_delta:+.2f} ({r.parity.acc_delta_ci[0]:+.2f} to "
+                                                  f"{r.parity.acc_delta_ci[1]:+.2f})",
                                  "agreement %": round(r.parity.agreement, 2), "status": r.status} for r in rows]), ""]
     if extra.get("latency"):
-        lines += ["Batch-1 latency on this CPU (ms): "
+        lines += ["Batch-1 latency on this CPU, interleaved rounds (ms): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in extra["latency"].items()), ""]
     path = Path(path)
     atomic_write_text(path, "\n".join(lines))

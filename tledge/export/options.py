@@ -13,6 +13,7 @@ from tledge.options import option, validate
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 INT8_FLAVOURS = ("cpu", "both")
+INT8_SEARCH_MODES = ("budget", "full", "off")
 EXPORTERS = ("torchscript", "dynamo")
 MIN_OPSET, MAX_OPSET = 13, 23  # QDQ per-channel needs 13; torch's exporters stop at 23
 TORCHSCRIPT_MAX_OPSET = 20
@@ -54,12 +55,18 @@ class ExportOptions:
                                    "kinds onnx, fp16, int8; metrics agreement (%), acc_drop (pt), rel_diff. E.g. "
                                    "int8=2.0,onnx=1e-3")
     parity: bool = option(True, "Skip the parity check.", flag="--no-parity", negate=True)
-    int8_budget: float | None = option(None, "INT8: accuracy drop allowed vs FP32, in points, judged on the run's "
-                                       "val split: search calibration methods, then keep the most sensitive layers "
-                                       "in float until it fits (exit 3 if it cannot); below 0 demands a gain.", min=-100,
-                                       max=100)
-    int8_methods: str | None = option(None, "INT8 search candidates, e.g. minmax,percentile:99.99,entropy "
-                                      "(default minmax, percentile 99.9/99.99/99.999, entropy).")
+    int8_search: str | None = option(None, "INT8 accuracy search on the run's val split. budget (default when the "
+                                      "run has a val split): candidates cheapest first, stop at the first the val "
+                                      "data show within the budget; full: every candidate, then the most agreeing "
+                                      "one; off: plain --calib-method. Fixing --calib-method/--exclude-nodes/"
+                                      "--int8-recipe means off.", choices=INT8_SEARCH_MODES)
+    int8_budget: float | None = option(None, "INT8 search: accuracy drop allowed vs FP32 on val, in points (default: "
+                                       "the int8 parity tolerance, 1.0); if no calibration fits, the most sensitive "
+                                       "layers are kept in float (exit 3 if the val data show it cannot fit); below "
+                                       "0 demands a gain.", min=-100, max=100)
+    int8_methods: str | None = option(None, "INT8 search candidates, tried in this order, e.g. "
+                                      "minmax,percentile:99.99,entropy (default minmax, percentile "
+                                      "99.9/99.99/99.999, entropy: cheapest first).")
     int8_max_groups: int | None = option(None, "INT8 search: at most this many layer groups kept in float "
                                          "(default 8).", min=0)
     int8_recipe: str | None = option(None, "INT8: reuse a search's decisions without searching: "
@@ -69,8 +76,8 @@ class ExportOptions:
                                      "RUN/export/int8_report.md when searching or fine-tuning).", flag="--report")
     qat_epochs: int | None = option(None, "INT8: quantization-aware fine-tuning on the train split for N epochs "
                                     "before quantizing.", min=1)
-    qat_lr: float | None = option(None, "INT8: learning rate of --qat-epochs (default 1e-3, SGD momentum 0.9).",
-                                  above=0)
+    qat_lr: float | None = option(None, "INT8: learning rate of --qat-epochs (default 1e-4, cosine to 0, SGD "
+                                  "momentum 0.9; activation ranges frozen after the first epoch).", above=0)
     out: str | None = option(None, "Output folder (default RUN/export).")
 
     def __post_init__(self) -> None:

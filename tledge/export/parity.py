@@ -8,9 +8,14 @@ Per artifact: top-1 agreement with PyTorch, accuracy of both and the delta (poin
 relative to the logit scale (max |logit| of the reference), and the per-class accuracy delta.
 
 Gate (`DEFAULT_TOLERANCES`), by the precision an artifact is judged as:
-  fp32 (ONNX)        agreement ≥ 100 %, max relative |Δlogit| ≤ 1e-4
+  fp32 (ONNX)        agreement ≥ 100 % (every checked image), max relative |Δlogit| ≤ 1e-4
   fp16 (TensorRT)    agreement ≥ 99.5 %, accuracy drop ≤ 0.3 pt
   int8 (QDQ, engine) accuracy drop ≤ 1.0 pt
+Agreement and the accuracy difference are judged with their 95% intervals (tledge.stats: Wilson for
+agreement, Tango's paired score interval for Δacc), so each artifact gets one of three outcomes: within
+(exit 0), over budget (exit 3) or inconclusive (exit 4, with the number of labelled images that would
+settle it). The logit distance and a 100% agreement requirement are facts about the checked images, not
+estimates: they are judged as observed.
 `--tolerance` overrides, comma-separated: `KIND.METRIC=VALUE`, or `KIND=VALUE` for a kind's main metric
 (onnx → rel_diff, fp16 → acc_drop, int8 → acc_drop); kinds are onnx (alias fp32), fp16, int8; metrics are
 agreement (%), acc_drop (points), rel_diff (fraction). Example: `int8=2.0,onnx=1e-3,fp16.agreement=99`.
@@ -24,9 +29,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tledge import stats
 from tledge.card import ModelCard
 from tledge.errors import ExportOptionError, TledgeError
 from tledge.preprocess import load_image, preprocess_batch
+from tledge.stats import WITHIN
 
 METRICS = ("agreement", "acc_drop", "rel_diff")
 KIND_ALIASES = {"onnx": "fp32", "fp32": "fp32", "fp16": "fp16", "int8": "int8"}
@@ -104,12 +111,23 @@ class ParityResult:
     acc_delta: float  # artifact − reference, points
     max_rel_diff: float  # max |Δlogit| / max |reference logit|
     mean_rel_diff: float
+    gains: int = 0  # images the artifact gets right and the reference wrong
+    losses: int = 0  # images the reference gets right and the artifact wrong
+    agreement_ci: tuple[float, float] = (0.0, 100.0)  # %, 95% Wilson
+    acc_delta_ci: tuple[float, float] = (-100.0, 100.0)  # points, 95% Tango paired score interval
+    resolvable_drop: float = 100.0  # points: the smallest drop these images can tell from none
     per_class_delta: dict[str, float] = field(default_factory=dict)  # points, per class
-    failures: list[str] = field(default_factory=list)
-    passed: bool = True
+    outcome: str = WITHIN  # within | over | inconclusive
+    failures: list[str] = field(default_factory=list)  # what the data show is over budget
+    doubts: list[str] = field(default_factory=list)  # what these images cannot settle
+    images_needed: int | None = None  # labelled images that would settle the doubts (None: not by more images)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == WITHIN
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "passed": self.passed}
 
 
 def compare_logits(reference: np.ndarray, logits: np.ndarray, labels: Sequence[int], class_names: Sequence[str]) -> dict:
@@ -123,30 +141,83 @@ def compare_logits(reference: np.ndarray, logits: np.ndarray, labels: Sequence[i
         mask = labels == index
         if mask.any():
             per_class[name] = 100.0 * float(np.mean(art_top[mask] == index) - np.mean(ref_top[mask] == index))
-    acc_ref = 100.0 * float(np.mean(ref_top == labels))
-    acc_art = 100.0 * float(np.mean(art_top == labels))
+    ref_right, art_right = ref_top == labels, art_top == labels
+    n = len(labels)
+    agree = int(np.sum(ref_top == art_top))
+    gains, losses = int(np.sum(art_right & ~ref_right)), int(np.sum(ref_right & ~art_right))
+    acc_ref = 100.0 * float(np.mean(ref_right))
+    acc_art = 100.0 * float(np.mean(art_right))
+    agreement_ci = tuple(100.0 * v for v in stats.wilson(agree, n))
+    delta_ci = tuple(100.0 * v for v in stats.paired_delta_interval(gains, losses, n))
     return {
-        "agreement": 100.0 * float(np.mean(ref_top == art_top)),
+        "images": n,
+        "agreement": 100.0 * agree / n,
         "acc_reference": acc_ref,
         "acc_artifact": acc_art,
         "acc_delta": acc_art - acc_ref,
         "max_rel_diff": float(diff.max()) / scale,
         "mean_rel_diff": float(diff.mean()) / scale,
+        "gains": gains,
+        "losses": losses,
+        "agreement_ci": agreement_ci,
+        "acc_delta_ci": delta_ci,
+        "resolvable_drop": 100.0 * stats.resolvable_drop(n, gains + losses),
         "per_class_delta": per_class,
     }
 
 
-def gate(numbers: dict, kind: str, tolerances: dict[str, dict[str, float]]) -> list[str]:
-    """What is outside tolerance, in words (empty: passed)."""
+@dataclass
+class Verdict:
+    outcome: str  # within | over | inconclusive
+    failures: list[str]  # over budget, in words
+    doubts: list[str]  # not settled by these images, in words
+    images_needed: int | None
+
+
+def gate(numbers: dict, kind: str, tolerances: dict[str, dict[str, float]]) -> Verdict:
+    """Judge one artifact's numbers against its kind's limits, with 95% intervals (see module doc)."""
     limits = tolerances.get(kind, {})
-    failures = []
-    if "agreement" in limits and numbers["agreement"] < limits["agreement"] - 1e-9:
-        failures.append(f"top-1 agreement {numbers['agreement']:.2f}% < {limits['agreement']:g}%")
-    if "acc_drop" in limits and -numbers["acc_delta"] > limits["acc_drop"] + 1e-9:
-        failures.append(f"accuracy drop {-numbers['acc_delta']:.2f} pt > {limits['acc_drop']:g} pt")
-    if "rel_diff" in limits and numbers["max_rel_diff"] > limits["rel_diff"]:
-        failures.append(f"max |Δlogit| {numbers['max_rel_diff']:.2e} of the logit scale > {limits['rel_diff']:g}")
-    return failures
+    n, gains, losses = numbers["images"], numbers["gains"], numbers["losses"]
+    agree = numbers["agreement"] * n / 100.0
+    checks: list[tuple[str, str, Callable[[float], str]]] = []  # (outcome, words, outcome at N images)
+    if "agreement" in limits:
+        need = limits["agreement"]
+        low, high = numbers["agreement_ci"]
+        if need >= 100.0 - 1e-9:  # "every image agrees" is a fact about these images, not an estimate
+            observed = stats.WITHIN if agree >= n and need <= 100.0 else stats.OVER
+            checks.append((observed, f"top-1 agreement {numbers['agreement']:.2f}% < {need:g}% "
+                                     f"({n - round(agree)} of {n} images differ)", lambda m, o=observed: o))
+        else:
+            def agreement_at(m: float, rate=agree / n) -> str:
+                return stats.at_least(tuple(100.0 * v for v in stats.wilson(rate * m, m)), need)
+
+            checks.append((stats.at_least((low, high), need),
+                           f"top-1 agreement {numbers['agreement']:.2f}% (95%: {low:.2f}-{high:.2f}%) vs ≥ {need:g}%",
+                           agreement_at))
+    if "acc_drop" in limits:
+        budget = limits["acc_drop"]
+        low, high = numbers["acc_delta_ci"]
+
+        def drop_at(m: float, g=gains / n, loss=losses / n) -> str:
+            lo, hi = stats.paired_delta_interval(g * m, loss * m, m)
+            return stats.at_most((-100.0 * hi, -100.0 * lo), budget)
+
+        checks.append((stats.at_most((-high, -low), budget),
+                       f"accuracy drop {-numbers['acc_delta']:.2f} pt (95%: {-high:.2f} to {-low:.2f} pt) vs ≤ {budget:g} pt",
+                       drop_at))
+    if "rel_diff" in limits:
+        over = numbers["max_rel_diff"] > limits["rel_diff"]
+        checks.append((stats.OVER if over else stats.WITHIN,
+                       f"max |Δlogit| {numbers['max_rel_diff']:.2e} of the logit scale > {limits['rel_diff']:g}",
+                       lambda m: stats.WITHIN))
+    outcome = stats.combine([c[0] for c in checks])
+    failures = [words for result, words, _ in checks if result == stats.OVER]
+    doubts = [words for result, words, _ in checks if result == stats.INCONCLUSIVE]
+    needed = None
+    if outcome == stats.INCONCLUSIVE:
+        counts = [stats.images_needed(at, n) for result, _, at in checks if result == stats.INCONCLUSIVE]
+        needed = None if None in counts else max(counts)
+    return Verdict(outcome, failures, doubts, needed)
 
 
 def run_parity(reference: Callable[[np.ndarray], np.ndarray], artifacts: Sequence[tuple[str, str | Path, str]],
@@ -188,9 +259,10 @@ def run_parity(reference: Callable[[np.ndarray], np.ndarray], artifacts: Sequenc
         results = []
         for name, path, kind, backend in backends:
             numbers = compare_logits(reference_logits, np.concatenate(art_chunks[name]), labels, card.class_names)
-            failures = gate(numbers, kind, tolerances)
-            results.append(ParityResult(name, str(path), kind, backend.name, len(labels), **numbers,
-                                        failures=failures, passed=not failures))
+            verdict = gate(numbers, kind, tolerances)
+            results.append(ParityResult(name, str(path), kind, backend.name, **numbers, outcome=verdict.outcome,
+                                        failures=verdict.failures, doubts=verdict.doubts,
+                                        images_needed=verdict.images_needed))
         return results, {"images": len(labels), "skipped": skipped, "source": data.source}
     finally:
         for *_, backend in backends:
@@ -223,13 +295,25 @@ def _predict_any_batch(backend, batch: np.ndarray) -> np.ndarray:
 
 
 def parity_message(results: Sequence[ParityResult]) -> str:
-    """The ParityError text: what failed, and for INT8 what to try."""
-    failed = [r for r in results if not r.passed]
-    parts = [f"{r.name}: {'; '.join(r.failures)}" for r in failed]
-    message = "parity check failed: " + " | ".join(parts)
+    """The ParityError text: what the data show is over budget, and for INT8 what to try."""
+    failed = [r for r in results if r.outcome == stats.OVER]
+    parts = [f"{r.name}: {'; '.join(r.failures)} on {r.images} images" for r in failed]
+    message = "parity check failed (over budget): " + " | ".join(parts)
     if any(r.kind == "int8" for r in failed):
-        message += (" — INT8 is over its accuracy budget; try more calibration images (--calib-images), another "
-                    "--calib-method (percentile or entropy), trt-fp16 instead, or --int8-budget PT (searches calibration and "
-                    "keeps sensitive layers in float); "
-                    "--tolerance int8=N accepts a larger drop")
+        message += (" — INT8 is over its accuracy budget; try --int8-search full (every calibration method, then "
+                    "sensitive layers kept in float), more calibration images (--calib-images), --qat-epochs N, or "
+                    "trt-fp16 instead; --tolerance int8=N accepts a larger drop")
     return message + " (details in parity.json)"
+
+
+def inconclusive_message(results: Sequence[ParityResult], source: str) -> str:
+    """The ParityInconclusive text: which artifacts these images cannot settle, and how many would."""
+    unsure = [r for r in results if r.outcome == stats.INCONCLUSIVE]
+    parts = []
+    for r in unsure:
+        need = (f"pass --parity-data with at least {r.images_needed:,} labelled images" if r.images_needed
+                else "more images will not settle it (the estimate sits on the budget)")
+        parts.append(f"{r.name}: {'; '.join(r.doubts)}: {r.images} images resolve a drop of "
+                     f"{r.resolvable_drop:.2f} pt; {need}")
+    return ("parity inconclusive (too few images to tell whether the budget is kept): " + " | ".join(parts)
+            + f" (images: {source}; details in parity.json)")

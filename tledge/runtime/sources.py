@@ -61,12 +61,13 @@ class Item:
 
     source_id: str
     frame: np.ndarray | None
-    timestamp: float  # clock time when capture/decode started (the start of this item's end-to-end latency)
+    timestamp: float  # when the frame exists: arrived from a live source, or its file read began (end-to-end start)
     index: int = 0
     error: str | None = None
     decode_ms: float = 0.0
     tensor: np.ndarray | None = None  # preprocessed CHW float32, when the source was given `prepare`
     preprocess_ms: float = 0.0
+    ready: float | None = None  # clock time when decoded (and prepared): from here on it waits in a queue
 
 
 def _stop_reader(source) -> None:
@@ -136,12 +137,13 @@ class ImageFilesSource(Source):
         start = self.clock()
         frame = load_image(path)
         decoded = self.clock()
-        item = Item(str(path), frame, start, index=index, decode_ms=(decoded - start) * 1000.0)
+        item = Item(str(path), frame, start, index=index, decode_ms=(decoded - start) * 1000.0, ready=decoded)
         if frame is None:
             item.error = "not a readable image" if path.is_file() else "file vanished"
         elif self.prepare is not None:
             item.tensor = self.prepare(frame)
-            item.preprocess_ms = (self.clock() - decoded) * 1000.0
+            item.ready = self.clock()
+            item.preprocess_ms = (item.ready - decoded) * 1000.0
         return item
 
     def __iter__(self) -> Iterator[Item]:
@@ -202,7 +204,9 @@ class VideoFileSource(Source):
                     if not ok or frame is None:
                         break
                     rgb = to_rgb8(frame)
-                    item = Item(f"{self.name}#{index}", rgb, start, index=index, decode_ms=(self.clock() - start) * 1000.0)
+                    decoded = self.clock()
+                    item = Item(f"{self.name}#{index}", rgb, start, index=index, decode_ms=(decoded - start) * 1000.0,
+                                ready=decoded)
                     while not self._stop.is_set():
                         try:
                             buffer.put(item, timeout=0.1)
@@ -270,11 +274,10 @@ class LiveSource(Source):
         index = 0
         try:
             while not self._stop.is_set():
-                start = self.clock()
                 try:
-                    ok, frame = self.capture.read() if self.capture is not None else (False, None)
+                    ok, arrived, frame = self._next_raw_frame()
                 except Exception:  # noqa: BLE001 - a driver error is a failed read
-                    ok, frame = False, None
+                    ok, arrived, frame = False, 0.0, None
                 if not ok or frame is None:
                     failures += 1
                     if failures > self.retries:
@@ -291,7 +294,9 @@ class LiveSource(Source):
                     continue
                 failures = 0
                 rgb = to_rgb8(frame, already_rgb=self.frames_are_rgb)
-                item = Item(f"{self.spec}#{index}", rgb, start, index=index, decode_ms=(self.clock() - start) * 1000.0)
+                decoded = self.clock()
+                item = Item(f"{self.spec}#{index}", rgb, arrived, index=index, decode_ms=(decoded - arrived) * 1000.0,
+                            ready=decoded)
                 index += 1
                 with self._cond:
                     self.captured += 1
@@ -303,6 +308,21 @@ class LiveSource(Source):
             with self._cond:
                 self._ended = True
                 self._cond.notify_all()
+
+    def _next_raw_frame(self) -> tuple[bool, float, object]:
+        """Wait for the next frame, then stamp it: (ok, arrival time, frame). The wait for a frame (a 25 fps
+        stream's 40 ms) is not latency, so the clock starts when `grab()` returns; `retrieve()` (conversion
+        of the grabbed frame) counts as capture/decode. A capture with only `read()` is stamped after it."""
+        if self.capture is None:
+            return False, 0.0, None
+        if hasattr(self.capture, "grab") and hasattr(self.capture, "retrieve"):
+            if not self.capture.grab():
+                return False, 0.0, None
+            arrived = self.clock()
+            ok, frame = self.capture.retrieve()
+            return bool(ok), arrived, frame
+        ok, frame = self.capture.read()
+        return bool(ok), self.clock(), frame
 
     def start(self) -> None:
         if self._thread is None:
