@@ -71,9 +71,9 @@ def screenshot(url: str, out: Path, wait_s: float) -> None:
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    try:  # the page itself is 900x600 (a window size would include the browser's own bars)
+    try:  # the page itself is 900x640 (a window size would include the browser's own bars)
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": 900, "height": 600, "deviceScaleFactor": 1, "mobile": False})
+                               {"width": 900, "height": 640, "deviceScaleFactor": 1, "mobile": False})
         driver.get(url)
         time.sleep(wait_s)  # let the FPS and latency windows fill
         png = driver.get_screenshot_as_png()

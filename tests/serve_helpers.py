@@ -38,8 +38,8 @@ def publish(view: LiveView, seq: int) -> None:
     record = {"index": seq - 1, "source": f"fake#{seq}", "label": label, "prob": 0.9, "topk": topk,
               "latency_ms": 5.0 + seq % 3, "batch": 1}
     status = {"fps": 30.0, "latency_ms": 5.0, "dropped": 0,
-              "stage_ms": {"capture_decode": 1.0, "preprocess": 0.5, "inference": 3.0, "postprocess": 0.1,
-                           "end_to_end": 5.0 + seq % 3}}
+              "stage_ms": {"capture_decode": 1.0, "preprocess": 0.5, "queue_wait": 0.2, "inference": 3.0,
+                           "postprocess": 0.1, "service": 4.6, "end_to_end": 5.0 + seq % 3}}
     view.publish(frame_for(seq), record, status)
 
 

@@ -25,10 +25,7 @@ def predict(**values):
     """
     from tledge.runtime.runner import run_predict
 
-    request = PredictRequest(**given(values, PredictRequest))
-    summary = run_predict(request, echo=click.echo)
-    if request.serve and summary.get("interrupted"):
-        raise KeyboardInterrupt  # Ctrl-C on a served run: the summary is printed, the exit code is 130
+    run_predict(PredictRequest(**given(values, PredictRequest)), echo=click.echo)
 
 
 @click.command()

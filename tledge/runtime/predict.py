@@ -162,7 +162,8 @@ def predict_stream(backend, source: Source | Iterable[Item], options: PredictOpt
             meter.update(done, latency, 1)
             status = {"fps": meter.fps, "latency_ms": meter.latency_ms, "dropped": getattr(source, "dropped", 0),
                       "stage_ms": {"capture_decode": item.decode_ms, "preprocess": times.preprocess[-1],
-                                   "inference": times.inference_per_image[-1], "postprocess": times.postprocess[-1],
+                                   "queue_wait": times.queue_wait[-1], "inference": times.inference_per_image[-1],
+                                   "postprocess": times.postprocess[-1], "service": times.service[-1],
                                    "end_to_end": latency}}
             for sink in sinks:
                 sink.write(record, item, status)

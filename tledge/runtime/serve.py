@@ -42,7 +42,7 @@ from tledge.runtime.sources import Item
 DEFAULT_HOST = "127.0.0.1"
 BOUNDARY = "tledgeframe"
 FPS_WINDOW_S = 2.0  # /stats fps: frames published in the last two seconds of the stream
-LATENCY_STAGES = ("capture_decode", "preprocess", "inference", "postprocess", "end_to_end")
+LATENCY_STAGES = ("capture_decode", "preprocess", "queue_wait", "inference", "postprocess", "service", "end_to_end")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 
