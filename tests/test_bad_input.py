@@ -357,7 +357,8 @@ def test_resuming_one_fold_resumes_that_fold_without_nesting(base, capsys, tmp_p
 def test_exit_code_table_in_help(capsys):
     code, out, _ = cli(capsys, "--help")
     assert code == 0
-    for line in ("Exit codes", "0  ok", "2  user error", "3  an artifact over", "130  interrupted", "1  a bug"):
+    for line in ("Exit codes", "0  ok", "2  user error", "3  export: the data show an artifact over",
+                 "4  export: parity inconclusive", "130  interrupted", "1  a bug"):
         assert line in out, line
 
 
