@@ -115,17 +115,17 @@ def test_shutdown_barrier_only_after_success(recorded):
 
 
 def test_rank0_error_leaves_the_group_without_a_collective(recorded, monkeypatch, make_image_folder, tmp_path):
-    """Rank 0 fails on an existing --name: its error must come out, not a barrier that waits for ranks
-    sitting in the run-folder broadcast."""
+    """Rank 0 fails after the process group exists: its error must come out, not a barrier that waits for
+    ranks sitting in a broadcast or an all-reduce."""
     from tledge.errors import TledgeError
     from tledge.train import fit
     from tledge.train.config import TrainConfig
     from tledge.train.fit import train_run
 
-    def refuse(project, name, exist_ok):  # what a rank-0-only failure looks like (name taken, disk full)
-        raise TledgeError(f"{project}/{name} exists")
+    def refuse(*args, **kwargs):  # a failure after the group exists (unreadable data, disk full, ...)
+        raise TledgeError("taken: the data folder vanished")
 
-    monkeypatch.setattr(fit, "new_run_dir", refuse)
+    monkeypatch.setattr(fit, "build_splits", refuse)
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
