@@ -71,16 +71,27 @@ class Item:
 
 
 def _stop_reader(source) -> None:
-    """Stop a source's reader thread and release its cv2.VideoCapture (video files and live streams)."""
+    """Stop a source's reader thread and release its cv2.VideoCapture (video files and live streams).
+
+    A VideoCapture is not thread-safe: releasing it while the reader thread is inside grab()/read() can hang
+    in the decoder (seen under load, when the thread needs longer than the join timeout to notice the stop).
+    So it is released here only once the thread has ended; a thread still running releases it itself."""
     source._stop.set()
-    if source._thread is not None and source._thread is not threading.current_thread():
-        source._thread.join(timeout=2.0)
-    if source.capture is not None:
+    thread = source._thread
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout=2.0)
+        if thread.is_alive():
+            return  # the reader's own exit path releases the capture (_release_capture)
+    _release_capture(source)
+
+
+def _release_capture(source) -> None:
+    capture, source.capture = source.capture, None
+    if capture is not None:
         try:
-            source.capture.release()
+            capture.release()
         except Exception:  # noqa: BLE001 - a lost device may fail to release; nothing else to do
             pass
-        source.capture = None
 
 
 class Source:
@@ -308,6 +319,8 @@ class LiveSource(Source):
             with self._cond:
                 self._ended = True
                 self._cond.notify_all()
+            if self._stop.is_set():
+                _release_capture(self)  # stopped from outside: the capture is this thread's to release
 
     def _next_raw_frame(self) -> tuple[bool, float, object]:
         """Wait for the next frame, then stamp it: (ok, arrival time, frame). The wait for a frame (a 25 fps
