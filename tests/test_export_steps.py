@@ -91,3 +91,21 @@ def test_steps_that_need_a_failed_step_are_skipped(tmp_path):
                       "e": "failed: ValueError: bug in e"}
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["a.bin", "d.bin"]
     assert {r.format: r.exit_code for r in result.rows}["b"] == 2 and result.rows[-1].exit_code == 1
+
+
+def test_an_export_that_wrote_nothing_leaves_no_folder(tiny_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """Every step failed (the ONNX step that all others need crashed): no empty output folder is left."""
+    import tledge.export.onnx_export as onnx_export
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", crash)
+    out = tmp_path / "new" / "out"
+    code = main(["export", str(tiny_run), "--formats", "onnx,int8", "--out", str(out)])
+    assert code == 1 and "exporter exploded" in capsys.readouterr().err
+    assert not out.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert main(["export", str(tiny_run), "--formats", "onnx", "--out", str(existing)]) == 1
+    assert existing.is_dir()  # a folder the user already had is never removed

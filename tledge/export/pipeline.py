@@ -195,22 +195,27 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         options = build(ExportOptions, values, "export option")
     job = prepare(source, options, echo)
     steps = plan_steps(job)
+    created = not job.out.exists()
     job.out.mkdir(parents=True, exist_ok=True)
     clean_stale_temp_files(job.out)
-    result = ExportResult(job.out)
-    echo(f"exporting {job.ckpt} → {job.out}/ ({', '.join(requested_formats(job.options))})")
-    with tempfile.TemporaryDirectory(prefix="tledge-export-") as tmp:
-        job.tmp = Path(tmp)
-        run_steps(job, steps, result)
-    parity_set = _parity_data(job)
-    checked = [r for r in result.rows if r.ok]
-    if parity_set is not None and checked:
-        _check_parity(result, checked, job.model, job.card, parity_set, job.tolerances, echo)
-    _write_int8_report(job, result)
-    echo(result.table())
-    result.next_commands = _next_commands(result, job.run_dir, job.options.parity_data)
-    echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
-    result.failure = _worst_outcome(result)
+    try:
+        result = ExportResult(job.out)
+        echo(f"exporting {job.ckpt} → {job.out}/ ({', '.join(requested_formats(job.options))})")
+        with tempfile.TemporaryDirectory(prefix="tledge-export-") as tmp:
+            job.tmp = Path(tmp)
+            run_steps(job, steps, result)
+        parity_set = _parity_data(job)
+        checked = [r for r in result.rows if r.ok]
+        if parity_set is not None and checked:
+            _check_parity(result, checked, job.model, job.card, parity_set, job.tolerances, echo)
+        _write_int8_report(job, result)
+        echo(result.table())
+        result.next_commands = _next_commands(result, job.run_dir, job.options.parity_data)
+        echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
+        result.failure = _worst_outcome(result)
+    finally:
+        if created and job.out.is_dir() and not any(job.out.iterdir()):
+            job.out.rmdir()  # nothing was written: leave no empty folder behind
     if result.failure is not None and raise_on_failure:
         raise result.failure
     return result
