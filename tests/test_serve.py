@@ -295,13 +295,19 @@ def _stats_or_none(port):
         return None
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as a terminal delivers it: a test run started in the background (CI runners, `cmd &`) inherits an
+    ignored SIGINT, and a Python started with SIGINT ignored never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_prints_summary_and_exits_130(artifacts, tmp_path):
     video = write_video(tmp_path / "long.avi", 900, fps=30.0)  # 30 s: Ctrl-C comes long before the end
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "tledge", "predict", str(artifacts["onnx"]), str(video),
                                 "--serve", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     try:
         assert wait_until(lambda: (_stats_or_none(port) or {}).get("frames", {}).get("seen", 0) > 3, timeout=60)
         process.send_signal(signal.SIGINT)
