@@ -73,9 +73,9 @@ class Item:
 def _stop_reader(source) -> None:
     """Stop a source's reader thread and release its cv2.VideoCapture (video files and live streams).
 
-    A VideoCapture is not thread-safe: releasing it while the reader thread is inside grab()/read() can hang
-    in the decoder (seen under load, when the thread needs longer than the join timeout to notice the stop).
-    So it is released here only once the thread has ended; a thread still running releases it itself."""
+    A VideoCapture is not thread-safe: releasing it while the reader thread may still be inside grab()/read()
+    (a thread slower than the join timeout to notice the stop) is a use-after-free risk in the decoder. So it
+    is released here only once the thread has ended; a thread still running releases it itself."""
     source._stop.set()
     thread = source._thread
     if thread is not None and thread is not threading.current_thread():
