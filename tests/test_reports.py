@@ -179,3 +179,15 @@ def test_plot_confusion_matrix_and_samples(tmp_path, num_classes):
     assert plt.get_fignums() == []
     with pytest.raises(ValueError):
         reports.plot_confusion_matrix(matrix, names[:-1], tmp_path / "bad.png")
+
+
+def test_a_failed_drawing_leaves_no_open_figure():
+    from tledge.plots import closed_on_error, pyplot
+
+    plt = pyplot()
+    before = plt.get_fignums()
+    fig, _ = plt.subplots()
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        with closed_on_error(fig):
+            raise RuntimeError("drawing failed")
+    assert plt.get_fignums() == before

@@ -4,6 +4,7 @@ the Agg backend unless the caller already uses pyplot, and figures published ato
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from tledge.atomic import atomic_write_with
@@ -31,3 +32,13 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+@contextmanager
+def closed_on_error(fig):
+    """Draw inside this block: a figure whose drawing fails is closed (pyplot keeps every open figure alive)."""
+    try:
+        yield fig
+    except BaseException:
+        pyplot().close(fig)
+        raise

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tledge.plots import pyplot as _pyplot, save_figure as _save_figure
+from tledge.plots import closed_on_error, pyplot as _pyplot, save_figure as _save_figure
 from tledge.train.history import _accuracy_columns, _column, best_epoch_index
 
 def plot_curves(rows: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
@@ -24,7 +24,7 @@ def plot_curves(rows: Sequence[dict], path: str | Path, title: str | None = None
     }
     best = best_epoch_index(rows) if rows else None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    try:
+    with closed_on_error(fig):
         for ax, (label, (train, val)) in zip(axes, series.items()):
             marker = "o-" if len(rows) <= 30 else "-"
             ax.plot(epochs, train, marker, color="tab:blue", markersize=3, label=f"train {label}")
@@ -46,9 +46,6 @@ def plot_curves(rows: Sequence[dict], path: str | Path, title: str | None = None
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-    except BaseException:
-        plt.close(fig)
-        raise
     return _save_figure(fig, path)
 
 
@@ -74,7 +71,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     side = max(4.5, 0.5 * n + 2.0)
     fontsize = max(7.0, min(11.0, 13.0 - 0.3 * n))
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side))
-    try:
+    with closed_on_error(fig):
         panels = ((axes[0], matrix, "counts", lambda v: f"{int(v)}", None),
                   (axes[1], percent, "row-normalised (% of true class)",
                    (lambda v: f"{v:.0f}") if n > 8 else (lambda v: f"{v:.1f}"), 100.0))
@@ -97,9 +94,6 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
                         colour = "white" if value > peak * 0.5 else "black"
                         ax.text(j, i, fmt(value), ha="center", va="center", color=colour, fontsize=fontsize)
         fig.tight_layout()
-    except BaseException:
-        plt.close(fig)
-        raise
     return _save_figure(fig, path)
 
 
@@ -116,7 +110,7 @@ def plot_samples(images: Sequence[np.ndarray], true_idx: Sequence[int], pred_idx
     cols = min(4 if count <= 16 else 6, count)
     grid_rows = math.ceil(count / cols)
     fig, axes = plt.subplots(grid_rows, cols, figsize=(2.8 * cols, 3.0 * grid_rows), squeeze=False)
-    try:
+    with closed_on_error(fig):
         for k, ax in enumerate(axes.flat):
             ax.set_xticks([])
             ax.set_yticks([])
@@ -136,7 +130,4 @@ def plot_samples(images: Sequence[np.ndarray], true_idx: Sequence[int], pred_idx
                 spine.set_edgecolor("red")
                 spine.set_linewidth(4)
         fig.tight_layout()
-    except BaseException:
-        plt.close(fig)
-        raise
     return _save_figure(fig, path)

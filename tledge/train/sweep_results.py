@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tledge.atomic import atomic_write_bytes
-from tledge.plots import pyplot, save_figure
+from tledge.plots import closed_on_error, pyplot, save_figure
 from tledge.table import format_table
 from tledge.train import reports
 from tledge.train.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE
@@ -185,7 +185,7 @@ def plot_results(rows: Sequence[dict], path: str | Path, title: str | None = Non
     errors = [r.get(f"{key}_std") or 0.0 for r in rows] if any(r.get("k") for r in rows) else None
     colours = ["tab:blue" if r.get("k") else "tab:green" for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 2.0), 4.5))
-    try:
+    with closed_on_error(fig):
         positions = list(range(len(rows)))
         ax.bar(positions, values, yerr=errors, capsize=4, color=colours)
         for x, row, value in zip(positions, rows, values):
@@ -200,9 +200,6 @@ def plot_results(rows: Sequence[dict], path: str | Path, title: str | None = Non
         if title:
             ax.set_title(title)
         fig.tight_layout()
-    except BaseException:
-        plt.close(fig)
-        raise
     return save_figure(fig, path)
 
 
