@@ -331,7 +331,9 @@ def _fit(session: _Session, log: Log, on_epoch_end) -> RunResult:
         val_feats, _, val_s = _cache_split(session, val_ds, "val", 1, log)
         cache_s = train_s + val_s
         session.train_time_s += cache_s if session.start_epoch == 0 else 0.0
-        what = "trunk features" if _prefix_stages(session) is None else f"outputs of the first {_prefix_stages(session)} stages"
+        stages = _prefix_stages(session)
+        val_module = TrainableSuffix(model, stages)  # the network after the prefix, for the val pass
+        what = "trunk features" if stages is None else f"outputs of the first {stages} stages"
         views = f", {config.cache_views} views per train image" if config.cache_views > 1 else ""
         log(f"freeze {config.freeze}: {what} cached in {cache_s:.1f} s ({engine}{views}); "
             "epochs now train only the rest")
@@ -352,7 +354,7 @@ def _fit(session: _Session, log: Log, on_epoch_end) -> RunResult:
                     lambda: set_train_mode(model, session.frozen), label, reduce,
                 )
                 val_stats, _, _ = evaluate(
-                    TrainableSuffix(model, _prefix_stages(session)),
+                    val_module,
                     feature_loader(val_feats, config.batch_size, False, config.seed, epoch),
                     session.criterion, setup,
                 )
