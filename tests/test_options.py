@@ -17,7 +17,9 @@ from tledge.export.options import ExportOptions
 from tledge.option_tables import JOBS, options_class, readme_table, render
 from tledge.options import click_options, options_of, validate
 from tledge.runtime.options import BenchOptions, PredictRequest
-from tledge.train.config import TrainConfig
+from tledge.demo import DemoOptions
+from tledge.train.config import ResumeOptions, TrainConfig
+from tledge.train.eval_options import EvalOptions
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -67,6 +69,19 @@ BENCH_CASES = [
     (["--batch", "x"], "expected comma-separated integers"),
     (["--min-time", "-1"], "--min-time -1.0: must be at least 0"),
     (["--warmup", "-2"], "--warmup -2: must be at least 0"),
+]
+
+
+EVAL_CASES = [
+    (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    (["--device", "gpu"], "--device 'gpu': must be auto, cpu, cuda or cuda:N"),
+    (["--device", "cuda:x"], "--device 'cuda:x'"),
+]
+DEMO_CASES = [
+    (["--epochs", "0"], "--epochs 0: must be at least 1"),
+    (["--img-size", "4097"], "--img-size 4097: must be at most 4096"),
+    (["--bench-iters", "0"], "--bench-iters 0: must be at least 1"),
+    (["--formats", "onnx,tflite"], "unknown export format 'tflite'"),
 ]
 
 
@@ -150,7 +165,8 @@ def test_numbers_of_the_wrong_type_are_refused():
         "width_mult": 0.5}
 
 
-@pytest.mark.parametrize("command, cls", [("train", TrainConfig), ("export", ExportOptions),
+@pytest.mark.parametrize("command, cls", [("train", TrainConfig), ("train", ResumeOptions), ("eval", EvalOptions),
+                                          ("demo", DemoOptions), ("export", ExportOptions),
                                           ("predict", PredictRequest), ("bench", BenchOptions)])
 def test_cli_options_are_generated_from_the_options_object(command, cls):
     params = {p.name: p for p in cli.commands[command].params}
@@ -248,4 +264,58 @@ def test_every_declared_bound_is_enforced_at_its_edge(job):
                 with pytest.raises(TledgeError, match=f"^{opt.flag} "):
                     cls(**_required(cls), **{opt.name: value})
             checked += 1
-    assert checked >= (2 if job != "sweep" else 1)
+    assert checked >= {"sweep": 1, "resume": 0}.get(job, 2)
+
+
+@pytest.mark.parametrize("args, expected", EVAL_CASES)
+def test_eval_ranges_fail_before_any_file(args, expected, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"never read: the options fail first")
+    code = main(["eval", str(run), "--json", str(tmp_path / "m.json"), *args])
+    _one_line_error(capsys, code, expected)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["best.pt", "run"]
+
+
+@pytest.mark.parametrize("args, expected", DEMO_CASES)
+def test_demo_ranges_fail_before_any_folder(args, expected, tmp_path, capsys):
+    project = tmp_path / "runs"
+    code = main(["demo", "--project", str(project), *args])
+    _one_line_error(capsys, code, expected)
+    assert not project.exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--force"], "--force applies to --resume only"),
+    (["--resume", "runs/exp", "--epochs", "3"], "--resume continues a run with its saved options"),
+    ([], "needs DATA"),
+])
+def test_train_resume_options(args, expected, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(capsys, main(["train", *args]), expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_and_demo_reuse_the_option_definitions_of_train_export_and_bench():
+    def specs(cls):
+        return {o.name: o.spec for o in options_of(cls)}
+
+    train, evaluate, demo = specs(TrainConfig), specs(EvalOptions), specs(DemoOptions)
+    assert evaluate["device"] is train["device"] and evaluate["batch_size"] is train["batch_size"]
+    assert demo["epochs"] is train["epochs"] and demo["img_size"] is train["img_size"]
+    assert demo["formats"].help == specs(ExportOptions)["formats"].help and demo["formats"].show is None
+    assert demo["bench_iters"].flag == "--bench-iters" and demo["bench_iters"].min == specs(BenchOptions)["iters"].min
+    assert DemoOptions().epochs == 6 and DemoOptions().formats == ("onnx", "int8")
+    assert EvalOptions(run="r").batch_size == TrainConfig(data="d").batch_size == 32
+
+
+def test_evaluate_api_checks_its_options_first(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(ValueError, match="--batch-size 0: must be at least 1"):
+        tledge.evaluate(run, batch_size=0)
+    with pytest.raises(TledgeError, match="unknown eval option 'devise'; did you mean device"):
+        tledge.evaluate(run, devise="cpu")
+    with pytest.raises(TledgeError, match="--force applies to --resume only"):
+        tledge.train(force=True)
+    assert list(run.iterdir()) == []

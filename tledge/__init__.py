@@ -2,6 +2,7 @@
 
     import tledge
     run = tledge.train("photos/", model="mobilenet_v2", epochs=15)   # -> Run(.dir, .metrics)
+    tledge.evaluate(run, "other_photos/")                            # metrics dict (+ RUN/eval-other_photos/)
     exp = tledge.export(run, formats=["onnx", "int8"])               # exp["int8"] -> Path, exp.parity
     model = tledge.load(exp["int8"])                                 # run folder, .pt, .onnx, .engine
     model.predict("img.jpg")[0].label                                # also arrays, lists, folders
@@ -13,12 +14,13 @@ The names are loaded on first use, so `import tledge` stays light (no torch, no 
 from tledge.errors import TledgeError
 
 __version__ = "0.1.0"
-__all__ = ["train", "export", "load", "bench", "TledgeError", "Run", "Export", "Model", "Prediction", "TrainConfig",
-           "ExportOptions", "BenchOptions", "PredictRequest"]
+__all__ = ["train", "evaluate", "export", "load", "bench", "TledgeError", "Run", "Export", "Model", "Prediction",
+           "TrainConfig", "EvalOptions", "ExportOptions", "BenchOptions", "PredictRequest"]
 
 _LAZY = {
-    "load": "tledge.api", "bench": "tledge.api", "Run": "tledge.api",
+    "load": "tledge.api", "evaluate": "tledge.api", "bench": "tledge.api", "Run": "tledge.api",
     "Export": "tledge.export.pipeline", "Model": "tledge.runtime.model", "Prediction": "tledge.runtime.model", "TrainConfig": "tledge.train.config",
+    "EvalOptions": "tledge.train.eval_options",
     "ExportOptions": "tledge.export.options", "BenchOptions": "tledge.runtime.options",
     "PredictRequest": "tledge.runtime.options",
 }

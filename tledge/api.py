@@ -24,7 +24,7 @@ from tledge.runtime.model import Model, Prediction, load
 if TYPE_CHECKING:
     from tledge.export.pipeline import ExportResult
 
-__all__ = ["Run", "train", "export", "load", "bench", "bench_result", "Model", "Prediction"]
+__all__ = ["Run", "train", "evaluate", "export", "load", "bench", "bench_result", "Model", "Prediction"]
 
 Log = Callable[[str], None]
 
@@ -50,16 +50,15 @@ def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | 
     refuses data that changed since the run started unless `force=True`, and `resume=RUN/foldK` resumes that
     fold of a k-fold run only.
     """
-    from tledge.train.config import TrainConfig
+    from tledge.train.config import ResumeOptions, TrainConfig
 
-    if resume is not None:
+    resuming = ResumeOptions(resume=resume, force=force)
+    if resuming.resume is not None:
         if data is not None or options:
-            raise TledgeError("resume continues a run with its saved options; give no data or other options")
-        return _resume(Path(resume), force, log)
-    if force:
-        raise TledgeError("force applies to resume only (it accepts changed data when resuming)")
+            raise TledgeError("--resume continues a run with its saved options; give no DATA or other options")
+        return _resume(Path(resuming.resume), resuming.force, log)
     if data is None:
-        raise TledgeError("train needs DATA (an image folder) or resume=RUN")
+        raise TledgeError("train needs DATA (an image folder) or --resume RUN")
     config = build(TrainConfig, {"data": str(data), **options}, "train option")
     return run_training(config, log=log)
 
@@ -84,6 +83,20 @@ def _resume(run_dir: Path, force: bool, log: Log) -> Run:
 
     resumed = resume_run(run_dir, force=force, log=log)
     return Run(resumed.run_dir, resumed.metrics, resumed.interrupted)
+
+
+def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, log: Log = print,
+             **options: Any) -> dict:
+    """Metrics of a trained model (a Run, run folder or best.pt) on its run's test split, or on `data`, a
+    labelled folder with the same classes; writes RUN/eval/ (or RUN/eval-<folder>/): metrics.json,
+    metrics.md, confusion_matrix.png, samples.png. Returns the metrics dict (accuracy, macro, per_class, ...).
+
+    `options` are EvalOptions fields (json, device, batch_size); bad ones raise TledgeError first."""
+    from tledge.train.eval_options import EvalOptions
+    from tledge.train.evaluate import eval_run
+
+    opts = build(EvalOptions, {"run": run, "data": data, **options}, "eval option")
+    return eval_run(opts.run, opts.data, opts.json, opts.device, opts.batch_size, log=log)
 
 
 def export(source: str | os.PathLike, formats: str | Sequence[str] | None = None, *, strict: bool = False,

@@ -7,12 +7,19 @@ the toolchain (CI runs it with a short setting).
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from tledge.errors import TledgeError
+from tledge.export.formats import parse_formats
+from tledge.export.options import ExportOptions, parse_names
+from tledge.options import click_options, option, reuse, validate
+from tledge.runtime.options import BenchOptions
+from tledge.train.config import TrainConfig
 
 
 def _imagenet_available(model: str) -> bool:
@@ -33,16 +40,38 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
-def run_demo(data: Path | None, epochs: int, img_size: int, project: str, formats: str, bench_iters: int) -> dict:
+@dataclass
+class DemoOptions:
+    """`tledge demo`'s options: train's, export's and bench's own fields with the demo's short defaults."""
+
+    data: str | None = option(None, "Any image folder instead of the built-in Fashion-MNIST sample.")
+    epochs: int = reuse(TrainConfig, "epochs", 6)
+    img_size: int = reuse(TrainConfig, "img_size", 96)
+    project: str = reuse(TrainConfig, "project")
+    formats: tuple[str, ...] = reuse(ExportOptions, "formats", ("onnx", "int8"))
+    bench_iters: int = reuse(BenchOptions, "iters", 30, flag="--bench-iters")
+
+    def __post_init__(self) -> None:
+        if self.data is not None:
+            self.data = os.fspath(self.data)
+        self.project = os.fspath(self.project)
+        self.formats = parse_names(self.formats)
+        validate(self)
+        parse_formats(self.formats)
+
+
+def run_demo(options: DemoOptions) -> dict:
     from tledge import api
     from tledge.data import demo_data_dir
     from tledge.runtime.bench import format_bench_table, write_bench
-    from tledge.runtime.options import BenchOptions, PredictRequest
+    from tledge.runtime.options import PredictRequest
     from tledge.runtime.runner import run_predict
     from tledge.splits import Splits
     from tledge.train.evaluate import eval_run
 
-    data = Path(data) if data else demo_data_dir()
+    data = Path(options.data) if options.data else demo_data_dir()
+    epochs, img_size, project, bench_iters = options.epochs, options.img_size, options.project, options.bench_iters
+    formats = ",".join(options.formats)
     timings = {}
     started = _step(f"train: mobilenet_v2 on {data}")
     weights = "imagenet" if _imagenet_available("mobilenet_v2") else "none"
@@ -97,16 +126,10 @@ def run_demo(data: Path | None, epochs: int, img_size: int, project: str, format
 
 
 @click.command("demo")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="Any image folder instead of the built-in Fashion-MNIST sample.")
-@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
-@click.option("--img-size", type=click.IntRange(min=32), default=96, show_default=True)
-@click.option("--project", default="runs", show_default=True)
-@click.option("--formats", default="onnx,int8", show_default=True, help="Export formats (see tledge export).")
-@click.option("--bench-iters", type=click.IntRange(min=1), default=30, show_default=True)
-def demo(data, epochs, img_size, project, formats, bench_iters):
+@click_options(DemoOptions)
+def demo(**values):
     """Run the whole job (train → eval → export → predict → bench) on built-in real images."""
-    run_demo(data, epochs, img_size, project, formats, bench_iters)
+    run_demo(DemoOptions(**values))
 
 
 COMMANDS = [demo]

@@ -11,6 +11,9 @@ from tledge.options import markdown_table
 
 JOBS = {
     "train": "tledge.train.config:TrainConfig",
+    "resume": "tledge.train.config:ResumeOptions",
+    "eval": "tledge.train.eval_options:EvalOptions",
+    "demo": "tledge.demo:DemoOptions",
     "export": "tledge.export.options:ExportOptions",
     "predict": "tledge.runtime.options:PredictRequest",
     "bench": "tledge.runtime.options:BenchOptions",

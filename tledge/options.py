@@ -43,6 +43,7 @@ class OptionSpec:
     parse: Callable[[str], Any] | None = None  # CLI text → value (comma lists, tuples)
     show: str | None = None  # default as shown in help and README, when str(default) is not it
     metavar: str | None = None
+    check: Callable[[Any], str | None] | None = None  # a rule ranges cannot say: value → problem text or None
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
@@ -52,6 +53,28 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Calla
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def reuse(cls: type, name: str, default: Any = dataclasses.MISSING, **spelling: Any) -> Any:
+    """A field declared by another job's options class, with that field's OptionSpec (help, range, checks):
+    one definition for two commands (eval's --device is train's). A job may give its own `default` (the
+    shown default then follows it) and CLI spelling (`flag=`, `metavar=`), nothing else."""
+    if set(spelling) - {"flag", "metavar"}:
+        raise TypeError(f"reuse() changes only the default, flag and metavar, not {sorted(spelling)}")
+    source = next(f for f in dataclasses.fields(cls) if f.name == name)
+    spec = source.metadata[META_KEY]
+    if default is not dataclasses.MISSING:
+        if spec.show is not None:  # it described the source's default
+            spelling["show"] = None
+    elif source.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = source.default_factory()  # type: ignore[misc]
+    else:
+        default = source.default
+    if any(getattr(spec, key) != value for key, value in spelling.items()):
+        spec = dataclasses.replace(spec, **spelling)
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={META_KEY: spec})
+    return dataclasses.field(default=default, metadata={META_KEY: spec})
 
 
 @dataclass(frozen=True)
@@ -77,8 +100,12 @@ class Option:
 
     @property
     def shown_default(self) -> str:
-        if self.spec.show is not None:
-            return self.spec.show
+        """The default as help and README show it (`show`, when the value alone does not say it)."""
+        return self.spec.show if self.spec.show is not None else self.default_text
+
+    @property
+    def default_text(self) -> str:
+        """The default as CLI text ("" for none, and for flags)."""
         if self.default is dataclasses.MISSING or self.default is None:
             return ""
         if isinstance(self.default, bool):
@@ -151,6 +178,8 @@ def validate(options: Any) -> None:
     for opt in options_of(type(options)):
         value = getattr(options, opt.name)
         problem = _type_problem(opt, value) or (None if value is None else _range_problem(opt, value))
+        if not problem and value is not None and opt.spec.check is not None:
+            problem = opt.spec.check(value)
         if problem:
             raise TledgeError(f"{describe(opt, value)}: {problem}")
 
@@ -205,7 +234,7 @@ def _click_param(click, opt: Option):
         click_type = str
     default = opt.default if opt.default is not dataclasses.MISSING else None
     if spec.parse is not None or not isinstance(default, (str, int, float, type(None))):
-        default = None if opt.shown_default == "" else opt.shown_default
+        default = None if opt.default_text == "" else opt.default_text
     help_text = spec.help
     shown = opt.shown_default
     if shown and "default" not in help_text.lower():

@@ -28,8 +28,8 @@ def parse_names(value: Any) -> tuple[str, ...]:
 @dataclass
 class ExportOptions:
     formats: tuple[str, ...] | None = option(
-        None, f"Comma-separated: {', '.join(FORMATS)}. Default: onnx,int8 (+ trt-fp16 where a GPU and TensorRT are).",
-        parse=parse_names)
+        None, f"Comma-separated: {', '.join(FORMATS)}.", parse=parse_names,
+        show="onnx,int8 (+ trt-fp16 where a GPU and TensorRT are)")
     opset: int | None = option(None, "ONNX opset (default 17: accepted by TensorRT 8.5 to 11; 18+ uses the dynamo "
                                "exporter).", min=MIN_OPSET, max=MAX_OPSET)
     exporter: str | None = option(None, "Force a PyTorch ONNX exporter (default: torchscript for opset ≤ 17, "

@@ -16,12 +16,22 @@ CACHE_HELP = "ONNX Runtime's TensorRT provider engine cache folder (default: MOD
 FP16_HELP = "Let ONNX Runtime's TensorRT provider use FP16 kernels (.onnx files)."
 
 
-def parse_device(value: Any) -> str:
-    """auto, cpu, cuda or cuda:N."""
+def device_problem(value: Any) -> str | None:
+    """What is wrong with a device name (auto, cpu, cuda or cuda:N), or None: the one rule of every --device."""
     text = str(value)
     if text in DEVICES or (text.startswith("cuda:") and text[5:].isdigit()):
-        return text
-    raise TledgeError(f"device must be auto, cpu, cuda or cuda:N, got {text!r}")
+        return None
+    return "must be auto, cpu, cuda or cuda:N"
+
+
+def parse_device(value: Any) -> str:
+    """auto, cpu, cuda or cuda:N."""
+    problem = device_problem(value)
+    if problem:
+        raise TledgeError(f"device {problem}, got {str(value)!r}")
+    return str(value)
+
+
 THREADS_HELP = "CPU threads for ONNX Runtime / PyTorch."
 
 

@@ -7,46 +7,32 @@ from pathlib import Path
 
 import click
 
-from tledge.errors import Interrupted, TledgeError
+from tledge.errors import Interrupted
 from tledge.options import click_options, given
-from tledge.train.config import TrainConfig
+from tledge.train.config import ResumeOptions, TrainConfig
+from tledge.train.eval_options import EvalOptions
 
 
 @click.command("train")
 @click.argument("data", required=False, type=click.Path(path_type=Path))
 @click_options(TrainConfig)
-@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue an interrupted run folder.")
-@click.option("--force", is_flag=True, help="With --resume: continue even though the data folder changed since the run started.")
+@click_options(ResumeOptions)
 def train_command(data, resume, force, **values):
     """Fine-tune an ImageNet backbone on DATA, a folder of class subfolders (or train/val/test folders)."""
     from tledge.api import train
 
-    options = given(values, TrainConfig)
-    if resume is not None:
-        if data is not None or options:
-            raise TledgeError("--resume continues a run with its saved options; give no DATA or other options")
-        run = train(resume=resume, force=force)
-    elif force:
-        raise TledgeError("--force applies to --resume only (it accepts changed data when resuming)")
-    elif data is None:
-        raise TledgeError("tledge train needs DATA (an image folder) or --resume RUN")
-    else:
-        run = train(str(data), **options)
+    run = train(data, resume=resume, force=force, **given(values, TrainConfig))
     if run.interrupted:
         raise Interrupted("training stopped by Ctrl-C (see the resume command above)")
 
 
 @click.command("eval")
-@click.argument("run", type=click.Path(path_type=Path))
-@click.argument("data", required=False, type=click.Path(path_type=Path))
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write metrics here.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-def eval_command(run, data, json_path, device, batch_size):
+@click_options(EvalOptions)
+def eval_command(run, data, **values):
     """Metrics and plots of RUN (run folder or .pt) on its test split, or on DATA with the same classes."""
-    from tledge.train.evaluate import eval_run
+    from tledge.api import evaluate
 
-    eval_run(run, data, json_path, device, batch_size)
+    evaluate(run, data, **given(values, EvalOptions))
 
 
 @click.group("weights")

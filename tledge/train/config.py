@@ -6,12 +6,13 @@ so a run can be resumed or reproduced without the command line that started it."
 from __future__ import annotations
 
 import dataclasses
-import re
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from tledge.errors import TledgeError
 from tledge.options import option, validate
+from tledge.runtime.options import device_problem
 
 FREEZE_HELP = ("none (full fine-tune), all (feature extractor: only the head trains; features are cached), "
                "stages:K (freeze the first K stages), last:N (only the last N Conv/Linear layers + head train).")
@@ -54,7 +55,7 @@ class TrainConfig:
                           "rotation, shifts, shear, zoom, flip, mild colour jitter), strong (+ hue, cutout).",
                           choices=AUGMENT_LEVELS)
     epochs: int = option(15, "Training epochs.", min=1)
-    batch_size: int = option(32, "Images per training step.", min=1)
+    batch_size: int = option(32, "Images per batch (a training step; an eval forward pass).", min=1)
     optimizer: str = option("adam", "Optimizer (sgd uses Nesterov momentum).", choices=OPTIMIZERS)
     lr: float | None = option(None, "Default: adam/adamw 1e-3, sgd 1e-2, adadelta 1.0.", above=0)
     weight_decay: float = option(0.0, "L2 weight decay.", min=0)
@@ -71,7 +72,7 @@ class TrainConfig:
                                                "folders.", parse=parse_split)
     seed: int = option(0, "Random seed (splits, order, augmentation).", min=0)
     device: str = option("auto", "auto, cpu, cuda or cuda:N. CUDA uses AMP (bf16 on compute capability >= 8.0, "
-                        "else fp16 + GradScaler), channels_last and pinned memory.")
+                        "else fp16 + GradScaler), channels_last and pinned memory.", check=device_problem)
     workers: int | None = option(None, "Data-loading processes (default: CPU count - 1, at most 4).", min=0)
     amp: bool = option(True, "Train in float32 on CUDA too.", flag="--no-amp", negate=True)
     sync_bn: bool = option(False, "Under torchrun on CUDA: synchronise BatchNorm statistics across GPUs.")
@@ -107,8 +108,6 @@ class TrainConfig:
         if any(s < 0 for s in self.split) or abs(sum(self.split) - 1.0) > 1e-6 or self.split[0] <= 0:
             raise TledgeError(f"--split {','.join(f'{s:g}' for s in self.split)}: expected three fractions ≥ 0 "
                               "that sum to 1, with a train part above 0")
-        if self.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", self.device):
-            raise TledgeError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -126,3 +125,20 @@ class TrainConfig:
 
 
 TrainOptions = TrainConfig  # the name the public API documents
+
+
+@dataclass
+class ResumeOptions:
+    """`tledge train --resume RUN [--force]`: continue a run with its saved TrainConfig (no other options)."""
+
+    resume: str | None = option(None, "Continue an interrupted run folder (RUN/foldK: that fold of a k-fold run "
+                                "only).", metavar="RUN")
+    force: bool = option(False, "With --resume: continue even though the data folder changed since the run "
+                         "started.")
+
+    def __post_init__(self) -> None:
+        if self.resume is not None:
+            self.resume = os.fspath(self.resume)  # a Path or Run from Python callers
+        validate(self)
+        if self.force and self.resume is None:
+            raise TledgeError("--force applies to --resume only (it accepts changed data when resuming)")

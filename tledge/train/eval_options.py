@@ -1,0 +1,28 @@
+"""EvalOptions: what `tledge eval RUN [DATA]` and `tledge.evaluate(run, data)` take. --device and --batch-size
+are train's own fields (tledge.options.reuse), so their help, range and device rule are defined once.
+No torch here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tledge.options import option, reuse, validate
+from tledge.train.config import TrainConfig
+
+
+@dataclass
+class EvalOptions:
+    run: str = option(help="Run folder or best.pt.", argument=True)
+    data: str | None = option(None, "Labelled folder with the run's classes (default: the run's test split).",
+                              argument=True)
+    json: str | None = option(None, "Also write the metrics to this JSON file.", metavar="FILE")
+    device: str = reuse(TrainConfig, "device")
+    batch_size: int = reuse(TrainConfig, "batch_size")
+
+    def __post_init__(self) -> None:
+        for name in ("run", "data", "json"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                setattr(self, name, os.fspath(value))  # a Path or Run from Python callers
+        validate(self)
