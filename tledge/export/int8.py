@@ -45,7 +45,7 @@ import numpy as np
 from tledge.atomic import atomic_write_with
 from tledge.card import ModelCard, card_from_onnx, embed_in_onnx
 from tledge.errors import ExportOptionError, TledgeError, require
-from tledge.preprocess import is_image_file, load_image, preprocess_batch
+from tledge.preprocess import load_image, preprocess_batch
 
 MIN_CALIBRATION_IMAGES = 32
 DEFAULT_CALIBRATION_IMAGES = 512
@@ -69,14 +69,6 @@ FLAVOURS = {
 
 
 # ----------------------------------------------------------------------------------------- images
-def find_images(folder: str | Path) -> list[Path]:
-    """Every image file under `folder` (recursive), sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise TledgeError(f"calibration folder not found: {folder}")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
-
-
 def select_calibration_images(paths: Sequence[Path], count: int | None = DEFAULT_CALIBRATION_IMAGES,
                               source: str = "", seed: int = 0) -> list[Path]:
     """A seeded sample of `count` paths (all of them when there are fewer); refuse fewer than 32."""
@@ -258,28 +250,6 @@ def record_latency(path: str | Path, latency_ms: dict) -> None:
     facts = {**card.extra.get("int8", {}), **latency_ms}
     embed_in_onnx(model, card.replace(extra={**card.extra, "int8": facts}))
     atomic_write_with(path, lambda tmp_path: onnx.save(model, str(tmp_path)))
-
-
-def measure_latency_ms(path: str | Path, card: ModelCard, batch: int = 1, runs: int = 20, threads: int | None = None,
-                       warmup: int = 3) -> float:
-    """Median wall time of one ONNX Runtime CPU call on a seeded input (a quick check, not a benchmark)."""
-    from tledge.runtime.backends import load_backend
-
-    backend = load_backend(path, device="cpu", threads=threads)
-    try:
-        n = backend.max_batch or batch
-        height, width = card.input_size
-        x = np.random.default_rng(0).standard_normal((n, 3, height, width)).astype(np.float32)
-        for _ in range(warmup):
-            backend.predict(x)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            backend.predict(x)
-            times.append(time.perf_counter() - start)
-        return float(np.median(times) * 1000.0)  # per call (a fixed-batch graph runs its own batch size)
-    finally:
-        backend.close()
 
 
 # ----------------------------------------------------------------------------------------- helpers

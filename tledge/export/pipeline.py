@@ -23,6 +23,7 @@ from tledge.atomic import write_json
 from tledge.errors import ParityError, ParityInconclusive, TledgeError
 from tledge.export.formats import FORMATS, INT8_TRT_FILENAME, artifact_path, check_options, parse_formats
 from tledge.export.options import ExportOptions
+from tledge.image_files import find_images
 from tledge.options import build
 from tledge.paths import clean_stale_temp_files
 from tledge.splits import SPLITS_FILE, Splits
@@ -284,7 +285,9 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
     calib_source = ""
     if "int8" in names or _wants_trt_int8(o, names):
         if o.calib_data is not None:
-            found, calib_source = int8_mod.find_images(o.calib_data), str(o.calib_data)
+            if not Path(o.calib_data).is_dir():
+                raise TledgeError(f"calibration folder not found: {o.calib_data}")
+            found, calib_source = find_images(o.calib_data), str(o.calib_data)
         elif splits is not None and splits.items.get("train"):
             found, calib_source = splits.paths("train"), f"train split of {run_dir}"
         else:
@@ -549,23 +552,15 @@ def _interleaved_latency_ms(paths: dict, card, rounds: int = 5, runs: int = 10) 
     import numpy as np
 
     from tledge.runtime.backends import load_backend
+    from tledge.timing import medians, time_calls
 
     backends = {name: load_backend(path, device="cpu") for name, path in paths.items()}
     try:
         height, width = card.input_size
-        times: dict[str, list[float]] = {name: [] for name in backends}
         inputs = {name: np.random.default_rng(0).standard_normal(
             (b.max_batch or 1, 3, height, width)).astype(np.float32) for name, b in backends.items()}
-        for name, backend in backends.items():  # warm-up
-            for _ in range(3):
-                backend.predict(inputs[name])
-        for _ in range(rounds):
-            for name, backend in backends.items():
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    backend.predict(inputs[name])
-                    times[name].append(time.perf_counter() - start)
-        return {name: float(np.median(t) * 1000.0) for name, t in times.items()}
+        calls = {name: (lambda b=backend, x=inputs[name]: b.predict(x)) for name, backend in backends.items()}
+        return medians(time_calls(calls, rounds=rounds, runs=runs, warmup=3))
     finally:
         for backend in backends.values():
             backend.close()

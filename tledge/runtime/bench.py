@@ -23,9 +23,9 @@ from tledge.metrics import accuracy, latency_stats
 from tledge.preprocess import preprocess_batch
 from tledge.runtime.backends import artifact_kind, load_backend
 from tledge.runtime.options import BenchOptions
-from tledge.runtime.sources import Clock
 from tledge.staleness import stale_reason
 from tledge.table import format_table
+from tledge.timing import Clock, time_calls
 
 ARTIFACT_SUFFIXES = (".onnx", ".engine")
 ROW_KEYS = ("artifact", "format", "backend", "batch", "status", "size_mb", "accuracy", "p50_ms", "p99_ms",
@@ -143,21 +143,20 @@ def timing_batch(card: ModelCard, batch: int, paths: Sequence[Path]) -> np.ndarr
 
 def time_backend(backend, x: np.ndarray, iters: int, warmup: int, min_time: float, clock: Clock,
                  gpu_ms: list[float] | None = None) -> list[float]:
-    """Per-call milliseconds after warm-up: at least `iters` calls and at least `min_time` seconds. Backends
-    that time their GPU work (CUDA events) append it per call to `gpu_ms`."""
-    for _ in range(max(0, warmup)):
-        backend.predict(x)
-    backend.synchronize()
-    samples: list[float] = []
-    began = clock()
-    while len(samples) < max(1, iters) or clock() - began < min_time:
-        start = clock()
+    """Per-call milliseconds after warm-up: at least `iters` calls and at least `min_time` seconds, each call
+    synchronised (GPU work finished). Backends that time their GPU work (CUDA events) append it per call to
+    `gpu_ms`."""
+
+    def call() -> None:
         backend.predict(x)
         backend.synchronize()
-        samples.append((clock() - start) * 1000.0)
+
+    def collect(_name: str) -> None:
         if gpu_ms is not None and getattr(backend, "last_gpu_ms", None) is not None:
             gpu_ms.append(backend.last_gpu_ms)
-    return samples
+
+    return time_calls({"backend": call}, rounds=iters, warmup=warmup, min_time=min_time, clock=clock,
+                      after=collect)["backend"]
 
 
 def _size_mb(path: Path) -> float:

@@ -119,7 +119,7 @@ class Model:
                 continue
             path = Path(image)
             if path.is_dir():
-                from tledge.runtime.sources import find_images
+                from tledge.image_files import find_images
 
                 files = find_images(path)
                 if not files:

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from tledge.errors import TledgeError
+from tledge.image_files import find_images, find_other_files
 from tledge.preprocess import is_image_file, load_image, to_rgb8
 
 Clock = Callable[[], float]
@@ -385,16 +386,6 @@ def _gstreamer_available() -> bool:
 
 def _camera_api() -> int:
     return cv2.CAP_V4L2 if os.name == "posix" and os.path.isdir("/dev") and Path("/sys/class/video4linux").exists() else cv2.CAP_ANY
-
-
-def find_images(root: Path) -> list[Path]:
-    """Image files under a folder, recursive, sorted by path."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
-
-
-def find_other_files(root: Path) -> list[Path]:
-    """Files under a folder that are not images (skipped, and counted in the summary); hidden ones left out."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and not is_image_file(p) and not p.name.startswith("."))
 
 
 def open_source(spec: str | int, *, prepare: Callable[[np.ndarray], np.ndarray] | None = None, workers: int = 2,
