@@ -32,6 +32,7 @@ from typing import Callable
 from tledge.atomic import atomic_write_bytes
 from tledge.card import ModelCard, card_from_onnx, engine_sidecar_path
 from tledge.errors import ExportOptionError, MissingDependency, TledgeError
+from tledge.runtime.backends.cuda_runtime import detect_gpu  # the one GPU probe (builder and backend)
 
 WEAK, STRONG = "weak", "strong"
 STRONG_TYPING_FROM = (10, 12)
@@ -93,34 +94,6 @@ def import_tensorrt():
         raise MissingDependency(f"the 'tensorrt' package is installed but cannot load ({str(exc).splitlines()[0][:160]}); "
                                 "TensorRT engines need an NVIDIA GPU with TensorRT's libraries") from None
     return trt
-
-
-def detect_gpu() -> tuple[str, str] | None:
-    """(GPU name, compute capability "8.7") of CUDA device 0, via cuda-python or torch; None without a GPU.
-
-    A CUDA runtime error other than "no device" (error 35: this cuda-python's CUDA major needs a newer driver)
-    is not "no GPU": torch is asked next, and if it cannot answer either the CUDA error is raised with its fix.
-    """
-    from tledge.runtime.backends import cuda_runtime
-
-    failure = None
-    cudart = cuda_runtime.import_cudart()
-    if cudart is not None:
-        try:
-            return cuda_runtime.device_facts(cudart, 0)
-        except cuda_runtime.CudaRuntimeError as exc:
-            failure = exc if exc.code != cuda_runtime.NO_DEVICE else None
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return torch.cuda.get_device_name(0), f"{major}.{minor}"
-    except ImportError:
-        pass
-    if failure is not None:
-        raise failure
-    return None
 
 
 def tensorrt_unavailable_reason() -> str | None:

@@ -1,4 +1,5 @@
-"""cuda-python's runtime API, imported and read the same way by the TensorRT backend and builder.
+"""cuda-python's runtime API, imported and read the same way by the TensorRT backend and builder, and the one
+GPU probe (`detect_gpu`) and fallback order (`with_cuda`: cuda-python first, then torch) they both use.
 
 Why a module: the CUDA runtime that cuda-python links in is tied to one CUDA major, and a driver older than
 that major answers every call with error 35 (cudaErrorInsufficientDriver). That is not "no GPU": it gets its
@@ -8,12 +9,20 @@ runtime error, not only when cuda-python is missing.
 
 from __future__ import annotations
 
-from tledge.errors import TledgeError
+from typing import Callable, TypeVar
+
+from tledge.errors import MissingDependency, TledgeError
+
+T = TypeVar("T")
 
 INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver
 NO_DEVICE = 100  # cudaErrorNoDevice
 DRIVER_FIX = ("install the tledge extra that matches the driver (pip install 'tledge[gpu]' pins CUDA 12, which "
               "needs driver >= 525; 'tledge[gpu-cu13]' needs driver >= 580; on Jetson use JetPack's own packages)")
+
+
+class NoGpu(TledgeError):
+    """No CUDA device here (not a driver or package problem)."""
 
 
 class CudaRuntimeError(TledgeError):
@@ -76,3 +85,50 @@ def handle(obj) -> int:
     getPtr() is the supported way and exists since cuda-python 11."""
     get_ptr = getattr(obj, "getPtr", None)
     return int(get_ptr()) if callable(get_ptr) else int(obj)
+
+
+def torch_device_facts(torch, index: int = 0) -> tuple[str, str]:
+    """(GPU name, compute capability "8.7") of device `index` through torch's CUDA; NoGpu when it sees none."""
+    if not torch.cuda.is_available():
+        raise NoGpu("no CUDA GPU found")
+    major, minor = torch.cuda.get_device_capability(index)
+    return torch.cuda.get_device_name(index), f"{major}.{minor}"
+
+
+def with_cuda(ask_cudart: Callable[[object], T], ask_torch: Callable[[object], T]) -> T:
+    """Answer a GPU question through cuda-python, else through torch: the one fallback order of the TensorRT
+    builder and backend. Any CUDA runtime error moves on to torch (built for its own CUDA major); when torch
+    cannot answer either, that error is raised (once, with its fix: e.g. a driver too old) unless it only
+    said "no device". NoGpu when there is no device; MissingDependency when neither package is installed."""
+    failure: CudaRuntimeError | None = None
+    cudart = import_cudart()
+    if cudart is not None:
+        try:
+            return ask_cudart(cudart)
+        except CudaRuntimeError as exc:
+            failure = exc
+    try:
+        import torch
+    except ImportError:
+        if failure is not None:
+            raise (failure if failure.code != NO_DEVICE else NoGpu("no CUDA GPU found")) from None
+        raise MissingDependency("CUDA work needs cuda-python (or torch with CUDA): pip install 'tledge[gpu]' (on "
+                                "Jetson: 'tledge[jetson]')") from None
+    try:
+        return ask_torch(torch)
+    except Exception as exc:  # noqa: BLE001 - torch without CUDA, or its own CUDA error
+        if failure is not None and failure.code != NO_DEVICE:
+            raise failure from None
+        if failure is not None or isinstance(exc, TledgeError):
+            raise (NoGpu("no CUDA GPU found") if failure is not None else exc) from None
+        raise TledgeError(f"torch could not open the CUDA device ({str(exc).splitlines()[0][:160]})") from None
+
+
+def detect_gpu(index: int = 0) -> tuple[str, str] | None:
+    """(GPU name, compute capability "8.7") of CUDA device `index`, via cuda-python or torch; None without a
+    GPU (or without both packages). A driver too old for cuda-python's CUDA build, with no torch CUDA to
+    fall back on, is not "no GPU": its CudaRuntimeError (with the fix) is raised."""
+    try:
+        return with_cuda(lambda cudart: device_facts(cudart, index), lambda torch: torch_device_facts(torch, index))
+    except (NoGpu, MissingDependency):
+        return None

@@ -156,13 +156,9 @@ class _TorchMemory:
     """The same, with torch tensors as device buffers (when cuda-python is not installed)."""
 
     def __init__(self, torch, index: int = 0):
-        if not torch.cuda.is_available():
-            raise TledgeError("no CUDA GPU found; .engine files need an NVIDIA GPU (use the .onnx on CPU)")
+        self.gpu_name, self.capability = cuda_runtime.torch_device_facts(torch, index)
         self.torch = torch
         torch.cuda.set_device(index)
-        major, minor = torch.cuda.get_device_capability(index)
-        self.capability = f"{major}.{minor}"
-        self.gpu_name = torch.cuda.get_device_name(index)
         self.stream = torch.cuda.Stream()
         self.stream_handle = int(self.stream.cuda_stream)
         self.events = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
@@ -201,29 +197,15 @@ class _TorchMemory:
 
 def _device_memory(index: int = 0):
     """cuda-python's buffers, or torch's when cuda-python is missing or its CUDA runtime fails (error 35: a
-    CUDA 13 build on an older driver, while torch may be built for CUDA 12)."""
-    cudart = cuda_runtime.import_cudart()
-    failure: cuda_runtime.CudaRuntimeError | None = None
-    if cudart is not None:
-        try:
-            return _CudaPythonMemory(cudart, index)
-        except cuda_runtime.CudaRuntimeError as exc:
-            failure = exc
+    CUDA 13 build on an older driver, while torch may be built for CUDA 12): cuda_runtime.with_cuda."""
     try:
-        import torch
-    except ImportError:
-        if failure is not None:
-            raise failure from None
-        raise MissingDependency(".engine files need cuda-python (or torch with CUDA) for device buffers; "
-                                "install it with: pip install 'tledge[gpu]' (on Jetson: 'tledge[jetson]')") from None
-    try:
-        return _TorchMemory(torch, index)
-    except Exception as exc:  # noqa: BLE001 - torch without CUDA, or its own CUDA error
-        if failure is not None:
-            raise failure from None
-        if isinstance(exc, TledgeError):
-            raise
-        raise TledgeError(f"torch could not open the CUDA device ({str(exc).splitlines()[0][:160]})") from None
+        return cuda_runtime.with_cuda(lambda cudart: _CudaPythonMemory(cudart, index),
+                                      lambda torch: _TorchMemory(torch, index))
+    except cuda_runtime.NoGpu:
+        raise TledgeError("no CUDA GPU found; .engine files need an NVIDIA GPU (use the .onnx on CPU)") from None
+    except MissingDependency:
+        raise MissingDependency(".engine files need cuda-python (or torch with CUDA) for device buffers; install it "
+                                "with: pip install 'tledge[gpu]' (on Jetson: 'tledge[jetson]')") from None
 
 
 # ------------------------------------------------------------------------------------- backend

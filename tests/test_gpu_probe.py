@@ -1,0 +1,60 @@
+"""The one GPU probe (cuda_runtime.detect_gpu) and fallback order (with_cuda) of the TensorRT builder and
+backend: cuda-python first, torch next, "no GPU" as None, a driver too old raised once with its fix. CUDA is
+a stand-in (tests/fake_tensorrt_runtime.py) and torch.cuda is patched: no GPU needed."""
+
+from __future__ import annotations
+
+import pytest
+
+import fake_tensorrt_runtime as fake_trt
+from tledge.errors import TledgeError
+from tledge.runtime.backends import cuda_runtime, tensorrt_backend
+
+
+@pytest.fixture
+def torch_cuda(monkeypatch):
+    import torch
+
+    def set_gpu(name=None, capability=(8, 9)):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: name is not None)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: name)
+
+    return set_gpu
+
+
+def test_cuda_python_answers_first(monkeypatch, torch_cuda):
+    fake_trt.install(monkeypatch, capability=(8, 7), gpu_name="Fake Orin")
+    torch_cuda("Torch GPU")
+    assert cuda_runtime.detect_gpu() == ("Fake Orin", "8.7")
+
+
+@pytest.mark.parametrize("cudart", ["absent", "no device"])
+def test_torch_answers_when_cuda_python_cannot(monkeypatch, torch_cuda, cudart):
+    if cudart == "absent":
+        monkeypatch.setattr(cuda_runtime, "import_cudart", lambda: None)
+    else:
+        fake_trt.install(monkeypatch, device_count=0)
+    torch_cuda("Torch GPU", (7, 2))
+    assert cuda_runtime.detect_gpu() == ("Torch GPU", "7.2")
+    torch_cuda(None)
+    assert cuda_runtime.detect_gpu() is None
+    with pytest.raises(TledgeError, match="^no CUDA GPU found; .engine files need an NVIDIA GPU"):
+        tensorrt_backend._device_memory()
+
+
+def test_driver_too_old_is_raised_once_when_torch_cannot_take_over(monkeypatch, torch_cuda):
+    fake_trt.install(monkeypatch, device_error=35)
+    torch_cuda(None)
+    for probe in (cuda_runtime.detect_gpu, tensorrt_backend._device_memory):
+        with pytest.raises(cuda_runtime.CudaRuntimeError, match="driver is too old.*error 35") as caught:
+            probe()
+        assert caught.value.code == 35 and str(caught.value).count("driver is too old") == 1
+    torch_cuda("Torch GPU")
+    assert cuda_runtime.detect_gpu() == ("Torch GPU", "8.9")
+
+
+def test_builder_and_backend_share_the_probe():
+    from tledge.export import tensorrt_build
+
+    assert tensorrt_build.detect_gpu is cuda_runtime.detect_gpu
