@@ -4,6 +4,7 @@ stream with latency, bench rows, export steps that fail one by one, and CLI = AP
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -103,10 +104,30 @@ def test_bench_returns_rows(artifacts):  # noqa: F811
     assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["batch"] == 2 and rows[0]["p50_ms"] > 0
 
 
+def test_evaluate_matches_the_cli_and_the_predictions(artifacts, tmp_path, capsys):  # noqa: F811
+    import shutil
+
+    folder = artifacts["paths"][0].parent.parent
+    for name in ("api", "cli"):
+        (tmp_path / name).mkdir()
+        shutil.copy(artifacts["pt"], tmp_path / name / "best.pt")
+    report = tledge.evaluate(tmp_path / "api" / "best.pt", folder, device="cpu", batch_size=2,
+                             json=tmp_path / "m.json", log=lambda _line: None)
+    assert main(["eval", str(tmp_path / "cli" / "best.pt"), str(folder), "--batch-size", "3"]) == 0
+    capsys.readouterr()
+    cli = json.loads((tmp_path / "cli" / f"eval-{folder.name}" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "m.json").read_text())["accuracy"] == report["accuracy"] == cli["accuracy"]
+    assert report["confusion_matrix"] == cli["confusion_matrix"] and report["num_samples"] == len(artifacts["paths"])
+    with tledge.load(artifacts["pt"], device="cpu") as model:
+        preds = model.predict(folder)
+    right = sum(p.label == Path(p.source).parent.name for p in preds)
+    assert report["accuracy"] == pytest.approx(right / len(preds))
+
+
 def test_public_names_have_docstrings_and_hints():
     import inspect
 
-    for name in ("train", "export", "load", "bench"):
+    for name in ("train", "evaluate", "export", "load", "bench"):
         function = getattr(tledge.api, name)
         assert function.__doc__ and len(function.__doc__) > 40, name
         assert inspect.signature(function).return_annotation is not inspect.Signature.empty, name

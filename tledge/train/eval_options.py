@@ -13,6 +13,8 @@ from tledge.train.config import TrainConfig
 
 @dataclass
 class EvalOptions:
+    """Everything `tledge eval RUN [DATA]` takes; bad values raise TledgeError before anything is written."""
+
     run: str = option(help="Run folder or best.pt.", argument=True)
     data: str | None = option(None, "Labelled folder with the run's classes (default: the run's test split).",
                               argument=True)
