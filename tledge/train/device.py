@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from tledge.errors import TledgeError
+from tledge.runtime.options import device_problem
 
 
 @dataclass
@@ -38,12 +39,13 @@ class DeviceSetup:
 
 
 def resolve_device(device: str = "auto", amp: bool = True) -> DeviceSetup:
+    problem = device_problem(device)  # the rule every --device follows (tledge.runtime.options)
+    if problem:
+        raise TledgeError(f"--device {device!r}: {problem}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise TledgeError("--device cuda asked for, but torch sees no CUDA GPU (CPU-only torch, or no driver)")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise TledgeError(f"unknown --device {device!r}; expected auto, cpu, cuda or cuda:N")
     dev = torch.device(device)
     if dev.type != "cuda":
         return DeviceSetup(dev, None, False, False)
