@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from tledge.errors import Interrupted, TledgeError
+from tledge.preprocess import decode_min_size
 from tledge.runtime.backends import artifact_kind, load_backend
 from tledge.runtime.options import PredictRequest
 from tledge.runtime.predict import PredictOptions, format_summary, predict_stream, preprocessor
@@ -78,7 +79,8 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
     sinks = []
     try:
         source = open_source(request.source, prepare=preprocessor(backend.card), workers=request.workers,
-                             prefetch=max(32, 2 * request.batch), clock=clock)
+                             prefetch=max(32, 2 * request.batch), clock=clock,
+                             decode_min_size=decode_min_size(backend.card) if request.fast_decode else None)
         if serve_address is not None:  # a served video plays at its own frame rate, as a camera would
             from tledge.runtime.pacing import paced
 

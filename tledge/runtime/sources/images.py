@@ -16,14 +16,17 @@ from tledge.runtime.sources.base import Clock, Item, Source
 
 class ImageFilesSource(Source):
     """Image files, in order. Decoding (and `prepare`, e.g. preprocessing) runs in a thread pool that
-    keeps `prefetch` items in flight ahead of the consumer; cv2 releases the GIL while it works."""
+    keeps `prefetch` items in flight ahead of the consumer; cv2 releases the GIL while it works.
+    `decode_min_size` (H, W): decode large JPEGs at reduced scale, never below that size (opt-in)."""
 
     kind = "images"
 
     def __init__(self, spec: str, paths: Sequence[Path], workers: int = 2, prefetch: int = 32,
-                 prepare: Callable[[np.ndarray], np.ndarray] | None = None, clock: Clock = time.perf_counter):
+                 prepare: Callable[[np.ndarray], np.ndarray] | None = None, clock: Clock = time.perf_counter,
+                 decode_min_size: tuple[int, int] | None = None):
         super().__init__(spec, clock)
         self.paths = [Path(p) for p in paths]
+        self.decode_min_size = decode_min_size
         self.workers = max(1, int(workers))
         self.prefetch = max(1, int(prefetch))
         self.prepare = prepare
@@ -36,7 +39,7 @@ class ImageFilesSource(Source):
     def _load(self, index: int) -> Item:
         path = self.paths[index]
         start = self.clock()
-        frame = load_image(path)
+        frame = load_image(path, self.decode_min_size)
         decoded = self.clock()
         item = Item(str(path), frame, start, index=index, decode_ms=(decoded - start) * 1000.0, ready=decoded)
         if frame is None:

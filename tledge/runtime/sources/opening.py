@@ -43,9 +43,12 @@ def _camera_api() -> int:
 
 def open_source(spec: str | int, *, prepare: Callable[[np.ndarray], np.ndarray] | None = None, workers: int = 2,
                 prefetch: int = 32, retries: int = 3, retry_delay: float = 0.5, csi_size: tuple[int, int] = (1280, 720),
-                csi_fps: int = 30, clock: Clock = time.perf_counter) -> Source:
+                csi_fps: int = 30, clock: Clock = time.perf_counter,
+                decode_min_size: tuple[int, int] | None = None) -> Source:
     """Open what the user typed: "0" / "/dev/video1" (camera), "csi://0", a video, an image, a folder, a glob,
-    or an rtsp/http URL. `prepare` (e.g. the card's preprocessing) runs in the decode pool for image files."""
+    or an rtsp/http URL. `prepare` (e.g. the card's preprocessing) runs in the decode pool for image files and
+    in the reader thread for video files; `prefetch` is how many items those decode ahead. `decode_min_size`:
+    image files decode large JPEGs at reduced scale, never below it (tledge.preprocess.decode_min_size)."""
     spec = str(spec).strip()
     if not spec:
         raise TledgeError("empty source; give a camera index, csi://N, a video, an image, a folder, a glob or a URL")
@@ -81,7 +84,7 @@ def open_source(spec: str | int, *, prepare: Callable[[np.ndarray], np.ndarray] 
         paths = sorted(Path(p) for p in globlib.glob(str(path), recursive=True) if is_image_file(p) and Path(p).is_file())
         if not paths:
             raise TledgeError(f"no image files match {spec}")
-        return ImageFilesSource(spec, paths, workers, prefetch, prepare, clock)
+        return ImageFilesSource(spec, paths, workers, prefetch, prepare, clock, decode_min_size)
     if path.is_dir():
         paths = find_images(path)
         others = find_other_files(path)
@@ -89,17 +92,17 @@ def open_source(spec: str | int, *, prepare: Callable[[np.ndarray], np.ndarray] 
             found = f"; found {len(others)} file(s) of other types, e.g. {others[0].name}" if others else ""
             raise TledgeError(f"no image files in {path} (looked for {', '.join(('.jpg', '.png', '.bmp', '.webp', '.tif'))}"
                               f"{found})")
-        source = ImageFilesSource(spec, paths, workers, prefetch, prepare, clock)
+        source = ImageFilesSource(spec, paths, workers, prefetch, prepare, clock, decode_min_size)
         source.ignored = [(str(p), f"unsupported file type {p.suffix.lower() or '(no extension)'}") for p in others]
         return source
     if path.is_file():
         if is_image_file(path):
-            return ImageFilesSource(spec, [path], 1, 1, prepare, clock)
+            return ImageFilesSource(spec, [path], 1, 1, prepare, clock, decode_min_size)
         if path.suffix.lower() in VIDEO_EXTENSIONS:
             capture = _open_capture(str(path))
             if capture is None:
                 raise TledgeError(f"{path}: cannot open this video (unsupported codec or damaged file)")
-            return VideoFileSource(spec, capture, clock=clock)
+            return VideoFileSource(spec, capture, queue_size=prefetch, prepare=prepare, clock=clock)
         raise TledgeError(f"{path}: unknown source type {path.suffix or '(no extension)'!r}; expected an image, a video "
                           f"({', '.join(VIDEO_EXTENSIONS[:5])}, …), a folder, a camera index or a URL")
     raise TledgeError(f"source not found: {spec} (no such file or folder; cameras are given as 0, /dev/video0 or csi://0)")
