@@ -20,6 +20,7 @@ class ImageFilesSource(Source):
     `decode_min_size` (H, W): decode large JPEGs at reduced scale, never below that size (opt-in)."""
 
     kind = "images"
+    refill_below = 0.5  # top the queue up only once it is half empty: decode in bursts, not between every call
 
     def __init__(self, spec: str, paths: Sequence[Path], workers: int = 2, prefetch: int = 32,
                  prepare: Callable[[np.ndarray], np.ndarray] | None = None, clock: Clock = time.perf_counter,
@@ -59,10 +60,12 @@ class ImageFilesSource(Source):
         pending: deque = deque()
         next_index = 0
         try:
+            low_water = int(self.prefetch * self.refill_below)
             while pending or next_index < len(self.paths):
-                while next_index < len(self.paths) and len(pending) < self.prefetch:
-                    pending.append(self._pool.submit(self._load, next_index))
-                    next_index += 1
+                if len(pending) <= low_water:
+                    while next_index < len(self.paths) and len(pending) < self.prefetch:
+                        pending.append(self._pool.submit(self._load, next_index))
+                        next_index += 1
                 yield pending.popleft().result()
         finally:
             for future in pending:

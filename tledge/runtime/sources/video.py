@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -38,11 +39,7 @@ class VideoFileSource(Source):
         self.name = Path(spec).name
 
     def __iter__(self) -> Iterator[Item]:
-        import queue
-
-        buffer: queue.Queue = queue.Queue(self.queue_size)
-        done = object()
-
+        buffer = BurstQueue(self.queue_size, self._stop)
         failed: list[BaseException] = []
 
         def reader():
@@ -61,36 +58,70 @@ class VideoFileSource(Source):
                         item.tensor = self.prepare(rgb)
                         item.ready = self.clock()
                         item.preprocess_ms = (item.ready - decoded) * 1000.0
-                    while not self._stop.is_set():
-                        try:
-                            buffer.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
+                    buffer.put(item)
                     index += 1
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
                 failed.append(exc)
             finally:
-                buffer.put(done)
+                buffer.finish()
 
         self._thread = threading.Thread(target=reader, name="tledge-video", daemon=True)
         self._thread.start()
         try:
             while True:
                 item = buffer.get()
-                if item is done:
+                if item is None:
                     if failed:  # e.g. `prepare` raised: the run fails as it would with the work in the loop
                         raise failed[0]
                     return
                 yield item
         finally:
             self._stop.set()
-            while self._thread.is_alive():  # unblock a reader waiting on a full queue
-                try:
-                    buffer.get_nowait()
-                except queue.Empty:
-                    self._thread.join(0.05)
+            buffer.wake()  # a reader waiting for room sees the stop at once
             self.close()
 
     def close(self) -> None:
         stop_reader(self)
+
+
+class BurstQueue:
+    """A bounded queue that lets its producer refill only once it is half empty, so decoding runs in bursts
+    between inference calls instead of one frame between every call (measured: less CPU per frame, and the
+    model's caches stay warm). `put` waits for room or the stop event; `finish` marks the end (never waits)."""
+
+    def __init__(self, size: int, stop: threading.Event):
+        self.size = max(1, int(size))
+        self.low_water = self.size // 2
+        self.stop = stop
+        self.items: deque = deque()
+        self.finished = False
+        self.cond = threading.Condition()
+
+    def put(self, item: Item) -> None:
+        with self.cond:
+            if len(self.items) >= self.size:
+                while len(self.items) > self.low_water and not self.stop.is_set():
+                    self.cond.wait(0.1)
+            self.items.append(item)
+            self.cond.notify_all()
+
+    def finish(self) -> None:
+        with self.cond:
+            self.finished = True
+            self.cond.notify_all()
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def get(self) -> Item | None:
+        """The next item, or None once the producer has finished and everything was taken."""
+        with self.cond:
+            while not self.items and not self.finished:
+                self.cond.wait()
+            if not self.items:
+                return None
+            item = self.items.popleft()
+            if len(self.items) == self.low_water:
+                self.cond.notify_all()
+            return item
