@@ -7,10 +7,12 @@ Cases: source (a folder of photos; an mp4 video made from the same photos with O
 (FP32 ONNX; tledge's own CPU INT8 ONNX, calibrated on 32 of the photos).
 - model only: the same ONNX Runtime settings `tledge predict` uses (CPU, `--threads`, no spinning) on
   batches decoded and preprocessed beforehand, from the same photos or video frames (the ceiling);
-- end to end: `tledge.runtime.runner.run_predict` (what `tledge predict MODEL SOURCE --batch B` runs: open the
-  source, decode ahead, shared preprocessing, batching, softmax, top-k, the results table) on the same
-  photos or video; its throughput is items / the loop's wall time (model load and warm-up excluded).
-Ratio = end-to-end ÷ model-only. Every round runs every case, model-only then end-to-end, so drift hits all
+- end to end: the predict loop as `tledge predict MODEL SOURCE --batch B` runs it (the runner's
+  `open_predict_source`: decode ahead, shared preprocessing; then batching, softmax, top-k, the folder's
+  results table and progress sinks) on the same photos or video, with the same warm backend; its throughput
+  is items / the loop's wall time.
+Ratio = end-to-end ÷ model-only (img/s). The process CPU time per image of each side is recorded too (the
+end-to-end one includes loading the model): on a shared, busy machine wall-clock rates swing, CPU time much less. Every round runs every case, model-only then end-to-end, so drift hits all
 of them; medians and the min-max spread of the rounds are reported. MobileNetV2 (width 1.0, random init:
 speed only) exported to ONNX opset 17. Writes benchmarks/results/pipeline_bench.json; about 3 minutes on
 2 cores with the defaults.
@@ -37,7 +39,10 @@ from tledge.card import ModelCard, embed_in_onnx  # noqa: E402
 from tledge.preprocess import is_image_file, load_image, preprocess_rgb, to_rgb8  # noqa: E402
 from tledge.runtime.backends import load_backend  # noqa: E402
 from tledge.runtime.options import PredictRequest  # noqa: E402
-from tledge.runtime.runner import backend_options, run_predict  # noqa: E402
+from tledge.runtime.outputs import ProgressSink, TableSink  # noqa: E402
+from tledge.runtime.predict import PredictOptions, predict_stream  # noqa: E402
+from tledge.runtime.runner import backend_options, open_predict_source  # noqa: E402
+from tledge.runtime.sources import base as sources_base  # noqa: E402
 
 GOALS = {1: 0.8, 16: 0.9}  # issue #15: end-to-end ≥ 0.9× model-only at batch 16, ≥ 0.8× at batch 1
 
@@ -105,19 +110,26 @@ def prepared_batches(images: list[np.ndarray], card: ModelCard, batch: int) -> l
     return [np.stack(tensors[i:i + batch]) for i in range(0, len(tensors), batch)]
 
 
-def model_only(backend, batches: list[np.ndarray]) -> float:
-    start = time.perf_counter()
+def model_only(backend, batches: list[np.ndarray]) -> tuple[float, float]:
+    """(images/s, process CPU ms per image)."""
+    start, cpu = time.perf_counter(), time.process_time()
     count = 0
     for x in batches:
         backend.predict(x)
         count += x.shape[0]
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), (time.process_time() - cpu) * 1000.0 / count
 
 
-def end_to_end(model: Path, source: str, batch: int, threads: int, workers: int) -> tuple[float, dict]:
-    request = PredictRequest(str(model), source, batch=batch, device="cpu", threads=threads, workers=workers)
-    summary = run_predict(request, echo=lambda _line: None)
-    return summary["items"] / summary["wall_s"], summary
+def end_to_end(backend, model: Path, source: str, batch: int, workers: int) -> tuple[float, float, dict]:
+    """(images/s, process CPU ms per image, summary) of the predict loop as `tledge predict` runs it: the source
+    opened by the runner's own function, the folder's results table and progress sinks, on the warm backend."""
+    request = PredictRequest(str(model), source, batch=batch, device="cpu", workers=workers)
+    cpu = time.process_time()
+    with open_predict_source(request, backend.card) as opened:
+        sinks = [TableSink(), ProgressSink(len(opened))] if opened.kind == "images" else []
+        summary = predict_stream(backend, opened, PredictOptions(request.topk, batch, warmup=0), sinks)
+    cpu_ms = (time.process_time() - cpu) * 1000.0 / max(1, summary["items"])
+    return summary["items"] / summary["wall_s"], cpu_ms, summary
 
 
 def spread(values: list[float]) -> list[float]:
@@ -137,8 +149,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     parser.add_argument("--workers", type=int, default=2, help="decode threads for image files")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--decode-niceness", type=int, default=None,
+                        help="how much lower decode threads run than inference (default: tledge's, 0 = same)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/pipeline_bench.json"))
     args = parser.parse_args()
+    if args.decode_niceness is not None:
+        sources_base.DECODE_NICENESS = args.decode_niceness
     batches = [int(b) for b in args.batch.split(",")]
     precisions = args.precision.split(",")
     source_kinds = args.source.split(",")
@@ -176,13 +192,17 @@ def main() -> None:
                     cases.append(key)
             for _ in range(3):  # warm-up
                 backends[precision].predict(inputs[cases[-1]][0])
-        rates = {key: {"model": [], "e2e": []} for key in cases}
+        rates = {key: {"model": [], "e2e": [], "model_cpu": [], "e2e_cpu": []} for key in cases}
         last = {}
         for round_index in range(args.rounds):
             for key in cases:
                 precision, kind, batch = key
-                rates[key]["model"].append(model_only(backends[precision], inputs[key]))
-                rate, summary = end_to_end(models[precision], specs[kind], batch, args.threads, args.workers)
+                rate, cpu_ms = model_only(backends[precision], inputs[key])
+                rates[key]["model"].append(rate)
+                rates[key]["model_cpu"].append(cpu_ms)
+                rate, cpu_ms, summary = end_to_end(backends[precision], models[precision], specs[kind], batch,
+                                                   args.workers)
+                rates[key]["e2e_cpu"].append(cpu_ms)
                 if summary["items"] != len(paths):
                     raise SystemExit(f"{kind}: predicted {summary['items']} of {len(paths)} items")
                 rates[key]["e2e"].append(rate)
@@ -193,7 +213,7 @@ def main() -> None:
 
     results = []
     print(f"{'source':8} {'batch':>5} {'precision':9} {'model-only':>11} {'end-to-end':>11} {'ratio':>6} "
-          f"{'ratio spread':>13} {'goal':>5}")
+          f"{'ratio spread':>13} {'goal':>5} {'CPU ms/img model, e2e':>22}")
     for key in cases:
         precision, kind, batch = key
         model_rates, e2e_rates = rates[key]["model"], rates[key]["e2e"]
@@ -207,15 +227,18 @@ def main() -> None:
             "ratio_of_medians": e2e_ips / model_ips, "median_ratio": statistics.median(ratios),
             "ratio_spread": spread(ratios), "model_only_rounds": model_rates, "end_to_end_rounds": e2e_rates,
             "goal": goal, "meets_goal": None if goal is None else statistics.median(ratios) >= goal,
+            "cpu_ms_per_img": {"model_only": statistics.median(rates[key]["model_cpu"]),
+                               "end_to_end": statistics.median(rates[key]["e2e_cpu"])},
             "last_round_stage_p50_ms": {k: v.get("p50_ms") for k, v in stages.items() if v.get("count")},
         }
         results.append(row)
         low, high = row["ratio_spread"]
         print(f"{kind:8} {batch:>5} {precision:9} {model_ips:>11.1f} {e2e_ips:>11.1f} {row['median_ratio']:>6.3f} "
-              f"{low:>6.3f}-{high:<6.3f} {goal if goal is not None else '':>5}")
+              f"{low:>6.3f}-{high:<6.3f} {goal if goal is not None else '':>5} "
+              f"{row['cpu_ms_per_img']['model_only']:>10.2f}, {row['cpu_ms_per_img']['end_to_end']:.2f}")
     result = {
-        "what": "`tledge predict` throughput (run_predict: decode + preprocess + ONNX Runtime + top-k + results "
-                "table) / model-only ONNX Runtime throughput on the same pre-decoded, pre-processed batches; "
+        "what": "`tledge predict` throughput (the runner's source: decode + preprocess ahead; ONNX Runtime, top-k, "
+                "results table) / model-only ONNX Runtime throughput on the same pre-decoded, pre-processed batches; "
                 "median_ratio is the median of the per-round ratios",
         "command": "python benchmarks/pipeline_bench.py " + " ".join(sys.argv[1:]),
         "model": f"MobileNetV2 width 1.0, random init, ONNX opset 17, input {args.size}x{args.size}; int8: "
@@ -223,6 +246,7 @@ def main() -> None:
         "images": len(paths), "image_source": str(root), "video": f"{args.fourcc}, {args.video_size}x"
                                                                 f"{args.video_size}, {len(paths)} frames",
         "ort_threads": args.threads, "decode_workers": args.workers, "rounds": args.rounds,
+        "decode_niceness": sources_base.DECODE_NICENESS,
         "cpu_count": os.cpu_count(), "load_average_at_end": list(os.getloadavg()),
         "onnxruntime": __import__("onnxruntime").__version__, "opencv": cv2.__version__,
         "setup_s": setup_s, "total_s": time.perf_counter() - began, "cases": results,

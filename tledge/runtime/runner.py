@@ -61,6 +61,14 @@ def check_predict_outputs(request: PredictRequest) -> None:
             check_output_dir(request.save, "--save")
 
 
+def open_predict_source(request: PredictRequest, card, clock: Clock = time.perf_counter):
+    """The source as `tledge predict` opens it: the card's preprocessing done ahead by the decode threads, two
+    batches (at least 32 items) decoded ahead, large JPEGs decoded at reduced scale with --fast-decode."""
+    return open_source(request.source, prepare=preprocessor(card), workers=request.workers,
+                       prefetch=max(32, 2 * request.batch), clock=clock,
+                       decode_min_size=decode_min_size(card) if request.fast_decode else None)
+
+
 def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, clock: Clock = time.perf_counter) -> dict:
     from tledge.runtime.outputs import CsvSink, JsonlSink, ProgressSink, TableSink, write_summary_json
 
@@ -78,9 +86,7 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
         echo(f"warning: {stale}")
     sinks = []
     try:
-        source = open_source(request.source, prepare=preprocessor(backend.card), workers=request.workers,
-                             prefetch=max(32, 2 * request.batch), clock=clock,
-                             decode_min_size=decode_min_size(backend.card) if request.fast_decode else None)
+        source = open_predict_source(request, backend.card, clock)
         if serve_address is not None:  # a served video plays at its own frame rate, as a camera would
             from tledge.runtime.pacing import paced
 

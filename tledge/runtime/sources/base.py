@@ -3,6 +3,8 @@ sources read by a thread from a cv2.VideoCapture (video files and live streams).
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +28,24 @@ class Item:
     tensor: np.ndarray | None = None  # preprocessed CHW float32, when the source was given `prepare`
     preprocess_ms: float = 0.0
     ready: float | None = None  # clock time when decoded (and prepared): from here on it waits in a queue
+
+
+DECODE_NICENESS = 10  # how much lower than inference decode threads run (Linux; 0 = same priority)
+
+
+def lower_thread_priority(niceness: int | None = None) -> None:
+    """Lower the calling thread's CPU priority (Linux keeps a nice value per thread): on a small CPU the
+    inference threads then get the cores when they need them, and decoding ahead fills the gaps between
+    (ONNX Runtime's threads sleep between parallel sections). When the prefetched items run out the
+    inference threads wait, so decoding gets the cores anyway: it is never starved. Elsewhere, a no-op."""
+    niceness = DECODE_NICENESS if niceness is None else niceness
+    if niceness <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+    except (OSError, AttributeError):  # not permitted or not supported: decoding just shares the cores evenly
+        pass
 
 
 def stop_reader(source) -> None:

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from tledge.preprocess import is_image_file, load_image
-from tledge.runtime.sources.base import Clock, Item, Source
+from tledge.runtime.sources.base import Clock, Item, Source, lower_thread_priority
 
 
 class ImageFilesSource(Source):
@@ -56,7 +56,8 @@ class ImageFilesSource(Source):
             for i in range(len(self.paths)):
                 yield self._load(i)
             return
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tledge-decode")
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tledge-decode",
+                                        initializer=lower_thread_priority)
         pending: deque = deque()
         next_index = 0
         try:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from tledge.preprocess import to_rgb8
-from tledge.runtime.sources.base import Clock, Item, Source, stop_reader
+from tledge.runtime.sources.base import Clock, Item, Source, lower_thread_priority, stop_reader
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mjpeg")
 
@@ -43,6 +43,7 @@ class VideoFileSource(Source):
         failed: list[BaseException] = []
 
         def reader():
+            lower_thread_priority()
             index = 0
             try:
                 while not self._stop.is_set():
