@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
+
+import cv2
+import numpy as np
+import pytest
 
 from tledge.runtime.sources.base import Item
 from tledge.runtime.sources.video import BurstQueue
@@ -56,3 +62,22 @@ def test_stop_releases_a_producer_waiting_for_room():
     queue.wake()
     producer.join(5)
     assert not producer.is_alive()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_decode_threads_run_below_the_inference_priority(tmp_path):
+    from tledge.runtime.sources import base, open_source
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((8, 8, 3), i * 40, np.uint8))
+    seen = []
+
+    def prepare(frame):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return frame
+
+    main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with open_source(str(tmp_path), prepare=prepare, workers=2, prefetch=4) as source:
+        assert len(list(source)) == 3
+    assert set(seen) == {min(19, main + base.DECODE_NICENESS)} and base.DECODE_NICENESS > 0
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main  # the caller's own is untouched
