@@ -89,8 +89,9 @@ def _photo_like(height: int, width: int) -> np.ndarray:
 @pytest.mark.parametrize("policy, factor", [("stretch", 4), ("center_crop", 2)])
 def test_reduced_jpeg_decode_is_close_to_full_decode_then_resize(policy, factor):
     """A 1280x960 JPEG for a 224 px model: DCT-scaled decode (1/4, or 1/2 when center crop needs 256 px), then
-    the same resize, differs from full decode + resize by about 1-2 grey levels on average (measured 1.5 and
-    0.8, max 10): close, not equal, which is why it is opt-in (training decodes in full)."""
+    the same resize, differs from full decode + resize by about 1-2 grey levels on average on this smooth
+    image (measured 1.5 and 0.8, max 10; ~5 on detailed mosaics, benchmarks/fast_decode.py): close, not
+    equal, which is why it is opt-in (training decodes in full)."""
     from tledge.preprocess import decode_min_size
 
     ok, data = cv2.imencode(".jpg", _photo_like(960, 1280), [cv2.IMWRITE_JPEG_QUALITY, 90])
