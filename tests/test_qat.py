@@ -77,3 +77,21 @@ def test_frozen_observer_keeps_its_range_and_clips():
     fq.observing = False  # what qat_finetune does after the first epoch
     out = fq(torch.tensor([-1.0, 5.0]))
     assert (fq.lo, fq.hi) == (0.0, 2.0) and float(out.max()) == pytest.approx(2.0) and float(out.min()) == 0.0
+
+
+def test_qat_images_trains_on_a_fresh_sample_each_epoch(qat_run, monkeypatch):
+    from tledge import preprocess
+    from tledge.export.qat import qat_finetune
+    from tledge.splits import Splits
+
+    model, card = load_model(qat_run)
+    splits = Splits.load(qat_run)
+    seen: list[str] = []
+    real_load = preprocess.load_image
+    monkeypatch.setattr(preprocess, "load_image", lambda path: (seen.append(str(path)), real_load(path))[1])
+    _, facts = qat_finetune(model, card, splits.paths("train"), splits.labels("train"), epochs=2,
+                            batch_size=4, images_per_epoch=10, echo=lambda m: None)
+    assert facts["images_per_epoch"] == 10 and facts["train_images"] == 48
+    assert facts["steps"] == 2 * 3  # ceil(10 / 4) batches per epoch
+    first, second = seen[:10], seen[10:]
+    assert len(second) == 10 and len(set(first)) == 10 and set(first) != set(second)

@@ -17,7 +17,7 @@ from tledge.errors import ExportOptionError, TledgeError
 ONNX_OPTIONS = frozenset({"opset", "exporter", "batch"})
 CALIB_OPTIONS = frozenset({"calib_data", "calib_images", "calib_method", "calib_percentile", "int8_flavours",
                            "nodes_to_exclude", "int8_budget", "int8_methods", "int8_recipe", "int8_report",
-                           "int8_max_groups", "int8_search", "qat_epochs", "qat_lr"})
+                           "int8_max_groups", "int8_search", "qat_epochs", "qat_lr", "qat_images"})
 TRT_OPTIONS = frozenset({"max_batch", "workspace"})
 
 # How each option is spelled on the command line, for error messages.
@@ -27,7 +27,7 @@ OPTION_FLAGS = {
     "calib_method": "--calib-method", "calib_percentile": "--calib-percentile", "int8_flavours": "--int8-flavours",
     "nodes_to_exclude": "--exclude-nodes", "int8_budget": "--int8-budget", "int8_methods": "--int8-methods",
     "int8_recipe": "--int8-recipe", "int8_report": "--report", "int8_max_groups": "--int8-max-groups",
-    "qat_epochs": "--qat-epochs", "qat_lr": "--qat-lr", "int8_search": "--int8-search",
+    "qat_epochs": "--qat-epochs", "qat_lr": "--qat-lr", "qat_images": "--qat-images", "int8_search": "--int8-search",
 }
 
 

@@ -249,9 +249,11 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
                          "int8_budget": o.int8_budget, "int8_methods": o.int8_methods,
                          "int8_recipe": o.int8_recipe, "int8_report": o.int8_report,
                          "int8_max_groups": o.int8_max_groups, "int8_search": o.int8_search,
-                         "qat_epochs": o.qat_epochs, "qat_lr": o.qat_lr})
+                         "qat_epochs": o.qat_epochs, "qat_lr": o.qat_lr,
+                         "qat_images": o.qat_images})
     search_mode = _check_int8_options(o.int8_budget, o.int8_methods, o.int8_recipe, o.nodes_to_exclude,
-                                      o.calib_method, o.calib_percentile, o.qat_epochs, o.qat_lr, o.int8_search)
+                                      o.calib_method, o.calib_percentile, o.qat_epochs, o.qat_lr, o.int8_search,
+                                      o.qat_images)
     from tledge.export.parity import parse_tolerance
 
     tolerances = parse_tolerance(o.tolerance)
@@ -342,7 +344,8 @@ def _build_calibration(job: ExportJob) -> None:
 
         job.echo(f"quantization-aware fine-tuning: {o.qat_epochs} epoch(s) on the train split of {job.run_dir}")
         qmodel, job.qat_facts = qat_finetune(job.model, job.card, job.splits.paths("train"),
-                                             job.splits.labels("train"), o.qat_epochs, o.qat_lr, echo=job.echo)
+                                             job.splits.labels("train"), o.qat_epochs, o.qat_lr,
+                                             images_per_epoch=o.qat_images, echo=job.echo)
         job.int8_source = tmp / "model.qat.onnx"
         export_onnx(qmodel, job.card, job.int8_source, opset=job.opset, batch=job.onnx_batch,
                     dynamo=job.exporter == "dynamo")
@@ -511,7 +514,7 @@ def _write_int8_report(job: ExportJob, result: ExportResult) -> None:
 
 
 def _check_int8_options(budget, methods, recipe, nodes, calib_method, calib_percentile, qat_epochs, qat_lr,
-                        search) -> str:
+                        search, qat_images=None) -> str:
     """The INT8 search mode ("budget", "full" or "off"); contradictory options are an error before any work.
 
     The accuracy-budgeted search is the default; fixing the calibration yourself (--calib-method,
@@ -534,6 +537,8 @@ def _check_int8_options(budget, methods, recipe, nodes, calib_method, calib_perc
         raise TledgeError("--int8-budget and --int8-methods belong to the INT8 search; drop them or --int8-search off")
     if qat_lr is not None and not qat_epochs:
         raise TledgeError("--qat-lr applies to quantization-aware fine-tuning; give --qat-epochs N too")
+    if qat_images is not None and not qat_epochs:
+        raise TledgeError("--qat-images applies to quantization-aware fine-tuning; give --qat-epochs N too")
     if methods is not None:
         from tledge.export.int8_search import parse_candidates
 

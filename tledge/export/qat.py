@@ -116,9 +116,12 @@ def insert_fake_quant(model) -> Callable[[], None]:
 
 def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: int, lr: float | None = None,
                  batch_size: int = QAT_BATCH, seed: int = 0, device: str = "cpu",
-                 echo: Callable[[str], None] = print):
+                 images_per_epoch: int | None = None, echo: Callable[[str], None] = print):
     """Fine-tune a copy of `model` with fake quantization on (paths, labels) — the run's train split.
 
+    `images_per_epoch`: each epoch trains on a fresh seeded random sample of that many images (all when None):
+    on a CPU a fake-quantized MobileNetV2 step at 224 px costs ~0.25 s per image, so a full epoch of a few
+    thousand photos takes half an hour, while a converged model needs only a few hundred steps to adapt.
     Returns (float model with the fine-tuned weights, facts for the card)."""
     torch = _torch()
     from tledge import preprocess
@@ -140,7 +143,10 @@ def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: in
     for p in qmodel.parameters():
         p.requires_grad_(True)
     optimizer = torch.optim.SGD(qmodel.parameters(), lr=lr, momentum=QAT_MOMENTUM)
-    total_steps = epochs * max(1, -(-len(items) // batch_size))
+    per_epoch = len(items) if images_per_epoch is None else min(int(images_per_epoch), len(items))
+    if per_epoch < 1:
+        raise TledgeError(f"--qat-images must be at least 1, got {images_per_epoch}")
+    total_steps = epochs * max(1, -(-per_epoch // batch_size))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     rng = random.Random(seed)
     steps, losses, history = 0, [], []
@@ -148,8 +154,7 @@ def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: in
         if epoch == OBSERVER_EPOCHS:
             for observer in remove.observers:
                 observer.observing = False
-        order = items[:]
-        rng.shuffle(order)
+        order = rng.sample(items, per_epoch)  # a shuffle of all of them when per_epoch == len(items)
         epoch_losses, correct, seen = [], 0, 0
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
@@ -186,7 +191,7 @@ def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: in
     facts = {"epochs": epochs, "lr": lr, "lr_schedule": "cosine to 0", "optimizer": f"sgd momentum {QAT_MOMENTUM}",
              "observers_frozen_after_epoch": OBSERVER_EPOCHS if epochs > OBSERVER_EPOCHS else None,
              "batch_size": batch_size, "steps": steps,
-             "train_images": len(items), "activation_points": points, "weight_tensors": weights,
+             "train_images": len(items), "images_per_epoch": per_epoch, "activation_points": points, "weight_tensors": weights,
              "history": history, "seconds": round(time.perf_counter() - started, 1),
              "scheme": "fake quant: weights s8 per-channel symmetric, activations u8 per-tensor running min/max; "
                        "BatchNorm frozen"}
