@@ -91,3 +91,19 @@ def test_fixed_range_histogram_counts_every_value():
     assert counts[HIST_BINS // 2] == 1  # 0.0 sits in the bin right of the centre edge
     zeros = calibration_mod._fixed_range_histogram(np.zeros(5, np.float32), 0.0)
     assert zeros[HIST_BINS // 2] == 5
+
+
+def test_fixed_range_histogram_with_reused_buffers_counts_the_same_and_skips_nan():
+    rng = np.random.default_rng(3)
+    scratch = calibration_mod._Scratch()
+    big = (rng.standard_normal(50_000) * 3).astype(np.float32)
+    big[::7] = 0.0
+    first = calibration_mod._fixed_range_histogram(big, 4.0, scratch)
+    calibration_mod._fixed_range_histogram(np.ones(10, np.float32), 1.0, scratch)  # a smaller tensor in between
+    again = calibration_mod._fixed_range_histogram(big, 4.0, scratch)
+    assert np.array_equal(first, again) and first.sum() == big.size
+    assert first[HIST_BINS // 2] == np.count_nonzero((big >= 0) & (big < 4.0 * 2 / HIST_BINS))
+    assert first[0] == np.count_nonzero(big < -4.0 + 4.0 * 2 / HIST_BINS)  # below the range: the first bin
+    with_nan = np.array([1.0, np.nan, -1.0, 0.25], np.float32)
+    counts = calibration_mod._fixed_range_histogram(with_nan, 1.0, scratch)
+    assert counts.sum() == 3 and counts[-1] == 1 and counts[0] == 1
