@@ -20,6 +20,18 @@ Each result is written with `save_tensors_data` as ONNX Runtime's calibration ca
 (calibration_cache_path=) quantizes without calibrating again. Bin edges differ from ONNX Runtime's
 incremental histograms, so a Percentile range can differ from its own by up to one bin width (1/2048 of
 the tensor's range).
+
+Why tledge's Entropy thresholds differ from ONNX Runtime's own Entropy calibration (checked in ONNX Runtime
+1.32, quantization/calibrate.py and quantize.py): `quantize_static` builds its EntropyCalibrater with
+num_bins=128 and num_quantized_bins=128 (its extra_options pass neither through). The first batch sets 128
+bins over ±max|x| of that batch; a later batch with a larger max|x| adds bins of the same width on both
+sides, so the histogram grows with the data. The KL search tries thresholds from num_quantized_bins/2 bins
+out to the histogram's edge, so with 128 bins it has a single candidate, the whole range: the result is
+then the observed min/max, MinMax in all but name. Only when later batches widened the histogram does it
+choose, and then only between the first batch's max|x| and the final one. Here the histogram spans the
+final ±max|x| from the start, in ENTROPY_BINS=256 bins with 128 quantized bins, so the search weighs 65
+thresholds from half the range to all of it and can clip rare outliers, which is what Entropy calibration
+is for.
 """
 
 from __future__ import annotations
