@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from test_runtime_helpers import CLASSES, SIZE, artifacts, make_card, run_cli  # noqa: F401
-from tledge.preprocess import load_image, preprocess_batch
+from tledge.preprocess import load_image, preprocess_batch, preprocess_rgb
 from tledge.runtime.outputs import csv_header
 from tledge.runtime.overlay import draw_overlay
 from tledge.runtime.predict import PredictOptions, predict_stream
@@ -108,6 +108,57 @@ def test_video_file_every_frame_and_saved_overlay(artifacts, tmp_path, capsys, s
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["source"] for r in records] == [f"{video.name}#{i}" for i in range(30)]
     assert "dropped frames 0" in out
+
+
+def test_video_frames_are_preprocessed_ahead_by_the_reader_thread(tmp_path):
+    """`prepare` runs in the video reader thread (overlapping inference); its tensor is exactly the shared one."""
+    video = _write_video(tmp_path / "in.avi", frames=6, size=48)
+    card = make_card()
+    threads = []
+
+    def prepare(frame):
+        threads.append(threading.current_thread().name)
+        return preprocess_rgb(frame, card)
+
+    with open_source(str(video), prepare=prepare, prefetch=4) as source:
+        items = list(source)
+    assert len(items) == 6 and set(threads) == {"tledge-video"}
+    for item in items:
+        np.testing.assert_array_equal(item.tensor, preprocess_rgb(item.frame, card))
+        assert item.tensor.shape == (3, SIZE, SIZE) and item.ready >= item.timestamp
+
+
+def test_video_prepare_failure_reaches_the_caller(tmp_path):
+    video = _write_video(tmp_path / "in.avi", frames=6)
+    calls = []
+
+    def prepare(frame):
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("bad frame")
+        return frame
+
+    with open_source(str(video), prepare=prepare) as source:
+        seen = []
+        with pytest.raises(ValueError, match="bad frame"):
+            for item in source:
+                seen.append(item.index)
+    assert seen == [0, 1]
+
+
+def test_fast_decode_reads_large_jpegs_at_reduced_scale(artifacts, tmp_path, capsys):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    photo = cv2.resize(cv2.imread(str(artifacts["paths"][0])), (800, 600), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(folder / "big.jpg"), photo)
+    with open_source(str(folder), decode_min_size=(SIZE, SIZE)) as source:
+        assert [item.frame.shape for item in source] == [(75, 100, 3)]  # 1/8 scale: still at least 32x32
+    with open_source(str(folder)) as source:
+        assert [item.frame.shape for item in source] == [(600, 800, 3)]
+    summary = tmp_path / "s.json"
+    code, _, err = run_cli(capsys, "predict", artifacts["onnx"], folder, "--fast-decode", "--summary-json", summary)
+    assert code == 0, err
+    assert json.loads(summary.read_text())["items"] == 1
 
 
 def test_save_images_to_folder(artifacts, tmp_path, capsys):

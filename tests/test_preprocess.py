@@ -77,3 +77,42 @@ def test_fast_normalisation_matches_numpy_reference():
     fast = normalize_to_chw(image, CARD.mean, CARD.std)
     assert fast.shape == (3, 37, 53) and fast.dtype == np.float32 and fast.flags.c_contiguous
     np.testing.assert_allclose(fast, normalize_to_chw_numpy(image, CARD.mean, CARD.std), atol=2e-6)
+
+
+def _photo_like(height: int, width: int) -> np.ndarray:
+    """Smooth colour regions plus grain: enough high frequencies for JPEG scaling to make a difference."""
+    rng = np.random.default_rng(1)
+    base = cv2.resize(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(base.astype(np.int16) + rng.integers(-20, 21, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("policy, factor", [("stretch", 4), ("center_crop", 2)])
+def test_reduced_jpeg_decode_is_close_to_full_decode_then_resize(policy, factor):
+    """A 1280x960 JPEG for a 224 px model: DCT-scaled decode (1/4, or 1/2 when center crop needs 256 px), then
+    the same resize, differs from full decode + resize by about 1-2 grey levels on average on this smooth
+    image (measured 1.5 and 0.8, max 10; ~5 on detailed mosaics, benchmarks/fast_decode.py): close, not
+    equal, which is why it is opt-in (training decodes in full)."""
+    from tledge.preprocess import decode_min_size
+
+    ok, data = cv2.imencode(".jpg", _photo_like(960, 1280), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    card = ModelCard("mobilenet_v2", ["a", "b"], input_size=(224, 224), resize=policy)
+    min_size = decode_min_size(card)
+    assert min_size == ((224, 224) if policy == "stretch" else (256, 256))
+    full, reduced = decode_image(data), decode_image(data, min_size)
+    assert full.shape == (960, 1280, 3) and reduced.shape == (960 // factor, 1280 // factor, 3)
+    diff = np.abs(resize_rgb(full, (224, 224), policy).astype(int) - resize_rgb(reduced, (224, 224), policy))
+    assert diff.mean() < 3 and diff.max() <= 24  # a wrong channel order or crop would be ~50 on average
+    assert np.abs(preprocess_rgb(full, card) - preprocess_rgb(reduced, card)).mean() < 0.05
+
+
+def test_reduced_decode_leaves_small_jpegs_and_other_formats_alone():
+    from tledge.preprocess import jpeg_size
+
+    image = _photo_like(300, 400)
+    ok, jpeg = cv2.imencode(".jpg", image)
+    ok, png = cv2.imencode(".png", image)
+    assert jpeg_size(jpeg) == (300, 400) and jpeg_size(png) is None and jpeg_size(np.zeros(0, np.uint8)) is None
+    for data in (jpeg, png):  # under twice 224 in height: full decode, bit for bit
+        np.testing.assert_array_equal(decode_image(data, (224, 224)), decode_image(data))
+    assert decode_image(jpeg, (100, 100)).shape == (150, 200, 3)
+    assert decode_image(b"\xff\xd8 not really a jpeg", (10, 10)) is None

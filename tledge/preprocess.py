@@ -39,18 +39,73 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def decode_image(data: bytes | np.ndarray) -> np.ndarray | None:
+def decode_image(data: bytes | np.ndarray, min_size: Sequence[int] | None = None) -> np.ndarray | None:
     """Decode encoded image bytes to uint8 RGB HxWx3, or None if they are not a readable image.
 
-    Grayscale, RGBA, CMYK, 16-bit and palette images are converted to 8-bit RGB.
+    Grayscale, RGBA, CMYK, 16-bit and palette images are converted to 8-bit RGB. With `min_size` (H, W), a
+    JPEG at least twice that size is decoded at 1/2, 1/4 or 1/8 scale by the decoder's DCT scaling, never
+    below `min_size` (see `reduced_decode_flag`): much less work, and pixels close to, not equal to, a full
+    decode followed by an area resize.
     """
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if buf.size == 0:
         return None
+    flag = reduced_decode_flag(buf, min_size) if min_size is not None else None
+    if flag is not None:
+        image = cv2.imdecode(buf, flag)
+        if image is not None:
+            return to_rgb8(image, already_rgb=False)
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if image is None:
         return None
     return to_rgb8(image, already_rgb=False)
+
+
+_REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+_JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+
+
+def jpeg_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header, without decoding; None for anything else."""
+    data = buf.data.cast("B") if isinstance(buf, np.ndarray) else memoryview(buf)
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    pos = 2
+    while pos + 9 < len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_SOF:
+            return (data[pos + 5] << 8) | data[pos + 6], (data[pos + 7] << 8) | data[pos + 8]
+        if marker == 0xD9 or marker == 0xDA:  # end of image, or scan data before any frame header
+            return None
+        pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
+    return None
+
+
+def reduced_decode_flag(buf: np.ndarray, min_size: Sequence[int]) -> int | None:
+    """The cv2.IMREAD_REDUCED_COLOR_k flag (k = 8, 4 or 2, the largest that keeps the decoded JPEG at least
+    `min_size` (H, W) in both sides), or None: not a JPEG, or not twice `min_size`."""
+    size = jpeg_size(buf)
+    if size is None:
+        return None
+    height, width = size
+    for factor, flag in _REDUCED_FLAGS:
+        if -(-height // factor) >= int(min_size[0]) and -(-width // factor) >= int(min_size[1]):
+            return flag
+    return None
+
+
+def decode_min_size(card: ModelCard) -> tuple[int, int]:
+    """The smallest decoded image the card's resize needs to shrink (not enlarge) to the model input."""
+    height, width = card.input_size
+    if card.resize == "center_crop":
+        side = int(round(max(height, width) / CENTER_CROP_RATIO))
+        return side, side
+    return int(height), int(width)
 
 
 def to_rgb8(image: np.ndarray, already_rgb: bool = False) -> np.ndarray:
@@ -75,13 +130,14 @@ def to_rgb8(image: np.ndarray, already_rgb: bool = False) -> np.ndarray:
     raise ValueError(f"unsupported channel count {channels}")
 
 
-def load_image(path: str | Path) -> np.ndarray | None:
-    """Read a file as uint8 RGB, or None when it cannot be decoded (caller counts and reports it)."""
+def load_image(path: str | Path, min_size: Sequence[int] | None = None) -> np.ndarray | None:
+    """Read a file as uint8 RGB, or None when it cannot be decoded (caller counts and reports it).
+    `min_size`: decode large JPEGs at reduced scale (see `decode_image`)."""
     try:
         data = Path(path).read_bytes()
     except OSError:
         return None
-    image = decode_image(data)
+    image = decode_image(data, min_size)
     if image is None:
         image = _decode_with_pillow(path)
     return image

@@ -211,7 +211,7 @@ def build_summary(backend, source, times: StageTimes, items: int, skipped: list[
     return {
         "backend": backend.name,
         "provider": getattr(backend, "provider", None),
-        "source": getattr(source, "spec", str(source)),
+        "source": source.spec if hasattr(source, "spec") else type(source).__name__,  # never repr() a list of frames
         "source_kind": getattr(source, "kind", "items"),
         "items": items,
         "skipped": len(skipped),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from tledge.errors import Interrupted, TledgeError
+from tledge.preprocess import decode_min_size
 from tledge.runtime.backends import artifact_kind, load_backend
 from tledge.runtime.options import PredictRequest
 from tledge.runtime.predict import PredictOptions, format_summary, predict_stream, preprocessor
@@ -60,6 +61,14 @@ def check_predict_outputs(request: PredictRequest) -> None:
             check_output_dir(request.save, "--save")
 
 
+def open_predict_source(request: PredictRequest, card, clock: Clock = time.perf_counter):
+    """The source as `tledge predict` opens it: the card's preprocessing done ahead by the decode threads, two
+    batches (at least 32 items) decoded ahead, large JPEGs decoded at reduced scale with --fast-decode."""
+    return open_source(request.source, prepare=preprocessor(card), workers=request.workers,
+                       prefetch=max(32, 2 * request.batch), clock=clock,
+                       decode_min_size=decode_min_size(card) if request.fast_decode else None)
+
+
 def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, clock: Clock = time.perf_counter) -> dict:
     from tledge.runtime.outputs import CsvSink, JsonlSink, ProgressSink, TableSink, write_summary_json
 
@@ -77,8 +86,7 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
         echo(f"warning: {stale}")
     sinks = []
     try:
-        source = open_source(request.source, prepare=preprocessor(backend.card), workers=request.workers,
-                             prefetch=max(32, 2 * request.batch), clock=clock)
+        source = open_predict_source(request, backend.card, clock)
         if serve_address is not None:  # a served video plays at its own frame rate, as a camera would
             from tledge.runtime.pacing import paced
 
