@@ -62,7 +62,8 @@ def main() -> None:
             row = one_export(run, None if mode == "budget" else mode)
             print(f"{run} {row['mode']}: {row['seconds']:.0f} s, outcome {row['outcome']}, load {row['load_before']}")
             rows.append(row)
-    old = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    old = previous.get("rows", previous.get("runs", []))  # older files named the list "runs"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "export_time", "host": platform.processor() or platform.machine(),
                                     "cpus": os.cpu_count(), "rows": old + rows}, indent=2) + "\n")

@@ -264,12 +264,12 @@ def test_half_made_runs_table(base, capsys, tmp_path):
 
 
 def test_interrupt_before_first_checkpoint_leaves_no_folder(base, tmp_path, monkeypatch):
-    from tledge.train import fit
+    from tledge.train import epochs
 
     def stop(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fit, "train_one_epoch", stop)
+    monkeypatch.setattr(epochs, "train_one_epoch", stop)
     assert main(["train", str(base["data"]), *TINY, "--epochs", "1", "--project", str(tmp_path / "r"),
                  "--name", "x"]) == 130
     assert tree(tmp_path / "r") == set()

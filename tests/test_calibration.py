@@ -1,5 +1,5 @@
 """One calibration for every method: MinMax identical to ONNX Runtime's, Percentile levels from one histogram
-pass within a bin of ONNX Runtime's own calibrator, images read twice at most, every cache quantizes."""
+pass within a bin of ONNX Runtime's own calibrator, images decoded once for both passes, every cache quantizes."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_percentile_levels_match_onnxruntime_within_a_bin(tiny, level):
         assert np.abs(a[name] - b[name]).max() <= 3 * limit / (HIST_BINS // 2) + 1e-6, name
 
 
-def test_every_method_from_two_passes_and_each_cache_quantizes(tiny, monkeypatch):
+def test_every_method_from_two_passes_over_images_decoded_once_and_each_cache_quantizes(tiny, monkeypatch):
     onnx_path, images, base = tiny
     reads = []
     import tledge.export.int8 as int8_mod
@@ -69,10 +69,10 @@ def test_every_method_from_two_passes_and_each_cache_quantizes(tiny, monkeypatch
     calibration = Calibration(onnx_path, images, base / "w-all")
     caches = [calibration.cache_for(m, p) for m, p in
               [("minmax", None), ("percentile", 99.9), ("percentile", 99.99), ("percentile", 99.999), ("entropy", None)]]
-    assert len(reads) == 2 * len(images)  # the MinMax pass and one histogram pass, for five calibrations
+    assert len(reads) == len(images)  # decoded once: the histogram pass reuses the MinMax pass's batches
     assert set(calibration.seconds) >= {"minmax pass", "histogram pass"}
     assert calibration.cache_for("percentile", 99.99) == caches[2]  # cached: nothing recomputed
-    assert len(reads) == 2 * len(images)
+    assert len(reads) == len(images)
     wider = _ranges(caches[1]), _ranges(caches[3])
     assert all(wider[1][k][1] >= wider[0][k][1] - 1e-6 for k in wider[0])  # a higher percentile never clips more
     for cache, (method, level) in zip(caches, [("minmax", None), ("percentile", 99.9), ("percentile", 99.99),
@@ -91,3 +91,35 @@ def test_fixed_range_histogram_counts_every_value():
     assert counts[HIST_BINS // 2] == 1  # 0.0 sits in the bin right of the centre edge
     zeros = calibration_mod._fixed_range_histogram(np.zeros(5, np.float32), 0.0)
     assert zeros[HIST_BINS // 2] == 5
+
+
+def test_fixed_range_histogram_with_reused_buffers_counts_the_same_and_skips_nan():
+    rng = np.random.default_rng(3)
+    scratch = calibration_mod._Scratch()
+    big = (rng.standard_normal(50_000) * 3).astype(np.float32)
+    big[::7] = 0.0
+    first = calibration_mod._fixed_range_histogram(big, 4.0, scratch)
+    calibration_mod._fixed_range_histogram(np.ones(10, np.float32), 1.0, scratch)  # a smaller tensor in between
+    again = calibration_mod._fixed_range_histogram(big, 4.0, scratch)
+    assert np.array_equal(first, again) and first.sum() == big.size
+    assert first[HIST_BINS // 2] == np.count_nonzero((big >= 0) & (big < 4.0 * 2 / HIST_BINS))
+    assert first[0] == np.count_nonzero(big < -4.0 + 4.0 * 2 / HIST_BINS)  # below the range: the first bin
+    with_nan = np.array([1.0, np.nan, -1.0, 0.25], np.float32)
+    counts = calibration_mod._fixed_range_histogram(with_nan, 1.0, scratch)
+    assert counts.sum() == 3 and counts[-1] == 1 and counts[0] == 1
+
+
+def test_images_too_large_to_keep_are_decoded_again(tiny, monkeypatch):
+    onnx_path, images, base = tiny
+    reads = []
+    import tledge.export.int8 as int8_mod
+
+    real = int8_mod.load_image
+    monkeypatch.setattr(int8_mod, "load_image", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(calibration_mod, "KEEP_DECODED_BYTES", 1000)  # less than one batch
+    kept = Calibration(onnx_path, images, base / "w-kept").cache_for("percentile", 99.99)
+    assert len(reads) == 2 * len(images)  # streamed twice, same result as when kept
+    streamed = _ranges(kept)
+    kept_in_memory = _ranges(Calibration(onnx_path, images, base / "w-all").cache_for("percentile", 99.99))
+    assert set(streamed) == set(kept_in_memory)
+    assert all(np.array_equal(streamed[k], kept_in_memory[k]) for k in streamed)

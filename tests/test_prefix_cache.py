@@ -85,7 +85,7 @@ def test_stage_prefix_cache_trains_like_the_uncached_run(make_image_folder, tmp_
     PyTorch engine and float32 storage here, because a tiny randomly initialised network amplifies even
     1e-6 differences (ONNX Runtime's and float16's error bounds are tested above)."""
     monkeypatch.setattr("tledge.train.prefix.onnxruntime_engine", _no_fast_engine)
-    monkeypatch.setattr("tledge.train.fit.STAGE_CACHE_DTYPE", "float32")
+    monkeypatch.setattr("tledge.train.epochs.STAGE_CACHE_DTYPE", "float32")
     data = make_image_folder(classes=("red", "green", "blue"), per_class=20, size=32)
     lines = []
     common = dict(data=str(data), project=str(tmp_path / "runs"), freeze="stages:10", **TINY)

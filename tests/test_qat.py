@@ -95,3 +95,65 @@ def test_qat_images_trains_on_a_fresh_sample_each_epoch(qat_run, monkeypatch):
     assert facts["steps"] == 2 * 3  # ceil(10 / 4) batches per epoch
     first, second = seen[:10], seen[10:]
     assert len(second) == 10 and len(set(first)) == 10 and set(first) != set(second)
+
+
+def test_qat_runs_its_recipe_through_the_training_loop(qat_run, monkeypatch):
+    """Each QAT epoch is one call of the training loop's train_one_epoch, with QAT's recipe: the model in
+    eval mode (BatchNorm statistics untouched), SGD momentum 0.9, a cosine stepped per batch down to 0,
+    activation ranges observed in epoch 1 only; the loss goes down and a second run with the seed repeats it."""
+    import math
+
+    from tledge.export import qat
+    from tledge.splits import Splits
+    from tledge.train import loop
+
+    model, card = load_model(qat_run)
+    torch.manual_seed(3)
+    model.head[-1].reset_parameters()  # the trained model's loss is ~0: a fresh head gives QAT a loss to lower
+    splits = Splits.load(qat_run)
+    observers, calls = [], []
+    real_insert, real_epoch = qat.insert_fake_quant, loop.train_one_epoch
+
+    def recording_insert(module):
+        remove = real_insert(module)
+        observers.extend(remove.observers)
+        return remove
+
+    def recording_epoch(module, loader, optimizer, *args, **kwargs):
+        ranges = [(o.lo, o.hi) for o in observers]
+        lr_at_start = optimizer.param_groups[0]["lr"]
+        stats = real_epoch(module, loader, optimizer, *args, **kwargs)
+        calls.append({"training": module.training, "optimizer": optimizer, "batches": len(loader),
+                      "lr": (lr_at_start, optimizer.param_groups[0]["lr"]),
+                      "observing": {o.observing for o in observers},
+                      "ranges_moved": [(o.lo, o.hi) for o in observers] != ranges})
+        return stats
+
+    monkeypatch.setattr(qat, "insert_fake_quant", recording_insert)
+    monkeypatch.setattr(loop, "train_one_epoch", recording_epoch)
+    args = (model, card, splits.paths("train"), splits.labels("train"))
+    qmodel, facts = qat.qat_finetune(*args, epochs=3, lr=1e-2, batch_size=20, seed=0, echo=lambda m: None)
+
+    assert len(calls) == 3 and [c["batches"] for c in calls] == [3, 3, 3]  # 48 images in batches of 20
+    assert facts["steps"] == 9 and facts["observers_frozen_after_epoch"] == 1
+    assert not any(c["training"] for c in calls)
+    sgd = calls[0]["optimizer"]
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+    cosine = [0.5e-2 * (1 + math.cos(math.pi * step / 9)) for step in range(10)]
+    for epoch, call in enumerate(calls):
+        assert call["lr"] == pytest.approx((cosine[3 * epoch], cosine[3 * epoch + 3]), rel=1e-6, abs=1e-12)
+    assert calls[0]["observing"] == {True} and calls[0]["ranges_moved"]
+    assert calls[1]["observing"] == calls[2]["observing"] == {False}
+    assert not calls[1]["ranges_moved"] and not calls[2]["ranges_moved"]
+    losses = [row["loss"] for row in facts["history"]]
+    assert losses[2] < 0.5 * losses[0], losses
+
+    buffers = dict(model.named_buffers())
+    assert {name: b for name, b in qmodel.named_buffers()}.keys() == buffers.keys()
+    assert all(torch.equal(b, buffers[name]) for name, b in qmodel.named_buffers())  # BatchNorm frozen
+    weights = dict(model.named_parameters())
+    assert any(not torch.equal(p, weights[name]) for name, p in qmodel.named_parameters())
+
+    monkeypatch.undo()
+    again, _ = qat.qat_finetune(*args, epochs=3, lr=1e-2, batch_size=20, seed=0, echo=lambda m: None)
+    assert all(torch.equal(p, again.state_dict()[name]) for name, p in qmodel.state_dict().items())

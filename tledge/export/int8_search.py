@@ -95,17 +95,20 @@ def load_val(paths: Sequence[Path], labels: Sequence[int], card, source: str,
     if len(paths) > max_images:
         keep = sorted(np.random.default_rng(seed).choice(len(paths), max_images, replace=False).tolist())
         paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
-    arrays, kept_labels, kept_paths = [], [], []
+    height, width = card.input_size
+    x = np.empty((len(paths), 3, height, width), dtype=np.float32)  # filled in place: no stacking copy
+    kept_labels, kept_paths = [], []
     for path, label in zip(paths, labels):
         image = preprocess.load_image(path)  # module attribute: tests instrument it
         if image is None:
             continue
-        arrays.append(preprocess.preprocess_batch([image], card)[0])
+        x[len(kept_labels)] = preprocess.preprocess_batch([image], card)[0]
         kept_labels.append(label)
         kept_paths.append(Path(path))
-    if not arrays:
+    if not kept_labels:
         raise TledgeError(f"--int8-budget: none of the {len(paths)} val images of {source} could be read")
-    return ValBatch(np.stack(arrays), np.asarray(kept_labels), source, kept_paths)
+    x = x if len(kept_labels) == len(x) else x[:len(kept_labels)].copy()
+    return ValBatch(x, np.asarray(kept_labels), source, kept_paths)
 
 
 def onnx_logits(path: str | Path, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:

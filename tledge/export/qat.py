@@ -21,7 +21,8 @@ with a low learning rate adapts the weights to the rounding, it does not re-lear
 Recipe (torchvision's QAT recipe, adapted): learning rate 1e-4 by default (1e-3 lowered FP32 val accuracy
 from 90.8% to 86.0% on intel-scenes: it re-trains a trunk that was frozen in training), decayed along a
 cosine to zero; activation ranges (observers) frozen after the first epoch, so later epochs fit the
-weights to fixed quantization grids instead of chasing moving ones. After
+weights to fixed quantization grids instead of chasing moving ones. The epochs themselves are passes of
+the training loop `tledge train` uses (tledge.train.loop); only this recipe is QAT's own. After
 training the hooks and parametrizations are removed, leaving an ordinary float model whose weights
 quantize well; the caller exports it to ONNX and quantizes it like any model.
 """
@@ -32,8 +33,6 @@ import copy
 import random
 import time
 from typing import Callable, Sequence
-
-import numpy as np
 
 DEFAULT_QAT_LR = 1e-4
 OBSERVER_EPOCHS = 1  # activation ranges are updated during the first epoch only (when there are more)
@@ -114,6 +113,35 @@ def insert_fake_quant(model) -> Callable[[], None]:
     return remove
 
 
+class RuntimeBatches:
+    """One epoch's (inputs, labels) batches in a given order, preprocessed as the runtime does (the card's
+    resize and normalization, no augmentation). A file that no longer decodes is left out of its batch,
+    and a batch left empty is skipped; `yielded` counts the batches given."""
+
+    def __init__(self, items: Sequence[tuple], batch_size: int, card):
+        self.items, self.batch_size, self.card = list(items), int(batch_size), card
+        self.yielded = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.items) // self.batch_size)
+
+    def __iter__(self):
+        torch = _torch()
+        from tledge import preprocess
+
+        for start in range(0, len(self.items), self.batch_size):
+            images, ys = [], []
+            for path, label in self.items[start:start + self.batch_size]:
+                image = preprocess.load_image(path)
+                if image is not None:
+                    images.append(image)
+                    ys.append(label)
+            if not images:
+                continue
+            self.yielded += 1
+            yield torch.from_numpy(preprocess.preprocess_batch(images, self.card)), torch.tensor(ys)
+
+
 def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: int, lr: float | None = None,
                  batch_size: int = QAT_BATCH, seed: int = 0, device: str = "cpu",
                  images_per_epoch: int | None = None, echo: Callable[[str], None] = print):
@@ -122,10 +150,14 @@ def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: in
     `images_per_epoch`: each epoch trains on a fresh seeded random sample of that many images (all when None):
     on a CPU a fake-quantized MobileNetV2 step at 224 px costs ~0.25 s per image, so a full epoch of a few
     thousand photos takes half an hour, while a converged model needs only a few hundred steps to adapt.
+    Each epoch is one pass of the training loop (tledge.train.loop.train_one_epoch, the one `tledge train`
+    uses) with QAT's recipe passed in: the model in eval mode, SGD with momentum, the cosine stepped per
+    batch, float32, batches in a seeded order preprocessed as the runtime does.
     Returns (float model with the fine-tuned weights, facts for the card)."""
     torch = _torch()
-    from tledge import preprocess
     from tledge.errors import TledgeError
+    from tledge.train import loop
+    from tledge.train.device import DeviceSetup
 
     if epochs < 1:
         raise TledgeError(f"--qat-epochs must be at least 1, got {epochs}")
@@ -148,41 +180,24 @@ def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: in
         raise TledgeError(f"--qat-images must be at least 1, got {images_per_epoch}")
     total_steps = epochs * max(1, -(-per_epoch // batch_size))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    setup = DeviceSetup(torch.device(device), amp_dtype=None, channels_last=False, pin_memory=False)  # float32
+    scaler = setup.grad_scaler()  # disabled in float32: a pass-through
+    criterion = torch.nn.CrossEntropyLoss()
     rng = random.Random(seed)
-    steps, losses, history = 0, [], []
+    steps, history = 0, []
     for epoch in range(epochs):
         if epoch == OBSERVER_EPOCHS:
             for observer in remove.observers:
                 observer.observing = False
         order = rng.sample(items, per_epoch)  # a shuffle of all of them when per_epoch == len(items)
-        epoch_losses, correct, seen = [], 0, 0
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            images, ys = [], []
-            for path, label in chunk:
-                image = preprocess.load_image(path)
-                if image is not None:
-                    images.append(image)
-                    ys.append(label)
-            if not images:
-                continue
-            x = torch.from_numpy(preprocess.preprocess_batch(images, card)).to(device)
-            y = torch.tensor(ys, device=device)
-            optimizer.zero_grad()
-            logits = qmodel(x)
-            loss = torch.nn.functional.cross_entropy(logits, y)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            steps += 1
-            epoch_losses.append(float(loss.detach()))
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(ys)
-        history.append({"epoch": epoch + 1, "loss": round(float(np.mean(epoch_losses)), 4),
-                        "train_acc_fakequant": round(100.0 * correct / max(seen, 1), 2)})
+        batches = RuntimeBatches(order, batch_size, card)
+        stats = loop.train_one_epoch(qmodel, batches, optimizer, criterion, setup, scaler, qmodel.eval,
+                                     f"qat epoch {epoch + 1}/{epochs}", step_scheduler=scheduler)
+        steps += batches.yielded
+        history.append({"epoch": epoch + 1, "loss": round(stats.loss, 4),
+                        "train_acc_fakequant": round(100.0 * stats.accuracy, 2)})
         echo(f"  qat epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f}, "
              f"train acc (fake-quantized) {history[-1]['train_acc_fakequant']:.2f}%")
-        losses.extend(epoch_losses)
     points, weights = remove.points, remove.weights
     remove()
     qmodel = qmodel.cpu().eval()

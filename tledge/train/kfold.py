@@ -17,7 +17,8 @@ from tledge.splits import SPLITS_FILE, Splits
 from tledge.table import format_table
 from tledge.train import distributed, reports
 from tledge.train.config import TrainConfig
-from tledge.train.data import build_splits, stratified_kfold
+from tledge.train.data import build_splits
+from tledge.train.data_split import stratified_kfold
 from tledge.train.fit import RunResult, train_run
 from tledge.train.rundir import CARD_FILE, CONFIG_FILE, METRICS_FILE, new_run_dir
 

@@ -1,7 +1,7 @@
 """One epoch of training and one pass of evaluation: plain functions, no CLI state.
 
 Both take any module and any loader of (inputs, labels), so the same code trains a full network on
-images and a bare head on cached features.
+images, a bare head on cached features, and the fake-quantized copy of quantization-aware fine-tuning.
 """
 
 from __future__ import annotations
@@ -47,8 +47,12 @@ def train_one_epoch(
     set_mode: Callable[[], None],
     label: str = "train",
     reduce: Callable[[list[float]], list[float]] | None = None,
+    step_scheduler=None,
 ) -> EpochStats:
-    """One pass over `loader`. `reduce` sums (loss, correct, seen) across torchrun ranks."""
+    """One pass over `loader`. `reduce` sums (loss, correct, seen) across torchrun ranks.
+
+    `step_scheduler` is stepped after every optimizer step: a schedule per step (QAT's cosine); training
+    steps its own scheduler once per epoch instead."""
     set_mode()
     loss_sum, correct, seen = 0.0, 0, 0
     bar = progress_bar(len(loader), label, unit="batch")
@@ -63,6 +67,8 @@ def train_one_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if step_scheduler is not None:
+            step_scheduler.step()
         batch = labels.shape[0]
         loss_sum += float(loss.detach()) * batch
         correct += int((logits.detach().argmax(1) == labels).sum())

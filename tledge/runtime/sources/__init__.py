@@ -8,9 +8,10 @@ an error, capture timestamp). Two kinds of behaviour:
   replaced before the model took it is counted in `dropped`. A camera that stops delivering is retried a few
   times (reopened), then the source ends cleanly and says why in `stop_reason`.
 - recorded sources (video file, image files): every item, in order, nothing dropped. Image files are decoded
-  (and, if the predict loop asks, preprocessed) ahead of time in a small thread pool, so decoding the next
-  batch overlaps inference on the current one. Unreadable images come out as items with `frame=None` and
-  an error: the caller skips, counts and names them.
+  (and, if the predict loop asks, preprocessed) ahead of time in a small thread pool, video frames by one
+  reader thread, so decoding the next batch overlaps inference on the current one; both refill in bursts
+  and run at a lower CPU priority than inference (base.lower_thread_priority). Unreadable images come out
+  as items with `frame=None` and an error: the caller skips, counts and names them.
 
 Modules: `base` (Item, Source), `images` (image files), `video` (video files), `live` (cameras and
 streams), `opening` (`open_source`). cv2 and numpy only (no torch).
