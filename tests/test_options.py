@@ -319,3 +319,15 @@ def test_evaluate_api_checks_its_options_first(tmp_path):
     with pytest.raises(TledgeError, match="--force applies to --resume only"):
         tledge.train(force=True)
     assert list(run.iterdir()) == []
+
+
+def test_every_option_of_the_export_format_table_is_an_export_option_with_its_cli_spelling():
+    from tledge.export.formats import FORMATS, option_flag
+    from tledge.export.options import ExportOptions
+    from tledge.options import options_of
+
+    fields = {opt.name: opt.flag for opt in options_of(ExportOptions)}
+    used = set().union(*(f.options for f in FORMATS.values()))
+    assert used <= set(fields)
+    assert {name: option_flag(name) for name in used} == {name: fields[name] for name in used}
+    assert option_flag("nodes_to_exclude") == "--exclude-nodes" and option_flag("int8_report") == "--report"

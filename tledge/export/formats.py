@@ -20,17 +20,6 @@ CALIB_OPTIONS = frozenset({"calib_data", "calib_images", "calib_method", "calib_
                            "int8_max_groups", "int8_search", "qat_epochs", "qat_lr", "qat_images"})
 TRT_OPTIONS = frozenset({"max_batch", "workspace"})
 
-# How each option is spelled on the command line, for error messages.
-OPTION_FLAGS = {
-    "opset": "--opset", "exporter": "--exporter", "batch": "--batch", "max_batch": "--max-batch",
-    "workspace": "--workspace", "calib_data": "--calib-data", "calib_images": "--calib-images",
-    "calib_method": "--calib-method", "calib_percentile": "--calib-percentile", "int8_flavours": "--int8-flavours",
-    "nodes_to_exclude": "--exclude-nodes", "int8_budget": "--int8-budget", "int8_methods": "--int8-methods",
-    "int8_recipe": "--int8-recipe", "int8_report": "--report", "int8_max_groups": "--int8-max-groups",
-    "qat_epochs": "--qat-epochs", "qat_lr": "--qat-lr", "qat_images": "--qat-images", "int8_search": "--int8-search",
-}
-
-
 @dataclass(frozen=True)
 class ExportFormat:
     name: str
@@ -79,9 +68,17 @@ def check_options(formats: Iterable[ExportFormat], given: Mapping[str, object]) 
             continue
         users = [f.name for f in FORMATS.values() if option in f.options]
         raise ExportOptionError(
-            f"{OPTION_FLAGS.get(option, option)} applies to {', '.join(users)}, not to the formats asked for "
+            f"{option_flag(option)} applies to {', '.join(users)}, not to the formats asked for "
             f"({', '.join(f.name for f in formats)})"
         )
+
+
+def option_flag(name: str) -> str:
+    """How export option `name` is spelled on the command line (from ExportOptions, where it is defined)."""
+    from tledge.export.options import ExportOptions  # imported here: export.options imports this table
+    from tledge.options import options_of
+
+    return next((opt.flag for opt in options_of(ExportOptions) if opt.name == name), name)
 
 
 def artifact_path(out_dir: str | Path, fmt: ExportFormat) -> Path:
