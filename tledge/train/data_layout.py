@@ -7,7 +7,6 @@ DATA is either an ImageFolder (`DATA/<class>/**/<image>`) or holds split folders
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -94,19 +93,15 @@ def class_names_for(sources: dict[str, Path]) -> list[str]:
 
 
 def list_class_images(folder: Path, class_names: Sequence[str], root: Path, source: str) -> list[ScannedImage]:
-    """Image files under folder/<class>/ (recursive, sorted, hidden files and folders left out)."""
+    """Every visible file under folder/<class>/, by tledge.image_files' rules (the ones predict and INT8
+    calibration use); files of a type tledge does not read are kept with the reason, to be counted."""
+    from tledge.image_files import list_files
+
     found = []
     for name in class_names:
-        class_dir = folder / name
-        for dirpath, dirnames, filenames in os.walk(class_dir):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for filename in filenames:
-                if filename.startswith("."):
-                    continue
-                path = Path(dirpath) / filename
-                relpath = path.relative_to(root).as_posix()
-                problem = "" if is_image_file(filename) else unsupported_type(path)
-                found.append(ScannedImage(path, relpath, name, source, problem=problem))
+        for path in list_files(folder / name):
+            problem = "" if is_image_file(path) else unsupported_type(path)
+            found.append(ScannedImage(path, path.relative_to(root).as_posix(), name, source, problem=problem))
     found.sort(key=lambda f: f.relpath)
     return found
 
