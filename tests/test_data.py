@@ -300,6 +300,10 @@ def test_summary_lines_and_dict(make_image_folder):
     _, report = build_splits(root)
     text = "\n".join(report.summary_lines())
     assert "3 classes" in text and "total" in text and "fingerprint" in text
+    rows = {line.split()[0]: line.split()[1:] for line in report.summary_lines()[1:7]}
+    assert rows["class"] == ["train", "val", "test"]
+    assert rows["red"] == [str(report.counts[s].get("red", 0)) for s in ("train", "val", "test")]
+    assert rows["total"] == [str(report.split_total(s)) for s in ("train", "val", "test")] and rows["total"][0] == "9"
     data = report.to_dict()
     assert data["counts"]["train"]["red"] == 3 and data["class_names"] == ["blue", "green", "red"]
 

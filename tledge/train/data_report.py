@@ -37,14 +37,13 @@ class DataReport:
 
     def summary_lines(self) -> list[str]:
         """Human-readable summary: one table of counts, then skipped files and warnings."""
-        width = max(len("class"), *(len(name) for name in self.class_names))
+        from tledge.table import format_table
+
         lines = [f"data: {self.root} ({self.layout}), {len(self.class_names)} classes"]
-        lines.append(f"  {'class':<{width}}  {'train':>6} {'val':>6} {'test':>6}")
-        for name in self.class_names:
-            cells = " ".join(f"{self.counts.get(s, {}).get(name, 0):>6}" for s in SPLIT_NAMES)
-            lines.append(f"  {name:<{width}}  {cells}")
-        totals = " ".join(f"{self.split_total(s):>6}" for s in SPLIT_NAMES)
-        lines.append(f"  {'total':<{width}}  {totals}")
+        rows = [{"class": name, **{s: self.counts.get(s, {}).get(name, 0) for s in SPLIT_NAMES}}
+                for name in self.class_names]
+        rows.append({"class": "total", **{s: self.split_total(s) for s in SPLIT_NAMES}})
+        lines += ["  " + line for line in format_table(rows).splitlines()]
         other_types = [(rel, reason) for rel, reason in self.skipped if reason.startswith(UNSUPPORTED)]
         unreadable = [pair for pair in self.skipped if pair not in other_types]
         for kind, group in (("unreadable", unreadable), ("unsupported-type", other_types)):
