@@ -62,10 +62,10 @@ def test_percentile_levels_match_onnxruntime_within_a_bin(tiny, level):
 def test_every_method_from_two_passes_over_images_decoded_once_and_each_cache_quantizes(tiny, monkeypatch):
     onnx_path, images, base = tiny
     reads = []
-    import tledge.export.int8 as int8_mod
+    import tledge.preprocess as preprocess_mod
 
-    real = int8_mod.load_image
-    monkeypatch.setattr(int8_mod, "load_image", lambda p: reads.append(p) or real(p))
+    real = preprocess_mod.load_image
+    monkeypatch.setattr(preprocess_mod, "load_image", lambda p: reads.append(p) or real(p))
     calibration = Calibration(onnx_path, images, base / "w-all")
     caches = [calibration.cache_for(m, p) for m, p in
               [("minmax", None), ("percentile", 99.9), ("percentile", 99.99), ("percentile", 99.999), ("entropy", None)]]
@@ -112,10 +112,10 @@ def test_fixed_range_histogram_with_reused_buffers_counts_the_same_and_skips_nan
 def test_images_too_large_to_keep_are_decoded_again(tiny, monkeypatch):
     onnx_path, images, base = tiny
     reads = []
-    import tledge.export.int8 as int8_mod
+    import tledge.preprocess as preprocess_mod
 
-    real = int8_mod.load_image
-    monkeypatch.setattr(int8_mod, "load_image", lambda p: reads.append(p) or real(p))
+    real = preprocess_mod.load_image
+    monkeypatch.setattr(preprocess_mod, "load_image", lambda p: reads.append(p) or real(p))
     monkeypatch.setattr(calibration_mod, "KEEP_DECODED_BYTES", 1000)  # less than one batch
     kept = Calibration(onnx_path, images, base / "w-kept").cache_for("percentile", 99.99)
     assert len(reads) == 2 * len(images)  # streamed twice, same result as when kept

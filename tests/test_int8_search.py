@@ -62,8 +62,6 @@ class LoadRecorder:
     """Wraps tledge.preprocess.load_image everywhere it is used; notes which phase read which file."""
 
     def __init__(self, monkeypatch):
-        import tledge.export.int8 as int8_mod
-        import tledge.export.parity as parity_mod
         import tledge.preprocess as preprocess_mod
 
         self.phase = "search"
@@ -74,8 +72,7 @@ class LoadRecorder:
             self.reads.append((self.phase, Path(path).resolve()))
             return real(path)
 
-        for module in (preprocess_mod, int8_mod, parity_mod):
-            monkeypatch.setattr(module, "load_image", recording)
+        monkeypatch.setattr(preprocess_mod, "load_image", recording)  # every reader goes through load_batch
 
     def echo(self, message: str) -> None:
         if message.startswith("parity:"):

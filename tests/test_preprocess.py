@@ -116,3 +116,25 @@ def test_reduced_decode_leaves_small_jpegs_and_other_formats_alone():
         np.testing.assert_array_equal(decode_image(data, (224, 224)), decode_image(data))
     assert decode_image(jpeg, (100, 100)).shape == (150, 200, 3)
     assert decode_image(b"\xff\xd8 not really a jpeg", (10, 10)) is None
+
+
+def test_load_batch_leaves_out_what_does_not_decode_and_equals_preprocess_batch(tmp_path):
+    import cv2
+
+    from tledge.card import ModelCard
+    from tledge.preprocess import load_batch, load_image, preprocess_batch
+
+    card = ModelCard("mobilenet_v2", ["a", "b"], input_size=(40, 32))
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"img{i}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (50 + i, 60, 3), dtype=np.uint8))
+        paths.append(path)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    batch, kept = load_batch([paths[0], broken, paths[1], paths[2]], card)
+    assert kept == [0, 2, 3] and batch.shape == (3, 3, 40, 32) and batch.dtype == np.float32
+    assert np.array_equal(batch, preprocess_batch([load_image(p) for p in paths], card))
+    empty, none_kept = load_batch([broken], card)
+    assert none_kept == [] and empty.shape == (0, 3, 40, 32)

@@ -230,6 +230,23 @@ def preprocess_batch(images: Sequence[np.ndarray], card: ModelCard) -> np.ndarra
     return batch
 
 
+def load_batch(paths: Sequence[str | Path], card: ModelCard) -> tuple[np.ndarray, list[int]]:
+    """Decode and preprocess `paths` into one float32 NCHW batch, leaving out files that do not decode.
+
+    Returns (batch, indices into `paths` of the images in it): the one way parity, the INT8 search, INT8
+    calibration and QAT read labelled images, so they skip the same files and see the same tensors."""
+    images, kept = [], []
+    for index, path in enumerate(paths):
+        image = load_image(path)  # looked up at call time: tests count reads by patching it
+        if image is not None:
+            images.append(image)
+            kept.append(index)
+    height, width = card.input_size
+    if not images:
+        return np.empty((0, 3, height, width), dtype=np.float32), kept
+    return preprocess_batch(images, card), kept
+
+
 def preprocess_file(path: str | Path, card: ModelCard) -> np.ndarray | None:
     """Decode + preprocess one file, or None if unreadable."""
     image = load_image(path)

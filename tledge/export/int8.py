@@ -42,10 +42,10 @@ from typing import Sequence
 
 import numpy as np
 
+from tledge import preprocess
 from tledge.atomic import atomic_write_with
 from tledge.card import ModelCard, card_from_onnx, embed_in_onnx
 from tledge.errors import ExportOptionError, TledgeError, require
-from tledge.preprocess import load_image, preprocess_batch
 
 MIN_CALIBRATION_IMAGES = 32
 DEFAULT_CALIBRATION_IMAGES = 512
@@ -119,18 +119,13 @@ class ImageCalibrationReader:
     def get_next(self) -> dict | None:
         while self._queue:
             paths = self.batches[self._queue.pop(0)]
-            images = []
-            for path in paths:
-                image = load_image(path)
-                if image is None:
-                    self.unreadable.add(path)
-                else:
-                    images.append(image)
-                    self.images_seen.add(path)
-            if self.fixed_batch and len(images) != self.fixed_batch:
+            batch, kept = preprocess.load_batch(paths, self.card)
+            self.images_seen.update(paths[i] for i in kept)
+            self.unreadable.update(set(paths) - {paths[i] for i in kept})
+            if self.fixed_batch and len(kept) != self.fixed_batch:
                 continue
-            if images:
-                return {self.input_name: preprocess_batch(images, self.card)}
+            if kept:
+                return {self.input_name: batch}
         return None
 
 

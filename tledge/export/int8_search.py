@@ -96,19 +96,16 @@ def load_val(paths: Sequence[Path], labels: Sequence[int], card, source: str,
         keep = sorted(np.random.default_rng(seed).choice(len(paths), max_images, replace=False).tolist())
         paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
     height, width = card.input_size
-    x = np.empty((len(paths), 3, height, width), dtype=np.float32)  # filled in place: no stacking copy
-    kept_labels, kept_paths = [], []
-    for path, label in zip(paths, labels):
-        image = preprocess.load_image(path)  # module attribute: tests instrument it
-        if image is None:
-            continue
-        x[len(kept_labels)] = preprocess.preprocess_batch([image], card)[0]
-        kept_labels.append(label)
-        kept_paths.append(Path(path))
-    if not kept_labels:
+    x = np.empty((len(paths), 3, height, width), dtype=np.float32)  # filled chunk by chunk: no stacking copy
+    kept: list[int] = []
+    for start in range(0, len(paths), EVAL_BATCH):
+        batch, chunk_kept = preprocess.load_batch(paths[start:start + EVAL_BATCH], card)
+        x[len(kept):len(kept) + len(chunk_kept)] = batch
+        kept += [start + i for i in chunk_kept]
+    if not kept:
         raise TledgeError(f"--int8-budget: none of the {len(paths)} val images of {source} could be read")
-    x = x if len(kept_labels) == len(x) else x[:len(kept_labels)].copy()
-    return ValBatch(x, np.asarray(kept_labels), source, kept_paths)
+    x = x if len(kept) == len(x) else x[:len(kept)].copy()
+    return ValBatch(x, np.asarray([labels[i] for i in kept]), source, [Path(paths[i]) for i in kept])
 
 
 def onnx_logits(path: str | Path, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:

@@ -29,10 +29,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tledge import stats
+from tledge import preprocess, stats
 from tledge.card import ModelCard
 from tledge.errors import ExportOptionError, TledgeError
-from tledge.preprocess import load_image, preprocess_batch
 from tledge.stats import WITHIN
 
 METRICS = ("agreement", "acc_drop", "rel_diff")
@@ -238,17 +237,13 @@ def run_parity(reference: Callable[[np.ndarray], np.ndarray], artifacts: Sequenc
         labels: list[int] = []
         skipped: list[str] = []
         for start in range(0, len(data.paths), batch_size):
-            images, batch_labels = [], []
-            for path, label in zip(data.paths[start:start + batch_size], data.labels[start:start + batch_size]):
-                image = load_image(path)
-                if image is None:
-                    skipped.append(str(path))
-                    continue
-                images.append(image)
-                batch_labels.append(label)
-            if not images:
+            chunk = data.paths[start:start + batch_size]
+            batch, kept = preprocess.load_batch(chunk, card)
+            kept_set = set(kept)
+            skipped += [str(path) for i, path in enumerate(chunk) if i not in kept_set]
+            if not kept:
                 continue
-            batch = preprocess_batch(images, card)
+            batch_labels = [data.labels[start + i] for i in kept]
             ref_chunks.append(np.asarray(reference(batch), dtype=np.float32))
             for name, _, _, backend in backends:
                 art_chunks[name].append(_predict_any_batch(backend, batch))

@@ -130,16 +130,12 @@ class RuntimeBatches:
         from tledge import preprocess
 
         for start in range(0, len(self.items), self.batch_size):
-            images, ys = [], []
-            for path, label in self.items[start:start + self.batch_size]:
-                image = preprocess.load_image(path)
-                if image is not None:
-                    images.append(image)
-                    ys.append(label)
-            if not images:
+            chunk = self.items[start:start + self.batch_size]
+            batch, kept = preprocess.load_batch([path for path, _ in chunk], self.card)
+            if not kept:
                 continue
             self.yielded += 1
-            yield torch.from_numpy(preprocess.preprocess_batch(images, self.card)), torch.tensor(ys)
+            yield torch.from_numpy(batch), torch.tensor([chunk[i][1] for i in kept])
 
 
 def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: int, lr: float | None = None,

@@ -20,7 +20,6 @@ import numpy as np
 from tledge.card import ModelCard
 from tledge.errors import TledgeError
 from tledge.metrics import accuracy, latency_stats
-from tledge.preprocess import preprocess_batch
 from tledge.runtime.backends import artifact_kind, load_backend
 from tledge.runtime.options import BenchOptions
 from tledge.staleness import stale_reason
@@ -131,12 +130,11 @@ def evaluate_accuracy(backend, paths: Sequence[Path], labels: Sequence[int], bat
 
 def timing_batch(card: ModelCard, batch: int, paths: Sequence[Path]) -> np.ndarray:
     """One fixed batch: real images when there are some (repeated to fill the batch), else seeded noise."""
-    from tledge.preprocess import load_image
+    from tledge.preprocess import load_batch
 
-    images = [img for img in (load_image(p) for p in paths[:batch]) if img is not None]
-    if images:
-        images = [images[i % len(images)] for i in range(batch)]
-        return preprocess_batch(images, card)
+    real, kept = load_batch(list(paths[:batch]), card)
+    if kept:
+        return np.ascontiguousarray(real[[i % len(kept) for i in range(batch)]])
     height, width = card.input_size
     return np.random.default_rng(0).standard_normal((batch, 3, height, width), dtype=np.float32)
 
