@@ -21,7 +21,8 @@ from tledge.card import ModelCard, card_from_onnx
 from tledge.checkpoint import save_checkpoint
 from tledge.cli import main
 from tledge.errors import ExportOptionError, TledgeError
-from tledge.export.formats import FORMATS, check_options, parse_formats
+from tledge.export.formats import FORMATS, parse_formats
+from tledge.export.options import check_options
 from tledge.export.int8 import quantize_int8, select_calibration_images
 from tledge.export.onnx_export import choose_exporter, export_onnx
 from tledge.export.parity import compare_logits, gate, parse_tolerance

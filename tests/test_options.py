@@ -322,8 +322,8 @@ def test_evaluate_api_checks_its_options_first(tmp_path):
 
 
 def test_every_option_of_the_export_format_table_is_an_export_option_with_its_cli_spelling():
-    from tledge.export.formats import FORMATS, option_flag
-    from tledge.export.options import ExportOptions
+    from tledge.export.formats import FORMATS
+    from tledge.export.options import ExportOptions, option_flag
     from tledge.options import options_of
 
     fields = {opt.name: opt.flag for opt in options_of(ExportOptions)}

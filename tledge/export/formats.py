@@ -1,24 +1,25 @@
 """The export format table: one row per format, read by the pipeline, the CLI help and the option check.
 
 Each row says which file it writes, whether it needs an NVIDIA GPU, and which export options mean something
-for it. An option that none of the requested formats uses is an error (`ExportOptionError`), never
-silently dropped or rewritten: `tledge export run --formats onnx --workspace 512` says that `--workspace`
-only applies to TensorRT formats.
+for it. An option that none of the requested formats uses is an error (`ExportOptionError`, raised by
+export.options.check_options), never silently dropped or rewritten: `tledge export run --formats onnx
+--workspace 512` says that `--workspace` only applies to TensorRT formats.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable
 
-from tledge.errors import ExportOptionError, TledgeError
+from tledge.errors import TledgeError
 
 ONNX_OPTIONS = frozenset({"opset", "exporter", "batch"})
 CALIB_OPTIONS = frozenset({"calib_data", "calib_images", "calib_method", "calib_percentile", "int8_flavours",
                            "nodes_to_exclude", "int8_budget", "int8_methods", "int8_recipe", "int8_report",
                            "int8_max_groups", "int8_search", "qat_epochs", "qat_lr", "qat_images"})
 TRT_OPTIONS = frozenset({"max_batch", "workspace"})
+FORMAT_OPTIONS = ONNX_OPTIONS | CALIB_OPTIONS | TRT_OPTIONS  # checked against the formats asked for
 
 @dataclass(frozen=True)
 class ExportFormat:
@@ -57,28 +58,6 @@ def parse_formats(value: str | Iterable[str]) -> list[ExportFormat]:
     if unknown:
         raise TledgeError(f"unknown export format {', '.join(map(repr, unknown))}; choose from {', '.join(FORMATS)}")
     return [FORMATS[name] for name in FORMATS if name in names]
-
-
-def check_options(formats: Iterable[ExportFormat], given: Mapping[str, object]) -> None:
-    """Raise ExportOptionError for an option (given = not None) that none of `formats` uses."""
-    formats = list(formats)
-    used = frozenset().union(*(f.options for f in formats))
-    for option, value in given.items():
-        if value is None or option in used:
-            continue
-        users = [f.name for f in FORMATS.values() if option in f.options]
-        raise ExportOptionError(
-            f"{option_flag(option)} applies to {', '.join(users)}, not to the formats asked for "
-            f"({', '.join(f.name for f in formats)})"
-        )
-
-
-def option_flag(name: str) -> str:
-    """How export option `name` is spelled on the command line (from ExportOptions, where it is defined)."""
-    from tledge.export.options import ExportOptions  # imported here: export.options imports this table
-    from tledge.options import options_of
-
-    return next((opt.flag for opt in options_of(ExportOptions) if opt.name == name), name)
 
 
 def artifact_path(out_dir: str | Path, fmt: ExportFormat) -> Path:

@@ -40,8 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from tledge import preprocess
 from tledge.atomic import atomic_write_with
 from tledge.card import ModelCard, card_from_onnx, embed_in_onnx

@@ -5,10 +5,10 @@ No torch here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, Mapping
 
-from tledge.errors import TledgeError
-from tledge.export.formats import FORMATS, parse_formats
+from tledge.errors import ExportOptionError, TledgeError
+from tledge.export.formats import FORMATS, ExportFormat, parse_formats
 from tledge.options import option, validate
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -103,3 +103,59 @@ class ExportOptions:
                               "use --exporter dynamo or a lower --opset")
         if self.batch is not None and self.max_batch is not None and self.batch > self.max_batch:
             raise TledgeError(f"need --batch ≤ --max-batch, got --batch {self.batch} --max-batch {self.max_batch}")
+
+
+def int8_search_mode(budget, methods, recipe, nodes, calib_method, calib_percentile, qat_epochs, qat_lr,
+                        search, qat_images=None) -> str:
+    """The INT8 search mode ("budget", "full" or "off"); contradictory options are an error before any work.
+
+    The accuracy-budgeted search is the default; fixing the calibration yourself (--calib-method,
+    --calib-percentile, --exclude-nodes, --int8-recipe) means no search, and asking for both is an error.
+    """
+    fixed = [flag for flag, value in (("--int8-recipe", recipe), ("--exclude-nodes", nodes),
+                                      ("--calib-method", calib_method), ("--calib-percentile", calib_percentile))
+             if value]
+    if search is not None and search not in ("budget", "full", "off"):
+        raise TledgeError(f"--int8-search must be budget, full or off, got {search!r}")
+    if recipe is not None and len(fixed) > 1:
+        raise TledgeError("--int8-recipe fixes the calibration and the float nodes; it cannot be combined with "
+                          "--exclude-nodes, --calib-method or --calib-percentile")
+    searching = [flag for flag, value in (("--int8-budget", budget), ("--int8-methods", methods),
+                                          ("--int8-search", search if search != "off" else None)) if value is not None]
+    if fixed and searching:
+        raise TledgeError(f"{searching[0]} asks the INT8 search to choose the calibration and the float nodes, and "
+                          f"{fixed[0]} fixes them; drop one (--int8-methods restricts the search's candidates)")
+    if search == "off" and (budget is not None or methods is not None):
+        raise TledgeError("--int8-budget and --int8-methods belong to the INT8 search; drop them or --int8-search off")
+    if qat_lr is not None and not qat_epochs:
+        raise TledgeError("--qat-lr applies to quantization-aware fine-tuning; give --qat-epochs N too")
+    if qat_images is not None and not qat_epochs:
+        raise TledgeError("--qat-images applies to quantization-aware fine-tuning; give --qat-epochs N too")
+    if methods is not None:
+        from tledge.export.int8_search import parse_candidates
+
+        parse_candidates(methods)
+    if fixed or search == "off":
+        return "off"
+    return search or "budget"
+
+
+def check_options(formats: Iterable[ExportFormat], given: Mapping[str, object]) -> None:
+    """Raise ExportOptionError for an option (given = not None) that none of `formats` uses."""
+    formats = list(formats)
+    used = frozenset().union(*(f.options for f in formats))
+    for name, value in given.items():
+        if value is None or name in used:
+            continue
+        users = [f.name for f in FORMATS.values() if name in f.options]
+        raise ExportOptionError(
+            f"{option_flag(name)} applies to {', '.join(users)}, not to the formats asked for "
+            f"({', '.join(f.name for f in formats)})"
+        )
+
+
+def option_flag(name: str) -> str:
+    """How export option `name` is spelled on the command line (from ExportOptions, where it is defined)."""
+    from tledge.options import options_of
+
+    return next((opt.flag for opt in options_of(ExportOptions) if opt.name == name), name)

@@ -19,108 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tledge.atomic import write_json
-from tledge.errors import ParityError, ParityInconclusive, TledgeError
-from tledge.export.formats import FORMATS, INT8_TRT_FILENAME, artifact_path, check_options, parse_formats
-from tledge.export.options import ExportOptions
+from tledge.errors import ParityError, TledgeError
+from tledge.export.checks import check_parity, compare_flavours, parity_data
+from tledge.export.formats import FORMAT_OPTIONS, FORMATS, INT8_TRT_FILENAME, artifact_path, parse_formats
+from tledge.export.options import ExportOptions, check_options, int8_search_mode
+from tledge.export.result import ArtifactRow, ExportResult, next_commands, worst_outcome
 from tledge.image_files import find_images
 from tledge.options import build
 from tledge.paths import clean_stale_temp_files
 from tledge.splits import SPLITS_FILE, Splits
-from tledge.table import format_table
 
 DEFAULT_FORMATS = ("onnx", "int8")
-PARITY_FILE = "parity.json"
-# Outcome severity for the exit code: a crash (1) outranks a user-fixable failure (2), which outranks parity (3).
-SEVERITY = {0: 0, 4: 1, 3: 1, 2: 2, 1: 3}
-
-
-class ExportFailed(TledgeError):
-    """One or more export steps failed (the others ran; their rows and parity.json are written)."""
-
-
-@dataclass
-class ArtifactRow:
-    format: str  # row name: a format name, or "int8-trt" for the symmetric TensorRT input
-    path: Path | None
-    kind: str  # fp32 | fp16 | int8 (what the parity gate judges it as)
-    seconds: float = 0.0
-    size_mb: float = 0.0
-    parity: object | None = None  # ParityResult
-    error: str | None = None  # why the step failed or was skipped
-    exit_code: int = 0  # of the step's failure (2 user error, 3 budget, 1 crash)
-    failure: TledgeError | None = None  # the step's own error, when it was a TledgeError
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def status(self) -> str:
-        if self.error is not None:
-            return self.error
-        if self.parity is None:
-            return "ok (no parity)"
-        return {"within": "ok", "over": "OVER budget", "inconclusive": "inconclusive"}[self.parity.outcome]
-
-    def table_row(self) -> dict:
-        p = self.parity
-        return {"format": self.format, "file": self.path.name if self.path else "-",
-                "size MB": round(self.size_mb, 2) if self.ok else None,
-                "time s": round(self.seconds, 2),
-                "N": None if p is None else p.images,
-                "agreement % (95%)": None if p is None else
-                f"{p.agreement:.2f} ({p.agreement_ci[0]:.1f}-{p.agreement_ci[1]:.1f})",
-                "acc %": None if p is None else round(p.acc_artifact, 2),
-                "Δacc pt (95%)": None if p is None else
-                f"{p.acc_delta:+.2f} ({p.acc_delta_ci[0]:+.2f} to {p.acc_delta_ci[1]:+.2f})",
-                "resolves pt": None if p is None else round(p.resolvable_drop, 2),
-                "max rel Δlogit": None if p is None else float(f"{p.max_rel_diff:.2e}"),
-                "status": self.status}
-
-
-@dataclass
-class ExportResult:
-    """What an export wrote: `result["int8"]` is the artifact's Path, `result.parity` the parity rows."""
-
-    out_dir: Path
-    rows: list[ArtifactRow] = field(default_factory=list)
-    parity_path: Path | None = None
-    outcome: str = "within"  # parity: within | over | inconclusive (the worst of the checked artifacts)
-    parity_source: str = ""  # where the parity images came from
-    next_commands: list[str] = field(default_factory=list)
-    failure: TledgeError | None = None  # the worst step failure or parity failure, None when all is well
-
-    def table(self) -> str:
-        return format_table([r.table_row() for r in self.rows])
-
-    @property
-    def passed(self) -> bool:
-        """Every checked artifact within its parity tolerance (the data show it)."""
-        return self.outcome == "within"
-
-    def path(self, name: str) -> Path:
-        return self[name]
-
-    def __getitem__(self, name: str) -> Path:
-        for row in self.rows:
-            if row.format == name:
-                if row.path is None or not row.ok:
-                    raise KeyError(f"{name}: {row.status}")
-                return row.path
-        raise KeyError(f"{name} was not exported (formats: {', '.join(r.format for r in self.rows)})")
-
-    def __contains__(self, name: object) -> bool:
-        return any(r.format == name and r.ok for r in self.rows)
-
-    @property
-    def parity(self) -> list[dict]:
-        """One dict per checked artifact: format, images, agreement, accuracy difference, passed, ..."""
-        return [{"format": r.format, **r.parity.to_dict()} for r in self.rows if r.parity is not None]
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.failure is None else self.failure.exit_code
 
 
 def default_formats() -> list[str]:
@@ -205,15 +114,15 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         with tempfile.TemporaryDirectory(prefix="tledge-export-") as tmp:
             job.tmp = Path(tmp)
             run_steps(job, steps, result)
-        parity_set = _parity_data(job)
+        parity_set = parity_data(job)
         checked = [r for r in result.rows if r.ok]
         if parity_set is not None and checked:
-            _check_parity(result, checked, job.model, job.card, parity_set, job.tolerances, echo)
+            check_parity(result, checked, job.model, job.card, parity_set, job.tolerances, echo)
         _write_int8_report(job, result)
         echo(result.table())
-        result.next_commands = _next_commands(result, job.run_dir, job.options.parity_data)
+        result.next_commands = next_commands(result, job.run_dir, job.options.parity_data)
         echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
-        result.failure = _worst_outcome(result)
+        result.failure = worst_outcome(result)
     finally:
         if created and job.out.is_dir() and not any(job.out.iterdir()):
             job.out.rmdir()  # nothing was written: leave no empty folder behind
@@ -243,16 +152,8 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
     o = options
     fmts = parse_formats(o.formats)
     names = {f.name for f in fmts}
-    check_options(fmts, {"exporter": o.exporter, "batch": o.batch, "max_batch": o.max_batch,
-                         "workspace": o.workspace, "calib_data": o.calib_data, "calib_images": o.calib_images,
-                         "calib_method": o.calib_method, "calib_percentile": o.calib_percentile,
-                         "int8_flavours": o.int8_flavours, "nodes_to_exclude": o.nodes_to_exclude,
-                         "int8_budget": o.int8_budget, "int8_methods": o.int8_methods,
-                         "int8_recipe": o.int8_recipe, "int8_report": o.int8_report,
-                         "int8_max_groups": o.int8_max_groups, "int8_search": o.int8_search,
-                         "qat_epochs": o.qat_epochs, "qat_lr": o.qat_lr,
-                         "qat_images": o.qat_images})
-    search_mode = _check_int8_options(o.int8_budget, o.int8_methods, o.int8_recipe, o.nodes_to_exclude,
+    check_options(fmts, {name: getattr(o, name) for name in FORMAT_OPTIONS})
+    search_mode = int8_search_mode(o.int8_budget, o.int8_methods, o.int8_recipe, o.nodes_to_exclude,
                                       o.calib_method, o.calib_percentile, o.qat_epochs, o.qat_lr, o.int8_search,
                                       o.qat_images)
     from tledge.export.parity import parse_tolerance
@@ -457,49 +358,12 @@ def run_steps(job: ExportJob, steps: Sequence[Step], result: ExportResult) -> No
             result.rows.append(row)  # a hidden step (calibration) shows up only when it fails
     cpu_int8 = [r for r in result.rows if r.format in ("int8", "int8-trt") and r.ok]
     if len(cpu_int8) == 2:
-        _compare_flavours(job.outputs["onnx"], {"u8s8": cpu_int8[0], "s8s8": cpu_int8[1]}, job.card, job.echo)
+        compare_flavours(job.outputs["onnx"], {"u8s8": cpu_int8[0], "s8s8": cpu_int8[1]}, job.card, job.echo)
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-def _worst_outcome(result: ExportResult) -> TledgeError | None:
-    """The error the export ends with: the most severe step failure, else the parity failure, else None."""
-    failures = [r for r in result.rows if r.error is not None and not r.error.startswith("skipped")]
-    if failures:
-        worst = max(failures, key=lambda r: SEVERITY.get(r.exit_code, 3))
-        if len(failures) == 1 and worst.failure is not None:
-            return worst.failure
-        text = "; ".join(f"{r.format}: {r.error}" for r in failures)
-        error = ExportFailed(f"export step failed: {text}")
-        error.exit_code = worst.exit_code
-        return error
-    checked = [r.parity for r in result.rows if r.parity is not None]
-    if result.outcome == "over":
-        from tledge.export.parity import parity_message
-
-        return ParityError(parity_message(checked))
-    if result.outcome == "inconclusive":
-        from tledge.export.parity import inconclusive_message
-
-        return ParityInconclusive(inconclusive_message(checked, result.parity_source))
-    return None
-
-
-def _parity_data(job: ExportJob):
-    """The run's test split, --parity-data, or none (with a warning)."""
-    from tledge.export.parity import ParityData
-
-    if not job.options.parity:
-        return None
-    if job.parity_set is not None:
-        return job.parity_set
-    if job.splits is not None and job.splits.items.get("test"):
-        return ParityData(job.splits.paths("test"), job.splits.labels("test"), f"test split of {job.run_dir}")
-    job.echo(f"warning: no parity check: {job.ckpt} has no test split next to it; pass --parity-data DIR to check")
-    return None
 
 
 def _write_int8_report(job: ExportJob, result: ExportResult) -> None:
@@ -514,125 +378,6 @@ def _write_int8_report(job: ExportJob, result: ExportResult) -> None:
                           [r for r in result.rows if r.kind == "int8" and r.ok],
                           {"qat": job.qat_facts, "recipe": job.recipe})
     job.echo(f"int8 report: {report}")
-
-
-def _check_int8_options(budget, methods, recipe, nodes, calib_method, calib_percentile, qat_epochs, qat_lr,
-                        search, qat_images=None) -> str:
-    """The INT8 search mode ("budget", "full" or "off"); contradictory options are an error before any work.
-
-    The accuracy-budgeted search is the default; fixing the calibration yourself (--calib-method,
-    --calib-percentile, --exclude-nodes, --int8-recipe) means no search, and asking for both is an error.
-    """
-    fixed = [flag for flag, value in (("--int8-recipe", recipe), ("--exclude-nodes", nodes),
-                                      ("--calib-method", calib_method), ("--calib-percentile", calib_percentile))
-             if value]
-    if search is not None and search not in ("budget", "full", "off"):
-        raise TledgeError(f"--int8-search must be budget, full or off, got {search!r}")
-    if recipe is not None and len(fixed) > 1:
-        raise TledgeError("--int8-recipe fixes the calibration and the float nodes; it cannot be combined with "
-                          "--exclude-nodes, --calib-method or --calib-percentile")
-    searching = [flag for flag, value in (("--int8-budget", budget), ("--int8-methods", methods),
-                                          ("--int8-search", search if search != "off" else None)) if value is not None]
-    if fixed and searching:
-        raise TledgeError(f"{searching[0]} asks the INT8 search to choose the calibration and the float nodes, and "
-                          f"{fixed[0]} fixes them; drop one (--int8-methods restricts the search's candidates)")
-    if search == "off" and (budget is not None or methods is not None):
-        raise TledgeError("--int8-budget and --int8-methods belong to the INT8 search; drop them or --int8-search off")
-    if qat_lr is not None and not qat_epochs:
-        raise TledgeError("--qat-lr applies to quantization-aware fine-tuning; give --qat-epochs N too")
-    if qat_images is not None and not qat_epochs:
-        raise TledgeError("--qat-images applies to quantization-aware fine-tuning; give --qat-epochs N too")
-    if methods is not None:
-        from tledge.export.int8_search import parse_candidates
-
-        parse_candidates(methods)
-    if fixed or search == "off":
-        return "off"
-    return search or "budget"
-
-
-def _interleaved_latency_ms(paths: dict, card, rounds: int = 5, runs: int = 10) -> dict[str, float]:
-    """Batch-1 latency of several ONNX files timed in alternating rounds (so a noisy minute hits them all);
-    per file the median over every call. Single back-to-back timings on a shared host are noise."""
-    import numpy as np
-
-    from tledge.runtime.backends import load_backend
-    from tledge.timing import medians, time_calls
-
-    backends = {name: load_backend(path, device="cpu") for name, path in paths.items()}
-    try:
-        height, width = card.input_size
-        inputs = {name: np.random.default_rng(0).standard_normal(
-            (b.max_batch or 1, 3, height, width)).astype(np.float32) for name, b in backends.items()}
-        calls = {name: (lambda b=backend, x=inputs[name]: b.predict(x)) for name, backend in backends.items()}
-        return medians(time_calls(calls, rounds=rounds, runs=runs, warmup=3))
-    finally:
-        for backend in backends.values():
-            backend.close()
-
-
-def _compare_flavours(onnx_path: Path, rows: dict, card, echo) -> None:
-    """Batch-1 latency of FP32 and both INT8 flavours on this CPU (interleaved rounds), recorded in each INT8 card."""
-    from tledge.export.int8 import record_latency
-
-    latencies = _interleaved_latency_ms({"fp32": onnx_path, **{f: row.path for f, row in rows.items()}}, card)
-    compared = {k: round(v, 3) for k, v in latencies.items()}
-    for flavour, row in rows.items():
-        record_latency(row.path, {"latency_ms_batch1": compared[flavour], "latency_compared_ms_batch1": compared})
-    echo("  int8 latency, batch 1, this CPU, interleaved: " + ", ".join(f"{k} {v:.2f} ms" for k, v in compared.items()))
-    if latencies["s8s8"] < latencies["u8s8"]:
-        echo("  note: symmetric s8s8 is faster than u8s8 on this CPU; model.int8.trt.onnx also runs in ONNX Runtime")
-
-
-def _check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, data, tolerances, echo) -> None:
-    import numpy as np
-    import torch
-
-    from tledge.export.parity import run_parity
-    from tledge.stats import combine
-
-    # channels_last: oneDNN's faster CPU convolutions (MobileNetV2 224 px: 32 → 20 ms/image measured), the
-    # same FP32 arithmetic up to summation order (~1e-6 of the logit scale; the ONNX gate is 1e-4).
-    model = model.to(memory_format=torch.channels_last)
-
-    def reference(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
-            return model(x).float().numpy()
-
-    artifacts = [(row.format, row.path, row.kind) for row in rows]
-    echo(f"parity: {len(data.paths)} images from {data.source}, PyTorch FP32 vs {', '.join(a[0] for a in artifacts)}")
-    results, info = run_parity(reference, artifacts, data, card, tolerances)
-    info["skipped"] = list(getattr(data, "skipped", [])) + list(info["skipped"])  # found by the folder reader too
-    echo("  ran on: " + ", ".join(f"{p.name} {p.backend}" for p in results)
-         + " (FP32 ONNX on FP32 arithmetic: CPU, or CUDA with TF32 off)")
-    for row, parity in zip(rows, results):
-        row.parity = parity
-    result.outcome = combine([p.outcome for p in results])
-    result.parity_source = data.source
-    if info["skipped"]:
-        echo(f"warning: parity skipped {len(info['skipped'])} unreadable image(s): {', '.join(info['skipped'][:5])}")
-    report = {"source": info["source"], "images": info["images"], "skipped": info["skipped"],
-              "tolerances": tolerances, "outcome": result.outcome, "passed": result.passed,
-              "intervals": "95%: Wilson (agreement), Tango paired score (accuracy difference); see tledge/stats.py",
-              "results": [{**p.to_dict(), "seconds": round(r.seconds, 3), "size_mb": round(r.size_mb, 3)}
-                          for r, p in zip(rows, results)],
-              "failed": [{"format": r.format, "status": r.status} for r in result.rows if not r.ok]}
-    result.parity_path = result.out_dir / PARITY_FILE
-    write_json(result.parity_path, report)
-
-
-def _next_commands(result: ExportResult, run_dir: Path | None, parity_data) -> list[str]:
-    order = ("trt-fp16", "trt-int8", "int8", "onnx")
-    preferred = sorted((r for r in result.rows if r.format in order and r.ok), key=lambda r: order.index(r.format))
-    artifact = preferred[0].path if preferred else result.out_dir / "model.onnx"
-    commands = [f"tledge predict {artifact} IMAGE_OR_FOLDER_OR_CAMERA"]
-    if run_dir is not None:
-        commands.append(f"tledge bench {run_dir}")
-    else:
-        files = " ".join(str(r.path) for r in result.rows if r.ok)
-        commands.append(f"tledge bench {files}" + (f" --data {parity_data}" if parity_data else ""))
-    return commands
 
 
 Export = ExportResult  # the name the public API documents (tledge.export(...) returns one)
