@@ -22,7 +22,8 @@ from tledge.checkpoint import save_checkpoint
 from tledge.cli import main
 from tledge.errors import ExportOptionError
 from tledge.export import int8_search
-from tledge.export.int8_search import load_recipe, parse_candidates
+from tledge.export.int8_recipe import RECIPE_FILE, load_recipe
+from tledge.export.int8_search import parse_candidates
 from tledge.export.pipeline import export_run
 from tledge.export.sensitivity import group_key, kl_to_reference
 from tledge.splits import Splits
@@ -153,7 +154,7 @@ def test_both_flavours_get_the_same_exclusions_and_the_report(searched):
     report = (out / "int8_report.md").read_text()
     assert "## Search (val split)" in report and "## Final parity (test split)" in report
     assert "sensitivity" in report.lower() and "drop 95% pt" in report and "Calibration passes" in report
-    recipe = json.loads((out / int8_search.RECIPE_FILE).read_text())
+    recipe = json.loads((out / RECIPE_FILE).read_text())
     assert recipe["nodes_to_exclude"] == cpu["nodes_excluded"]
     assert all(r.parity is not None and r.parity.passed for r in result.rows)
 
@@ -161,7 +162,7 @@ def test_both_flavours_get_the_same_exclusions_and_the_report(searched):
 @pytest.mark.parametrize("source", ["json", "onnx"])
 def test_reexport_reproduces_the_exclusions_without_searching(searched, hostile_run, tmp_path, monkeypatch, source):
     result, _, out = searched
-    recipe_file = out / int8_search.RECIPE_FILE if source == "json" else result.path("int8")
+    recipe_file = out / RECIPE_FILE if source == "json" else result.path("int8")
 
     def no_search(*args, **kwargs):
         raise AssertionError("searched again")

@@ -212,7 +212,7 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
     method, percentile, nodes = o.calib_method or "minmax", o.calib_percentile, o.nodes_to_exclude
     recipe = None
     if o.int8_recipe is not None:
-        from tledge.export.int8_search import load_recipe
+        from tledge.export.int8_recipe import load_recipe
 
         recipe = load_recipe(o.int8_recipe)
         method, percentile, nodes = recipe["method"], recipe["percentile"], recipe["nodes_to_exclude"]
@@ -259,7 +259,7 @@ def _build_calibration(job: ExportJob) -> None:
         job.calibration_cache = Calibration(job.int8_source, job.calib_paths, tmp / "calibration").cache_for(
             job.method, job.percentile)
         return None
-    from tledge.export import int8_search
+    from tledge.export import int8_recipe, int8_search
 
     splits = job.splits
     budget = float(o.int8_budget) if o.int8_budget is not None else job.tolerances["int8"]["acc_drop"]
@@ -272,13 +272,13 @@ def _build_calibration(job: ExportJob) -> None:
     job.calibration_cache = search.cache_path
     if not search.fits and search.shown_over:
         report = Path(o.int8_report) if o.int8_report else job.out / "int8_report.md"
-        int8_search.write_report(report, search, [], {"qat": job.qat_facts})
+        int8_recipe.write_report(report, search, [], {"qat": job.qat_facts})
         raise ParityError(search.explain() + f"\n(report: {report})")
     if not search.fits:
         job.echo(f"warning: no INT8 candidate is within {budget:g} pt on val by its estimate, but "
                  f"{search.val_images} val images cannot show it is over either; keeping the closest "
                  f"({search.chosen.label}) and letting the parity check judge it")
-    int8_search.write_recipe(job.out / int8_search.RECIPE_FILE, search.recipe())
+    int8_recipe.write_recipe(job.out / int8_recipe.RECIPE_FILE, search.recipe())
     return None
 
 
@@ -372,7 +372,7 @@ def _write_int8_report(job: ExportJob, result: ExportResult) -> None:
         return
     if job.search is not None and not job.search.fits and job.search.shown_over:
         return  # the search step wrote its own report
-    from tledge.export.int8_search import write_report
+    from tledge.export.int8_recipe import write_report
 
     report = write_report(Path(o.int8_report) if o.int8_report else job.out / "int8_report.md", job.search,
                           [r for r in result.rows if r.kind == "int8" and r.ok],
