@@ -17,6 +17,7 @@ JOBS = {
     "export": "tledge.export.options:ExportOptions",
     "predict": "tledge.runtime.options:PredictRequest",
     "bench": "tledge.runtime.options:BenchOptions",
+    "info": "tledge.runtime.options:InfoOptions",
     "sweep": "tledge.train.sweep_options:SweepOptions",
 }
 

@@ -211,6 +211,7 @@ def click_options(cls: type, *, skip: Iterable[str] = ()) -> Callable:
     def decorate(command: Callable) -> Callable:
         for param in reversed(params):
             command = param(command)
+            command.__click_params__[-1].from_options_object = True  # checked by tests/test_options.py
         return command
 
     return decorate

@@ -1,5 +1,5 @@
 """`tledge predict`, `tledge bench`, `tledge info`: option parsing only; the work is in the library. The options
-are generated from PredictRequest and BenchOptions (tledge/runtime/options.py).
+are generated from PredictRequest, BenchOptions and InfoOptions (tledge/runtime/options.py).
 
 Nothing here imports torch: the .onnx and .engine paths must run on a machine without it.
 """
@@ -7,12 +7,11 @@ Nothing here imports torch: the .onnx and .engine paths must run on a machine wi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from tledge.options import click_options, given
-from tledge.runtime.options import BenchOptions, PredictRequest
+from tledge.runtime.options import BenchOptions, InfoOptions, PredictRequest
 
 
 @click.command()
@@ -48,15 +47,16 @@ def bench(sources, **values):
 
 
 @click.command()
-@click.argument("artifact", type=click.Path(path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
-def info(artifact, as_json):
+@click_options(InfoOptions)
+def info(**values):
     """Print the model card of a run folder, .pt, .onnx or .engine."""
     from tledge.runtime.info import format_card, read_card
 
-    card = read_card(artifact)
-    click.echo(json.dumps(card.to_dict(), indent=2, sort_keys=True) if as_json else format_card(card, artifact))
-    if not as_json and str(artifact).endswith(".onnx"):  # which ONNX Runtime would run it, and a fix if wrong
+    options = InfoOptions(**given(values, InfoOptions))
+    card = read_card(options.artifact)
+    click.echo(json.dumps(card.to_dict(), indent=2, sort_keys=True) if options.json
+               else format_card(card, options.artifact))
+    if not options.json and options.artifact.endswith(".onnx"):  # which ONNX Runtime would run it, and a fix if wrong
         from tledge.runtime.backends.ort_install import diagnose
 
         click.echo(diagnose().line())

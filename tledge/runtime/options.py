@@ -105,3 +105,15 @@ class BenchOptions:
         self.batches = parse_batches(self.batches)
         self.device = parse_device(self.device)
         validate(self)
+
+
+@dataclass
+class InfoOptions:
+    """Everything `tledge info ARTIFACT` takes."""
+
+    artifact: str = option(help="Run folder, .pt, .onnx or .engine.", argument=True)
+    json: bool = option(False, "Print the card as JSON.")
+
+    def __post_init__(self) -> None:
+        self.artifact = str(self.artifact)
+        validate(self)
