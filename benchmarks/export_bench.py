@@ -22,7 +22,6 @@ import os
 import platform
 import random
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -128,16 +127,10 @@ def main(argv=None) -> dict:
         rng = np.random.default_rng(0)
         inputs = {b: rng.standard_normal((b, 3, 224, 224)).astype(np.float32) for b in (1, 16)}
 
-        def median_ms(fn, batch, iters, warmup=5):
-            x = inputs[batch]
-            for _ in range(warmup):
-                fn(x)
-            times = []
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                fn(x)
-                times.append(time.perf_counter() - t0)
-            return statistics.median(times) * 1000.0
+        def median_ms(fn, batch, iters, warmup=5):  # tledge's own timing loop (tledge.timing)
+            from tledge.timing import medians, time_calls
+
+            return medians(time_calls({"call": lambda: fn(inputs[batch])}, runs=iters, warmup=warmup))["call"]
 
         def torch_fn(x):
             with torch.inference_mode():
