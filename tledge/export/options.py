@@ -76,7 +76,7 @@ class ExportOptions:
                                      "RUN/export/int8_report.md when searching or fine-tuning).", flag="--report")
     qat_epochs: int | None = option(None, "INT8: quantization-aware fine-tuning on the train split for N epochs "
                                     "before quantizing.", min=1)
-    qat_lr: float | None = option(None, "INT8: learning rate of --qat-epochs (default 1e-4, cosine to 0, SGD "
+    qat_lr: float | None = option(None, "INT8: learning rate of --qat-epochs (default 1e-5, cosine to 0, SGD "
                                   "momentum 0.9; activation ranges frozen after the first epoch).", above=0)
     qat_images: int | None = option(None, "INT8: --qat-epochs sees a fresh random sample of this many train images "
                                     "per epoch (default: all; on a CPU an epoch at 224 px costs ~0.25 s per image).",
