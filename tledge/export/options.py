@@ -105,39 +105,38 @@ class ExportOptions:
             raise TledgeError(f"need --batch ≤ --max-batch, got --batch {self.batch} --max-batch {self.max_batch}")
 
 
-def int8_search_mode(budget, methods, recipe, nodes, calib_method, calib_percentile, qat_epochs, qat_lr,
-                        search, qat_images=None) -> str:
+def int8_search_mode(o: ExportOptions) -> str:
     """The INT8 search mode ("budget", "full" or "off"); contradictory options are an error before any work.
 
     The accuracy-budgeted search is the default; fixing the calibration yourself (--calib-method,
     --calib-percentile, --exclude-nodes, --int8-recipe) means no search, and asking for both is an error.
+    (`o.int8_search` is one of INT8_SEARCH_MODES or None: ExportOptions checked it.)
     """
-    fixed = [flag for flag, value in (("--int8-recipe", recipe), ("--exclude-nodes", nodes),
-                                      ("--calib-method", calib_method), ("--calib-percentile", calib_percentile))
+    fixed = [flag for flag, value in (("--int8-recipe", o.int8_recipe), ("--exclude-nodes", o.nodes_to_exclude),
+                                      ("--calib-method", o.calib_method),
+                                      ("--calib-percentile", o.calib_percentile))
              if value]
-    if search is not None and search not in ("budget", "full", "off"):
-        raise TledgeError(f"--int8-search must be budget, full or off, got {search!r}")
-    if recipe is not None and len(fixed) > 1:
+    if o.int8_recipe is not None and len(fixed) > 1:
         raise TledgeError("--int8-recipe fixes the calibration and the float nodes; it cannot be combined with "
                           "--exclude-nodes, --calib-method or --calib-percentile")
-    searching = [flag for flag, value in (("--int8-budget", budget), ("--int8-methods", methods),
-                                          ("--int8-search", search if search != "off" else None)) if value is not None]
+    searching = [flag for flag, value in (("--int8-budget", o.int8_budget), ("--int8-methods", o.int8_methods),
+                                          ("--int8-search", o.int8_search if o.int8_search != "off" else None))
+                 if value is not None]
     if fixed and searching:
         raise TledgeError(f"{searching[0]} asks the INT8 search to choose the calibration and the float nodes, and "
                           f"{fixed[0]} fixes them; drop one (--int8-methods restricts the search's candidates)")
-    if search == "off" and (budget is not None or methods is not None):
+    if o.int8_search == "off" and (o.int8_budget is not None or o.int8_methods is not None):
         raise TledgeError("--int8-budget and --int8-methods belong to the INT8 search; drop them or --int8-search off")
-    if qat_lr is not None and not qat_epochs:
-        raise TledgeError("--qat-lr applies to quantization-aware fine-tuning; give --qat-epochs N too")
-    if qat_images is not None and not qat_epochs:
-        raise TledgeError("--qat-images applies to quantization-aware fine-tuning; give --qat-epochs N too")
-    if methods is not None:
+    for flag, value in (("--qat-lr", o.qat_lr), ("--qat-images", o.qat_images)):
+        if value is not None and not o.qat_epochs:
+            raise TledgeError(f"{flag} applies to quantization-aware fine-tuning; give --qat-epochs N too")
+    if o.int8_methods is not None:
         from tledge.export.int8_search import parse_candidates
 
-        parse_candidates(methods)
-    if fixed or search == "off":
+        parse_candidates(o.int8_methods)
+    if fixed or o.int8_search == "off":
         return "off"
-    return search or "budget"
+    return o.int8_search or "budget"
 
 
 def check_options(formats: Iterable[ExportFormat], given: Mapping[str, object]) -> None:

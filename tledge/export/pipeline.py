@@ -153,9 +153,7 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
     fmts = parse_formats(o.formats)
     names = {f.name for f in fmts}
     check_options(fmts, {name: getattr(o, name) for name in FORMAT_OPTIONS})
-    search_mode = int8_search_mode(o.int8_budget, o.int8_methods, o.int8_recipe, o.nodes_to_exclude,
-                                      o.calib_method, o.calib_percentile, o.qat_epochs, o.qat_lr, o.int8_search,
-                                      o.qat_images)
+    search_mode = int8_search_mode(o)
     from tledge.export.parity import parse_tolerance
 
     tolerances = parse_tolerance(o.tolerance)

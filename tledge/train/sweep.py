@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 from tledge.errors import TledgeError
 from tledge.train import reports
 from tledge.train.config import TrainConfig
+from tledge.runtime.options import device_problem
 from tledge.train.rundir import next_free_name
 from tledge.train.sweep_grid import (  # noqa: F401 - the grid's public names, re-exported
     AXES, AXIS_ALIASES, AXIS_TYPES, NAME_PREFIX, Cell, coerce, expand_grid, normalize_axes, validate_cells)
@@ -114,7 +115,7 @@ def parse_devices(devices: str | Sequence[str] | None) -> list[str]:
     for item in (i.strip().lower() for i in items):
         if item.isdigit():
             item = f"cuda:{item}"
-        if item not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", item):
+        if item == "auto" or device_problem(item):  # --device's rule, without auto (a cell needs one device)
             raise TledgeError(f"bad device {item!r} in --devices; expected GPU indices (0,1), cuda:N or cpu")
         result.append(item)
     check_devices_exist(result)
