@@ -14,14 +14,6 @@ from tledge.export.int8_search import SearchResult, candidate_label
 RECIPE_FILE = "int8_recipe.json"
 
 
-def write_recipe(path: str | Path, recipe: dict) -> Path:
-    from tledge.atomic import atomic_write_bytes
-
-    path = Path(path)
-    atomic_write_bytes(path, (json.dumps(recipe, indent=2) + "\n").encode())
-    return path
-
-
 def load_recipe(path: str | Path) -> dict:
     """A recipe from a JSON file, or from the card of an INT8 ONNX written by tledge (search or not)."""
     path = Path(path)

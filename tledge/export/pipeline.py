@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tledge.atomic import write_json
 from tledge.errors import ParityError, TledgeError
 from tledge.export.checks import check_parity, compare_flavours, parity_data
 from tledge.export.formats import FORMAT_OPTIONS, FORMATS, INT8_TRT_FILENAME, artifact_path, parse_formats
@@ -276,7 +277,7 @@ def _build_calibration(job: ExportJob) -> None:
         job.echo(f"warning: no INT8 candidate is within {budget:g} pt on val by its estimate, but "
                  f"{search.val_images} val images cannot show it is over either; keeping the closest "
                  f"({search.chosen.label}) and letting the parity check judge it")
-    int8_recipe.write_recipe(job.out / int8_recipe.RECIPE_FILE, search.recipe())
+    write_json(job.out / int8_recipe.RECIPE_FILE, search.recipe())
     return None
 
 
