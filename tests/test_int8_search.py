@@ -153,7 +153,7 @@ def test_both_flavours_get_the_same_exclusions_and_the_report(searched):
     assert all(name in graph_nodes for name in cpu["nodes_excluded"])  # still there, in float
     report = (out / "int8_report.md").read_text()
     assert "## Search (val split)" in report and "## Final parity (test split)" in report
-    assert "sensitivity" in report.lower() and "drop 95% pt" in report and "Calibration passes" in report
+    assert "sensitivity" in report.lower() and "Δacc 95% pt" in report and "Calibration passes" in report
     recipe = json.loads((out / RECIPE_FILE).read_text())
     assert recipe["nodes_to_exclude"] == cpu["nodes_excluded"]
     assert all(r.parity is not None and r.parity.passed for r in result.rows)

@@ -6,6 +6,7 @@
     exp = tledge.export(run, formats=["onnx", "int8"])               # exp["int8"] -> Path, exp.parity
     model = tledge.load(exp["int8"])                                 # run folder, .pt, .onnx, .engine
     model.predict("img.jpg")[0].label                                # also arrays, lists, folders
+    tledge.verify(exp["int8"])                                       # parity here, from the pack beside it
     tledge.bench(run)                                                # the bench rows
 
 The names are loaded on first use, so `import tledge` stays light (no torch, no OpenCV).
@@ -14,11 +15,11 @@ The names are loaded on first use, so `import tledge` stays light (no torch, no 
 from tledge.errors import TledgeError
 
 __version__ = "0.1.0"
-__all__ = ["train", "evaluate", "export", "load", "bench", "TledgeError", "Run", "Export", "Model", "Prediction",
-           "TrainConfig", "EvalOptions", "ExportOptions", "BenchOptions", "PredictRequest"]
+__all__ = ["train", "evaluate", "export", "verify", "load", "bench", "TledgeError", "Run", "Export", "Model", "Prediction",
+           "TrainConfig", "EvalOptions", "ExportOptions", "BenchOptions", "PredictRequest", "VerifyOptions"]
 
 _LAZY = {
-    "load": "tledge.api", "evaluate": "tledge.api", "bench": "tledge.api", "Run": "tledge.api",
+    "load": "tledge.api", "verify": "tledge.api", "VerifyOptions": "tledge.verification.verify", "evaluate": "tledge.api", "bench": "tledge.api", "Run": "tledge.api",
     "Export": "tledge.export.pipeline", "Model": "tledge.runtime.model", "Prediction": "tledge.runtime.model", "TrainConfig": "tledge.train.config",
     "EvalOptions": "tledge.train.eval_options",
     "ExportOptions": "tledge.export.options", "BenchOptions": "tledge.runtime.options",

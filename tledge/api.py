@@ -24,7 +24,7 @@ from tledge.runtime.model import Model, Prediction, load
 if TYPE_CHECKING:
     from tledge.export.pipeline import ExportResult
 
-__all__ = ["Run", "train", "evaluate", "export", "load", "bench", "bench_result", "Model", "Prediction"]
+__all__ = ["Run", "train", "evaluate", "export", "verify", "load", "bench", "bench_result", "Model", "Prediction"]
 
 Log = Callable[[str], None]
 
@@ -117,6 +117,17 @@ def export(source: str | os.PathLike, formats: str | Sequence[str] | None = None
     if result.failure is not None and not strict:
         echo(f"warning: {result.failure}")
     return result
+
+
+def verify(artifact: str | os.PathLike, *, strict: bool = False, echo: Log = print, **options: Any):
+    """Re-check an exported artifact (.onnx, .engine) on this device against the parity pack beside it (or
+    `pack=DIR`), with the runtime-only install: no torch, no dataset. Returns a VerifyResult (`.outcome`
+    within / over / inconclusive, `.parity`, `.environment`) and records the verdict beside the artifact.
+    `options` are VerifyOptions fields (pack, provider, device, threads, tolerance, record); with `strict=True`
+    an over-budget or inconclusive verdict is raised (ParityError / ParityInconclusive), as the CLI does."""
+    from tledge.verification.verify import verify as run
+
+    return run(os.fspath(artifact), echo=echo, raise_on_failure=strict, **options)
 
 
 def bench_result(source: str | os.PathLike | Sequence[str | os.PathLike], options=None, *,

@@ -15,7 +15,8 @@ import click
 from tledge import __version__
 from tledge.errors import Interrupted, TledgeError, exit_code_table
 
-COMMAND_MODULES = ("tledge.train.cli", "tledge.train.sweep_cli", "tledge.export.cli", "tledge.runtime.cli", "tledge.demo")
+COMMAND_MODULES = ("tledge.train.cli", "tledge.train.sweep_cli", "tledge.export.cli", "tledge.runtime.cli",
+                   "tledge.verification.cli", "tledge.demo")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},

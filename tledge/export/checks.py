@@ -25,7 +25,8 @@ def parity_data(job):
     return None
 
 
-def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, data, tolerances, echo) -> None:
+def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, data, tolerances, echo,
+                 pack_images: int = 0) -> None:
     import numpy as np
     import torch
 
@@ -49,6 +50,7 @@ def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, dat
          + " (FP32 ONNX on FP32 arithmetic: CPU, or CUDA with TF32 off)")
     for row, parity in zip(rows, results):
         row.parity = parity
+    _write_verification(result, rows, results, info, card, reference, tolerances, pack_images, echo)
     result.outcome = combine([p.outcome for p in results])
     result.parity_source = data.source
     if info["skipped"]:
@@ -61,6 +63,24 @@ def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, dat
               "failed": [{"format": r.format, "status": r.status} for r in result.rows if not r.ok]}
     result.parity_path = result.out_dir / PARITY_FILE
     write_json(result.parity_path, report)
+
+
+def _write_verification(result: ExportResult, rows, results, info, card, reference, tolerances, pack_images: int,
+                        echo) -> None:
+    """The parity pack (what `tledge verify` re-checks with on another device) and each artifact's first verdict,
+    with the environment it was obtained in (tledge.verification)."""
+    from tledge.verification import environment, pack, verdicts
+
+    for row, parity in zip(rows, results):
+        verdicts.record(row.path, verdicts.make_verdict(parity, "export", environment.describe(parity.backend),
+                                                         tolerances=tolerances), fresh=True)
+    if pack_images <= 0:
+        return
+    folder = pack.write_pack(result.out_dir, info["paths"], info["labels"], info["reference_logits"],
+                             info["input_sha"], card, info["source"], tolerances, cap=pack_images, reference=reference)
+    manifest = pack.read_pack(folder).manifest
+    echo(f"  parity pack: {folder} ({manifest['sampling']['images']} of {manifest['sampling']['of']} images, "
+         f"{pack.pack_size_mb(folder):.1f} MB); on another device: tledge verify {rows[0].path}")
 
 
 def _interleaved_latency_ms(paths: dict, card, rounds: int = 5, runs: int = 10) -> dict[str, float]:

@@ -58,11 +58,20 @@ class Int8Flavour:
     activation_symmetric: bool
     unsigned_activations: bool
     role: str  # "cpu" or "tensorrt"
+    reduce_range: bool  # 7-bit weights (|w| <= 64): see the note below
 
 
+# ONNX Runtime's u8s8 kernels on x86 CPUs without VNNI (AVX2 only) add the products of adjacent u8×s8 pairs
+# into int16 (VPMADDUBSW), which saturates above 32767; with VNNI they accumulate in int32. Full-range int8
+# weights (|w| <= 127) can reach 2·255·127 = 64770 and lost 4 points on an AVX2-only machine; 7-bit weights
+# (|w| <= 64, ONNX Runtime's reduce_range) reach at most 2·255·64 = 32640, so the same file computes the same
+# numbers on every x86 kind (measured: FIELD-NOTES 2026-12-02, README "INT8 on both x86 kinds").
+# The TensorRT flavour keeps full-range weights: TensorRT's INT8 kernels accumulate in int32.
 FLAVOURS = {
-    "u8s8": Int8Flavour("u8s8", activation_symmetric=False, unsigned_activations=True, role="cpu"),
-    "s8s8": Int8Flavour("s8s8", activation_symmetric=True, unsigned_activations=False, role="tensorrt"),
+    "u8s8": Int8Flavour("u8s8", activation_symmetric=False, unsigned_activations=True, role="cpu",
+                        reduce_range=True),
+    "s8s8": Int8Flavour("s8s8", activation_symmetric=True, unsigned_activations=False, role="tensorrt",
+                        reduce_range=False),
 }
 
 
@@ -131,7 +140,7 @@ class ImageCalibrationReader:
 def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, images: Sequence[Path], flavour: str = "u8s8",
                   method: str = "minmax", percentile: float | None = None,
                   nodes_to_exclude: Sequence[str] | None = None, calibration_source: str = "",
-                  calibration_cache: str | Path | None = None, reduce_range: bool = False) -> Path:
+                  calibration_cache: str | Path | None = None, reduce_range: bool | None = None) -> Path:
     """Quantize `fp32_onnx` (a tledge ONNX export) to QDQ INT8 at `out_path`; returns the path.
 
     images: real calibration images (see select_calibration_images). calibration_cache: a JSON file of
@@ -153,6 +162,7 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, images: Sequence[
     if len(images) < MIN_CALIBRATION_IMAGES:
         raise TledgeError(f"INT8 calibration needs at least {MIN_CALIBRATION_IMAGES} real images, got {len(images)}")
     spec = FLAVOURS[flavour]
+    reduce_range = spec.reduce_range if reduce_range is None else bool(reduce_range)
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
     card = card_from_onnx(fp32_onnx)
     excluded = sorted(set(nodes_to_exclude or ()))
@@ -228,6 +238,10 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, images: Sequence[
     from tledge.export.qdq_check import check_qdq
 
     problems = check_qdq(model, "tensorrt" if spec.role == "tensorrt" else "onnxruntime")
+    if spec.role == "cpu" and reduce_range:  # the file must compute the same on every x86 kind
+        from tledge.export.int16_headroom import saturation_problem
+
+        problems += [p for p in [saturation_problem(model)] if p]
     if problems:  # a graph its consumer would refuse is a bug here, not a file to hand over
         raise TledgeError(f"INT8 ({flavour}) graph fails the Q/DQ check: {'; '.join(problems[:3])}")
     atomic_write_with(out_path, lambda tmp_path: onnx.save(model, str(tmp_path)))

@@ -67,12 +67,12 @@ def write_report(path: str | Path, search: SearchResult | None, parity_rows: Seq
         lines += ["## Search (val split)", "",
                   f"Budget {search.budget:g} pt below FP32 on {search.val_images} val images from {search.val_source} "
                   f"(search mode: {search.mode}). FP32 ONNX: {search.fp32_val_acc:.2f}% val. A step fits when its val "
-                  "drop is within the budget; the 95% interval shows what this many val images can resolve. "
+                  "Δacc (INT8 − FP32; negative is worse) is no worse than −budget; the 95% interval shows what this many val images can resolve. "
                   "Latency is not part of the decision."
                   + ("" if search.source_val_acc is None else
                      f" The fine-tuned model that is quantized: {search.source_val_acc:.2f}% val in FP32."), "",
                   format_table([{"step": s.stage, "what": s.label, "val acc %": round(s.val_acc, 2),
-                                 "drop pt": f"{s.val_drop:+.2f}", "drop 95% pt": f"{s.drop_low:+.2f} to {s.drop_high:+.2f}",
+                                 "Δacc pt": f"{-s.val_drop:+.2f}", "Δacc 95% pt": f"{-s.drop_high:+.2f} to {-s.drop_low:+.2f}",
                                  "agreement %": round(s.agreement, 2), "KL": float(f"{s.kl:.3g}"),
                                  "seconds": round(s.seconds, 1), "fits": "yes" if s.fits else "no"}
                                 for s in search.steps]), "",

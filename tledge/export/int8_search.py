@@ -139,6 +139,10 @@ class Step:
     fits: bool  # the val drop (point estimate) is within the budget
     shown_within: bool = False  # the whole 95% interval of the val drop is within the budget
 
+    def delta_text(self) -> str:
+        """The accuracy change as every table shows it: INT8 − FP32 in points, negative is worse."""
+        return f"Δacc {-self.val_drop:+.2f} pt, 95% {-self.drop_high:+.2f} to {-self.drop_low:+.2f}"
+
     def to_dict(self, with_nodes: bool = False) -> dict:
         d = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
         if not with_nodes:
@@ -186,7 +190,9 @@ class SearchResult:
                 "val_drop": round(self.chosen.val_drop, 4), "source": "int8 search (val split)"}
 
     def to_card(self) -> dict:
-        return {"budget_pt": self.budget, "mode": self.mode, "fits": self.fits, "method": self.method,
+        verdict = "over" if self.shown_over else ("within" if self.chosen.shown_within else "inconclusive")
+        return {"budget_pt": self.budget, "mode": self.mode, "fits": self.fits, "val_verdict": verdict,
+                "method": self.method,
                 "percentile": self.percentile,
                 "nodes_excluded": self.nodes_excluded, "groups_in_float": list(self.chosen.groups_excluded),
                 "val_images": self.val_images, "val_source": self.val_source,
@@ -200,14 +206,14 @@ class SearchResult:
         lines = [f"INT8 cannot meet the {self.budget:g}-point budget on the val split "
                  f"({self.val_images} images, FP32 {self.fp32_val_acc:.2f}%): {self.stop_reason}"]
         for s in self.steps:
-            lines.append(f"  {s.stage:<11} {s.label:<26} val {s.val_acc:6.2f}% (drop {s.val_drop:+.2f} pt, 95% "
-                         f"{s.drop_low:+.2f} to {s.drop_high:+.2f}), agreement {s.agreement:6.2f}%")
+            lines.append(f"  {s.stage:<11} {s.label:<26} val {s.val_acc:6.2f}% ({s.delta_text()}), "
+                         f"agreement {s.agreement:6.2f}%")
         if self.source_val_acc is not None and self.fp32_val_acc - self.source_val_acc > self.budget:
             lines.append(f"note: the fine-tuned (QAT) model is already {self.fp32_val_acc - self.source_val_acc:.2f} pt "
                          "below FP32 on val before any quantization: lower --qat-lr or use fewer --qat-epochs")
         hint = "" if self.mode == "full" else " --int8-search full,"
         lines.append(f"best: {self.chosen.label} with {len(self.chosen.groups_excluded)} group(s) in float, "
-                     f"drop {self.chosen.val_drop:.2f} pt; try{hint} --qat-epochs N, a larger --int8-budget, or FP16")
+                     f"{self.chosen.delta_text()}; try{hint} --qat-epochs N, a larger --int8-budget, or FP16")
         return "\n".join(lines)
 
 
@@ -259,8 +265,8 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
                     time.perf_counter() - t0, fp32_acc - acc <= budget + 1e-9, -100.0 * low <= budget + 1e-9)
         path.unlink(missing_ok=True)
         result.steps.append(step)
-        echo(f"    {stage:<11} {label:<26} val {acc:6.2f}% (drop {step.val_drop:+.2f} pt, 95% {step.drop_low:+.2f} to "
-             f"{step.drop_high:+.2f}), agreement {step.agreement:6.2f}%, {step.seconds:.0f} s")
+        echo(f"    {stage:<11} {label:<26} val {acc:6.2f}% ({step.delta_text()}), agreement {step.agreement:6.2f}%, "
+             f"{step.seconds:.0f} s")
         return step
 
     def finish(reason: str) -> SearchResult:
@@ -273,19 +279,23 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
     # Too few val images to resolve the budget even with full agreement: comparing candidates by val accuracy
     # would select noise (one image of 24 is 4.17 pt), so the budget mode keeps the cheapest candidate and
     # lets the parity check say how many images a verdict needs. --int8-search full still searches.
+    tried: list[Step] = []
     if mode == "budget" and resolvable > budget:
         method, pct = candidates[0]
         step = probe("calibration", candidate_label(method, pct), method, pct, [], [])
-        result.chosen, result.fits = step, step.fits
-        echo(f"  int8 search: {n} val images cannot resolve a {budget:g}-pt budget (they resolve {resolvable:.2f} pt); "
-             f"keeping the cheapest candidate, {step.label}, without searching further")
-        return finish(f"{n} val images resolve {resolvable:.2f} pt, more than the {budget:g}-pt budget: kept the "
-                      f"cheapest candidate ({step.label}); a larger val split lets the search decide")
+        if not step.drop_low > budget + 1e-9:  # not shown over: choosing among the rest would select noise
+            result.chosen, result.fits = step, step.fits
+            echo(f"  int8 search: {n} val images cannot resolve a {budget:g}-pt budget (they resolve {resolvable:.2f} "
+                 f"pt); keeping the cheapest candidate, {step.label}, without searching further")
+            return finish(f"{n} val images resolve {resolvable:.2f} pt, more than the {budget:g}-pt budget: kept the "
+                          f"cheapest candidate ({step.label}); a larger val split lets the search decide")
+        echo(f"  int8 search: {step.label} is shown over the budget even on {n} val images; searching on")
+        tried.append(step)
+        candidates = candidates[1:]
 
     # Step 1: calibration methods, in the order given (cheapest first by default). The budget mode stops at
     # the first the val data show within the budget (its whole interval); a point estimate under the budget
     # with an interval over it is what made the final check inconclusive on the test split.
-    tried: list[Step] = []
     for method, pct in candidates:
         step = probe("calibration", candidate_label(method, pct), method, pct, [], [])
         tried.append(step)
@@ -299,14 +309,14 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
     fitting = [s for s in tried if s.fits]
     if fitting:  # within by estimate, none shown within: the closest to being shown (smallest upper bound)
         result.chosen, result.fits = min(fitting, key=lambda s: (s.drop_high, -s.agreement)), True
-        return finish(f"{result.chosen.label}: within by its estimate, with the smallest upper bound of the drop "
-                      f"({result.chosen.drop_high:+.2f} pt); {n} val images show none of {len(tried)} within")
+        return finish(f"{result.chosen.label}: within by its estimate, with the best worst case (Δacc 95% lower "
+                      f"bound {-result.chosen.drop_high:+.2f} pt); {n} val images show none of {len(tried)} within")
     best = max(tried, key=lambda s: (s.val_acc, -s.kl))
     result.chosen = best
 
     # Step 2: sensitivity of each layer group (with the closest calibration), then greedy float fallback.
     groups = {g.name: g for g in layer_groups(calibration.prepared())}
-    echo(f"  int8 search: best calibration {best.label} is {best.val_drop:.2f} pt below FP32; measuring the "
+    echo(f"  int8 search: best calibration {best.label}: {best.delta_text()} against FP32; measuring the "
          f"sensitivity of {len(groups)} layer groups")
     cache = calibration.cache_for(best.method, best.percentile)
 

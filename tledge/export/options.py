@@ -55,6 +55,9 @@ class ExportOptions:
                                    "kinds onnx, fp16, int8; metrics agreement (%), acc_drop (pt), rel_diff. E.g. "
                                    "int8=2.0,onnx=1e-3")
     parity: bool = option(True, "Skip the parity check.", flag="--no-parity", negate=True)
+    pack_images: int = option(2500, "Parity pack beside the artifacts (for `tledge verify` on another device): at "
+                                    "most this many of the parity images, a seeded class-stratified sample; 0: no "
+                                    "pack.", min=0)
     int8_search: str | None = option(None, "INT8 accuracy search on the run's val split. budget (default when the "
                                       "run has a val split): candidates cheapest first, stop at the first the val "
                                       "data show within the budget; full: every candidate, then the most agreeing "

@@ -232,36 +232,58 @@ def run_parity(reference: Callable[[np.ndarray], np.ndarray], artifacts: Sequenc
     backends = [(name, Path(path), kind, load_backend(path, device=device, **_parity_options(path, kind)))
                 for name, path, kind in artifacts]
     try:
-        ref_chunks: list[np.ndarray] = []
-        art_chunks: dict[str, list[np.ndarray]] = {name: [] for name, *_ in backends}
-        labels: list[int] = []
-        skipped: list[str] = []
-        for start in range(0, len(data.paths), batch_size):
-            chunk = data.paths[start:start + batch_size]
-            batch, kept = preprocess.load_batch(chunk, card)
-            kept_set = set(kept)
-            skipped += [str(path) for i, path in enumerate(chunk) if i not in kept_set]
-            if not kept:
-                continue
-            batch_labels = [data.labels[start + i] for i in kept]
-            ref_chunks.append(np.asarray(reference(batch), dtype=np.float32))
-            for name, _, _, backend in backends:
-                art_chunks[name].append(_predict_any_batch(backend, batch))
-            labels.extend(batch_labels)
-        if not labels:
-            raise TledgeError(f"parity: none of the {len(data.paths)} images in {data.source} could be read")
-        reference_logits = np.concatenate(ref_chunks)
-        results = []
-        for name, path, kind, backend in backends:
-            numbers = compare_logits(reference_logits, np.concatenate(art_chunks[name]), labels, card.class_names)
-            verdict = gate(numbers, kind, tolerances)
-            results.append(ParityResult(name, str(path), kind, backend.name, **numbers, outcome=verdict.outcome,
-                                        failures=verdict.failures, doubts=verdict.doubts,
-                                        images_needed=verdict.images_needed))
-        return results, {"images": len(labels), "skipped": skipped, "source": data.source}
+        logits, info = _run_on_images(reference, [b for *_, b in backends], data.paths, data.labels, card,
+                                      batch_size, data.source)
+        results = [judge(name, path, kind, backend.name, info["reference_logits"], art, info["labels"], card, tolerances)
+                   for (name, path, kind, backend), art in zip(backends, logits)]
+        return results, info
     finally:
         for *_, backend in backends:
             backend.close()
+
+
+def judge(name: str, path, kind: str, backend_name: str, reference_logits: np.ndarray, logits: np.ndarray,
+          labels: Sequence[int], card: ModelCard, tolerances: dict) -> ParityResult:
+    """The numbers and the gate's verdict for one artifact's logits (the one judge of export and verify)."""
+    numbers = compare_logits(reference_logits, logits, labels, card.class_names)
+    verdict = gate(numbers, kind, tolerances)
+    return ParityResult(name, str(path), kind, backend_name, **numbers, outcome=verdict.outcome,
+                        failures=verdict.failures, doubts=verdict.doubts, images_needed=verdict.images_needed)
+
+
+def _run_on_images(reference: Callable[[np.ndarray], np.ndarray] | None, backends: Sequence, paths: Sequence[Path],
+                   labels: Sequence[int], card: ModelCard, batch_size: int, source: str) -> tuple[list, dict]:
+    """Decode `paths` once, batch by batch, and run `reference` (when given) and every backend on each batch.
+    Returns (per-backend logits, info): info has the labels, paths and preprocessed-tensor checksums of the
+    images that decoded, the reference logits, and the skipped files."""
+    from tledge.verification.pack import tensor_sha
+
+    ref_chunks: list[np.ndarray] = []
+    art_chunks: list[list[np.ndarray]] = [[] for _ in backends]
+    kept_labels: list[int] = []
+    kept_paths: list[Path] = []
+    input_sha: list[str] = []
+    skipped: list[str] = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        batch, kept = preprocess.load_batch(chunk, card)
+        kept_set = set(kept)
+        skipped += [str(path) for i, path in enumerate(chunk) if i not in kept_set]
+        if not kept:
+            continue
+        if reference is not None:
+            ref_chunks.append(np.asarray(reference(batch), dtype=np.float32))
+        for chunks, backend in zip(art_chunks, backends):
+            chunks.append(_predict_any_batch(backend, batch))
+        kept_labels += [labels[start + i] for i in kept]
+        kept_paths += [Path(chunk[i]) for i in kept]
+        input_sha += [tensor_sha(x) for x in batch]
+    if not kept_labels:
+        raise TledgeError(f"parity: none of the {len(paths)} images in {source} could be read")
+    info = {"images": len(kept_labels), "skipped": skipped, "source": source, "labels": kept_labels,
+            "paths": kept_paths, "input_sha": input_sha,
+            "reference_logits": np.concatenate(ref_chunks) if ref_chunks else None}
+    return [np.concatenate(chunks) for chunks in art_chunks], info
 
 
 def _parity_options(path, kind: str) -> dict:

@@ -118,12 +118,17 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         parity_set = parity_data(job)
         checked = [r for r in result.rows if r.ok]
         if parity_set is not None and checked:
-            check_parity(result, checked, job.model, job.card, parity_set, job.tolerances, echo)
+            check_parity(result, checked, job.model, job.card, parity_set, job.tolerances, echo,
+                         pack_images=job.options.pack_images)
         _write_int8_report(job, result)
         echo(result.table())
         result.next_commands = next_commands(result, job.run_dir, job.options.parity_data)
         echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
         result.failure = worst_outcome(result)
+        if job.search is not None and job.search.shown_over and (result.failure is None or result.failure.exit_code in (3, 4)):
+            report = Path(o.int8_report) if (o := job.options).int8_report else job.out / "int8_report.md"
+            result.failure = ParityError(job.search.explain() + f"\n(report: {report}; the INT8 file is written for "
+                                         "inspection and its card says the val data show it over budget)")
     finally:
         if created and job.out.is_dir() and not any(job.out.iterdir()):
             job.out.rmdir()  # nothing was written: leave no empty folder behind
@@ -269,11 +274,10 @@ def _build_calibration(job: ExportJob) -> None:
     job.search = search
     job.method, job.percentile, job.nodes = search.method, search.percentile, search.nodes_excluded
     job.calibration_cache = search.cache_path
-    if not search.fits and search.shown_over:
-        report = Path(o.int8_report) if o.int8_report else job.out / "int8_report.md"
-        int8_recipe.write_report(report, search, [], {"qat": job.qat_facts})
-        raise ParityError(search.explain() + f"\n(report: {report})")
-    if not search.fits:
+    if not search.fits and search.shown_over:  # still written, with its verdict, for the user to inspect
+        job.echo(f"warning: the val data show every INT8 candidate over the {budget:g}-pt budget; writing the best "
+                 f"({search.chosen.label}, {search.chosen.delta_text()}) with that verdict; the export will exit 3")
+    elif not search.fits:
         job.echo(f"warning: no INT8 candidate is within {budget:g} pt on val by its estimate, but "
                  f"{search.val_images} val images cannot show it is over either; keeping the closest "
                  f"({search.chosen.label}) and letting the parity check judge it")
@@ -369,8 +373,6 @@ def _write_int8_report(job: ExportJob, result: ExportResult) -> None:
     o = job.options
     if job.search is None and job.qat_facts is None and job.recipe is None and o.int8_report is None:
         return
-    if job.search is not None and not job.search.fits and job.search.shown_over:
-        return  # the search step wrote its own report
     from tledge.export.int8_recipe import write_report
 
     report = write_report(Path(o.int8_report) if o.int8_report else job.out / "int8_report.md", job.search,

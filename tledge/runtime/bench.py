@@ -21,6 +21,7 @@ from tledge.card import ModelCard
 from tledge.errors import TledgeError
 from tledge.metrics import accuracy, latency_stats
 from tledge.runtime.backends import artifact_kind, load_backend
+from tledge.verification.verdicts import unverified_here
 from tledge.runtime.options import BenchOptions
 from tledge.staleness import stale_reason
 from tledge.table import format_table
@@ -77,7 +78,10 @@ def labelled_images(data: str | Path, class_names: Sequence[str]) -> tuple[list[
     return [p for p, _ in items], [label for _, label in items], [f"{rel} ({why})" for rel, why in skipped]
 
 
-def evaluation_set(card: ModelCard, data: str | Path | None, run: Path | None) -> tuple[list[Path], list[int], str]:
+def evaluation_set(card: ModelCard, data: str | Path | None, run: Path | None,
+                   artifact: Path | None = None) -> tuple[list[Path], list[int], str]:
+    """--data, else the run's test split, else the parity pack exported beside the artifact (on a device that
+    got the export folder only), else none."""
     if data is not None:
         paths, labels, skipped = labelled_images(data, card.class_names)
         return paths, labels, str(data) + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
@@ -87,6 +91,14 @@ def evaluation_set(card: ModelCard, data: str | Path | None, run: Path | None) -
         splits = Splits.load(run)
         if splits.items.get("test"):
             return splits.paths("test"), splits.labels("test"), f"{run}/splits.json:test"
+    if artifact is not None:
+        from tledge.verification.pack import MANIFEST, PACK_DIR, read_pack
+
+        folder = Path(artifact).parent / PACK_DIR
+        if (folder / MANIFEST).is_file():
+            pack = read_pack(folder)
+            if pack.class_names == list(card.class_names):
+                return pack.paths, pack.labels, pack.source
     return [], [], ""
 
 
@@ -199,6 +211,9 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
             continue
         for note in getattr(backend, "notes", ()):
             log(f"{path.name}: {note}")
+        unverified = unverified_here(path, backend.name)
+        if unverified:
+            log(f"warning: {unverified}")
         stale = stale_reason(path, backend.card)
         if stale:
             backend.close()
@@ -209,7 +224,7 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
         try:
             card = backend.card
             if "set" not in eval_cache:
-                eval_cache["set"] = evaluation_set(card, data, run)
+                eval_cache["set"] = evaluation_set(card, data, run, path)
             paths, labels, eval_name = eval_cache["set"]
             acc = None
             if paths:

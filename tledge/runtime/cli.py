@@ -7,6 +7,7 @@ Nothing here imports torch: the .onnx and .engine paths must run on a machine wi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -53,9 +54,20 @@ def info(**values):
     from tledge.runtime.info import format_card, read_card
 
     options = InfoOptions(**given(values, InfoOptions))
+    from tledge.verification.verdicts import read_verdicts, rows as verdict_rows
+
     card = read_card(options.artifact)
-    click.echo(json.dumps(card.to_dict(), indent=2, sort_keys=True) if options.json
-               else format_card(card, options.artifact))
+    verdicts = read_verdicts(options.artifact) if Path(options.artifact).is_file() else []
+    if options.json:
+        click.echo(json.dumps({**card.to_dict(), **({"verdicts": verdicts} if verdicts else {})}, indent=2,
+                              sort_keys=True))
+    else:
+        click.echo(format_card(card, options.artifact))
+    if verdicts and not options.json:  # where its parity was checked, one row per environment
+        from tledge.table import format_table
+
+        click.echo("parity verdicts (one per environment that computes differently):")
+        click.echo(format_table(verdict_rows(options.artifact)))
     if not options.json and options.artifact.endswith(".onnx"):  # which ONNX Runtime would run it, and a fix if wrong
         from tledge.runtime.backends.ort_install import diagnose
 

@@ -154,4 +154,12 @@ def load(artifact: str | Path, *, device: str = "auto", topk: int = 5, batch: in
     if batch < 1:
         raise TledgeError(f"batch {batch}: must be at least 1")
     path = Path(artifact)
-    return Model(path, load_backend(path, device, **backend_options), topk=topk, batch=batch)
+    backend = load_backend(path, device, **backend_options)
+    from tledge.verification.verdicts import UnverifiedEnvironment, unverified_here
+
+    unverified = unverified_here(path, backend.name)
+    if unverified:
+        import warnings
+
+        warnings.warn(unverified, UnverifiedEnvironment, stacklevel=2)
+    return Model(path, backend, topk=topk, batch=batch)

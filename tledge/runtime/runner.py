@@ -84,6 +84,11 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
     stale = stale_reason(request.artifact, backend.card)
     if stale:
         echo(f"warning: {stale}")
+    from tledge.verification.verdicts import unverified_here
+
+    unverified = unverified_here(request.artifact, backend.name)
+    if unverified:
+        echo(f"warning: {unverified}")
     sinks = []
     try:
         source = open_predict_source(request, backend.card, clock)

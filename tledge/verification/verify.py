@@ -1,0 +1,160 @@
+"""`tledge verify ARTIFACT`: re-run an artifact's parity check where it runs, from the parity pack beside it.
+
+The pack (tledge.verification.pack) holds the labelled photos, and the PyTorch FP32 logits the exporting
+machine computed for them, so a device needs neither torch nor the dataset: the artifact runs through the
+same backend `tledge predict` uses, and its logits are judged by the same function and gate as export's
+parity (tledge.export.parity.judge: agreement and accuracy difference with 95% intervals; within → exit 0,
+over → 3, inconclusive → 4). The verdict is added, with this environment, to `<artifact>.verdicts.json`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tledge.errors import ParityError, ParityInconclusive, TledgeError
+from tledge.export.options import ExportOptions
+from tledge.options import option, reuse, validate
+from tledge.runtime.options import DEVICE_HELP, PROVIDERS, THREADS_HELP, parse_device
+
+VERIFY_BATCH = 32
+
+
+@dataclass
+class VerifyOptions:
+    """Everything `tledge verify ARTIFACT` takes."""
+
+    artifact: str = option(help=".onnx or .engine file to check on this device.", argument=True)
+    pack: str | None = option(None, "Parity pack folder (default: parity-pack/ beside the artifact).")
+    provider: str | None = option(None, "ONNX Runtime provider to check: tensorrt, cuda or cpu (default: what "
+                                        "predict would use).", choices=PROVIDERS)
+    device: str = option("auto", DEVICE_HELP, parse=parse_device)
+    threads: int | None = option(None, THREADS_HELP, min=1)
+    tolerance: str | None = reuse(ExportOptions, "tolerance")  # default: the gates the pack was made with
+    record: bool = option(True, "Do not write the verdict beside the artifact.", flag="--no-record", negate=True)
+
+    def __post_init__(self) -> None:
+        self.artifact = str(self.artifact)
+        self.device = parse_device(self.device)
+        validate(self)
+
+
+@dataclass
+class VerifyResult:
+    artifact: Path
+    parity: object  # ParityResult
+    environment: dict
+    pack: Path
+    inputs_differ: int = 0  # pack images whose preprocessed tensor differs from the exporting machine's
+    verdict_file: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        return self.parity.outcome
+
+    @property
+    def exit_code(self) -> int:
+        return {"within": 0, "over": 3, "inconclusive": 4}[self.parity.outcome]
+
+
+def verify(artifact: str | Path, *, echo: Callable[[str], None] = print, raise_on_failure: bool = False,
+           **values) -> VerifyResult:
+    """Check `artifact` on this device against its parity pack (see module doc); `values` are VerifyOptions
+    fields. Raises ParityError (over) or ParityInconclusive when `raise_on_failure`, as the CLI does."""
+    from tledge.options import build
+
+    options = build(VerifyOptions, {"artifact": artifact, **values}, "verify option")
+    return run_verify(options, echo=echo, raise_on_failure=raise_on_failure)
+
+
+def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
+               raise_on_failure: bool = False) -> VerifyResult:
+    from tledge.export.parity import _parity_options, _run_on_images, judge, parse_tolerance
+    from tledge.runtime.backends import artifact_kind, load_backend
+    from tledge.verification import environment, pack as packs, verdicts
+
+    path = Path(options.artifact)
+    if not path.exists():
+        raise TledgeError(f"no such file: {path}")
+    if artifact_kind(path) == "torch":
+        raise TledgeError(f"{path}: verify checks exported artifacts (.onnx, .engine) against the PyTorch "
+                          "reference; a checkpoint is that reference")
+    folder = packs.find_pack(path, options.pack)
+    pack = packs.read_pack(folder)
+    tolerances = parse_tolerance(options.tolerance) if options.tolerance else (
+        pack.manifest.get("tolerances") or parse_tolerance(None))
+    backend_options = {"threads": options.threads} if options.threads else {}
+    if options.provider:
+        backend_options["provider"] = options.provider
+    card_kind = None
+    backend = None
+    try:
+        from tledge.runtime.info import read_card
+
+        card = read_card(path)
+        card_kind = card.precision if card.precision in ("fp32", "fp16", "int8") else "fp32"
+        _check_pack_matches(path, card, pack)
+        backend = load_backend(path, options.device, **backend_options, **_parity_options(path, card_kind))
+        notes = list(getattr(backend, "notes", ()))
+        for note in notes:
+            echo(note)
+        env = environment.describe(backend.name)
+        echo(f"verify: {path.name} on {len(pack.paths)} pack images ({pack.source}); running on "
+             f"{environment.short(env)}")
+        (logits,), info = _run_on_images(None, [backend], pack.paths, pack.labels, card, VERIFY_BATCH, pack.source)
+    finally:
+        if backend is not None:
+            backend.close()
+    if info["skipped"]:
+        raise TledgeError(f"{folder}: {len(info['skipped'])} pack image(s) do not decode on this machine "
+                          f"(e.g. {info['skipped'][0]}): its OpenCV cannot read them")
+    differ = sum(1 for mine, theirs in zip(info["input_sha"], pack.input_sha) if theirs and mine != theirs)
+    parity = judge(path.name, path, card_kind, backend.name, pack.reference, logits, info["labels"], card, tolerances)
+    result = VerifyResult(path, parity, env, folder, differ, notes=notes)
+    if differ:
+        result.notes.append(f"note: {differ} of {len(pack.paths)} pack images decode to other pixels here than on "
+                            "the exporting machine (another OpenCV/libjpeg): the comparison includes that difference")
+        echo(result.notes[-1])
+    if options.record:
+        try:
+            result.verdict_file = verdicts.record(path, verdicts.make_verdict(
+                parity, "verify", env, pack_images=len(pack.paths), tolerances=tolerances, decoder_differs=differ))
+        except OSError as exc:  # a read-only mount: the verdict is still printed
+            echo(f"warning: could not write {verdicts.verdicts_path(path)} ({exc.strerror or exc})")
+    echo(format_verify(result))
+    if raise_on_failure and parity.outcome == "over":
+        raise ParityError(f"verify: {path.name} is over its parity budget here: {'; '.join(parity.failures)}")
+    if raise_on_failure and parity.outcome == "inconclusive":
+        need = (f"; at least {parity.images_needed:,} labelled images would settle it" if parity.images_needed else "")
+        raise ParityInconclusive(f"verify: {path.name}: {'; '.join(parity.doubts)} ({parity.images} pack images "
+                                 f"resolve a drop of {parity.resolvable_drop:.2f} pt{need})")
+    return result
+
+
+def _check_pack_matches(path: Path, card, pack) -> None:
+    if list(card.class_names) != pack.class_names:
+        raise TledgeError(f"{pack.folder} is the parity pack of a model with classes {pack.class_names}, not of "
+                          f"{path.name} ({card.class_names}); pass --pack with the pack of its export")
+    made_for = pack.manifest.get("checkpoint_sha256", "")
+    if made_for and card.checkpoint_sha256 and made_for != card.checkpoint_sha256:
+        raise TledgeError(f"{pack.folder} was made from another checkpoint than {path.name} (sha256 "
+                          f"{made_for[:12]} vs {card.checkpoint_sha256[:12]}); export again or pass --pack")
+
+
+def format_verify(result: VerifyResult) -> str:
+    from tledge.table import format_table
+    from tledge.verification import environment
+
+    p = result.parity
+    row = {"artifact": result.artifact.name, "kind": p.kind, "N": p.images,
+           "agreement % (95%)": f"{p.agreement:.2f} ({p.agreement_ci[0]:.1f}-{p.agreement_ci[1]:.1f})",
+           "acc %": round(p.acc_artifact, 2),
+           "Δacc pt (95%)": f"{p.acc_delta:+.2f} ({p.acc_delta_ci[0]:+.2f} to {p.acc_delta_ci[1]:+.2f})",
+           "max rel Δlogit": float(f"{p.max_rel_diff:.2e}"), "verdict": p.outcome}
+    lines = [format_table([row]), f"environment: {environment.short(result.environment)}"]
+    lines += [f"  over: {f}" for f in p.failures] + [f"  unsettled: {d}" for d in p.doubts]
+    if result.verdict_file:
+        lines.append(f"verdict recorded in {result.verdict_file}")
+    return "\n".join(lines)
