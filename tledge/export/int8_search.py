@@ -141,7 +141,7 @@ class Step:
 
     def delta_text(self) -> str:
         """The accuracy change as every table shows it: INT8 − FP32 in points, negative is worse."""
-        return f"Δacc {-self.val_drop:+.2f} pt, 95% {-self.drop_high:+.2f} to {-self.drop_low:+.2f}"
+        return f"Δacc {0.0 - self.val_drop:+.2f} pt, 95% {0.0 - self.drop_high:+.2f} to {0.0 - self.drop_low:+.2f}"
 
     def to_dict(self, with_nodes: bool = False) -> dict:
         d = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}

@@ -202,8 +202,8 @@ def gate(numbers: dict, kind: str, tolerances: dict[str, dict[str, float]]) -> V
             return stats.at_most((-100.0 * hi, -100.0 * lo), budget)
 
         checks.append((stats.at_most((-high, -low), budget),
-                       f"accuracy drop {-numbers['acc_delta']:.2f} pt (95%: {-high:.2f} to {-low:.2f} pt) vs ≤ {budget:g} pt",
-                       drop_at))
+                       f"Δacc {numbers['acc_delta'] + 0.0:+.2f} pt (95%: {low + 0.0:+.2f} to {high + 0.0:+.2f}) vs a budget "
+                       f"of {-budget + 0.0:+g} pt", drop_at))
     if "rel_diff" in limits:
         over = numbers["max_rel_diff"] > limits["rel_diff"]
         checks.append((stats.OVER if over else stats.WITHIN,
