@@ -258,3 +258,29 @@ def test_kernel_family_comes_from_cpuid_and_can_be_overridden(monkeypatch):
         assert detected in ("avx-vnni", "avx512", "avx2")
     monkeypatch.setenv(environment.CPU_KERNELS_ENV, "arm-dotprod")
     assert environment.cpu_kernels() == "arm-dotprod"
+
+
+# ----------------------------------------------------------------------------------------- engines
+def test_an_engine_is_verified_from_the_same_pack_on_the_tensorrt_stand_in(shipped, tmp_path, monkeypatch, capsys):
+    """The engine path reads the same pack and records its GPU environment. The stand-in is NOT TensorRT: its
+    'engine' computes mean-pooled input @ fixed weights, so the verdict is 'over'; what is checked is that the
+    pack's images reach the engine backend and the verdict names the GPU, compute capability and TensorRT."""
+    import fake_tensorrt_runtime as fake_trt
+    from test_runtime_helpers import write_engine_with_sidecar
+    from tledge.card import card_from_onnx
+
+    _, _, device = shipped
+    target = tmp_path / "export"
+    shutil.copytree(device, target)
+    fake_trt.install(monkeypatch)
+    card = card_from_onnx(target / "model.onnx")
+    engine = write_engine_with_sidecar(target, card, fake_trt.engine_bytes((8, 3, SIZE, SIZE), len(CLASSES)))
+    assert main(["verify", str(engine)]) == 3
+    assert "over its parity budget" in capsys.readouterr().err
+    recorded = verdicts.read_verdicts(engine)[-1]
+    env = recorded["environment"]
+    assert recorded["backend"] == "tensorrt-fp16" and recorded["kind"] == "fp16" and recorded["images"] == 24
+    assert (env["runtime"], env["provider"], env["gpu"], env["compute_capability"]) == (
+        "tensorrt", "tensorrt", "Fake Orin", "8.7")
+    assert env["tensorrt"] == "10.3.0" and "cpu_kernels" not in dict(environment.numerics_key(env))
+    assert sum(c[0] == "execute_async_v3" for c in fake_trt.CALLS) == 3  # 24 pack images, engine max batch 8
