@@ -18,6 +18,7 @@ JOBS = {
     "predict": "tledge.runtime.options:PredictRequest",
     "bench": "tledge.runtime.options:BenchOptions",
     "info": "tledge.runtime.options:InfoOptions",
+    "verify": "tledge.verification.verify:VerifyOptions",
     "sweep": "tledge.train.sweep_options:SweepOptions",
 }
 

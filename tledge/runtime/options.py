@@ -97,7 +97,8 @@ class BenchOptions:
     cache: str | None = option(None, CACHE_HELP)
     fp16: bool = option(False, FP16_HELP)
     eval_batch: int = option(32, "Batch size of the accuracy pass.", min=1, cli=False)
-    data: str | None = option(None, "Labelled folder (class subfolders) for accuracy; default: the run's test split.")
+    data: str | None = option(None, "Labelled folder (class subfolders) for accuracy; default: the run's test split, "
+                                    "else the parity pack exported beside the artifacts.")
     out: str | None = option(None, "Where bench.json and bench.png go (default: RUN/bench, or ./bench for a list of "
                                    "files).")
 
