@@ -62,6 +62,7 @@ def test_export_records_each_artifacts_first_verdict_with_this_environment(shipp
         assert env["runtime"] == "onnxruntime" and env["provider"] == "cpu"
         assert env["cpu_kernels"] == environment.cpu_kernels() and env["runtime_version"]
         assert recorded[0]["images"] == 24 and recorded[0]["outcome"] == _parity_rows(out)[name]["outcome"]
+        assert _parity_rows(out)[name]["environment"]["cpu_kernels"] == env["cpu_kernels"]  # parity.json says too
 
 
 def test_stratified_sample_keeps_class_shares_is_seeded_and_capped():

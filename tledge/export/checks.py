@@ -32,6 +32,7 @@ def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, dat
 
     from tledge.export.parity import run_parity
     from tledge.stats import combine
+    from tledge.verification.environment import describe
 
     # channels_last: oneDNN's faster CPU convolutions (MobileNetV2 224 px: 32 → 20 ms/image measured), the
     # same FP32 arithmetic up to summation order (~1e-6 of the logit scale; the ONNX gate is 1e-4).
@@ -58,8 +59,8 @@ def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, dat
     report = {"source": info["source"], "images": info["images"], "skipped": info["skipped"],
               "tolerances": tolerances, "outcome": result.outcome, "passed": result.passed,
               "intervals": "95%: Wilson (agreement), Tango paired score (accuracy difference); see tledge/stats.py",
-              "results": [{**p.to_dict(), "seconds": round(r.seconds, 3), "size_mb": round(r.size_mb, 3)}
-                          for r, p in zip(rows, results)],
+              "results": [{**p.to_dict(), "seconds": round(r.seconds, 3), "size_mb": round(r.size_mb, 3),
+                           "environment": describe(p.backend)} for r, p in zip(rows, results)],
               "failed": [{"format": r.format, "status": r.status} for r in result.rows if not r.ok]}
     result.parity_path = result.out_dir / PARITY_FILE
     write_json(result.parity_path, report)
