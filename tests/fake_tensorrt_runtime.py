@@ -12,7 +12,6 @@ import ctypes
 import json
 import sys
 import types
-import warnings
 
 import numpy as np
 
@@ -140,18 +139,19 @@ GPU_MS = 1.25  # what the fake events report between two records
 
 
 class Handle:
-    """Like cuda-bindings' cudaStream_t / cudaEvent_t: getPtr() is the address; int(handle) is deprecated in
-    cuda-bindings 13 (it warns here, so a test can catch its use)."""
+    """Like cuda-bindings' cudaStream_t / cudaEvent_t (cuda_bindings/cuda/bindings/runtime.pyx: `__int__`
+    returns the handle, `_pvt_ptr[0]`; `getPtr()` returns `_pvt_ptr`, the address where the Python object
+    stores it): int(handle) is the stream/event; getPtr() is a host address that is not. Checked against the
+    real cuda-bindings in tests/test_cuda_bindings.py (it imports without a GPU)."""
 
-    def __init__(self, address):
-        self.address = address
+    def __init__(self, value):
+        self._storage = ctypes.c_void_p(value)  # what _pvt_ptr points at
 
     def getPtr(self):
-        return self.address
+        return ctypes.addressof(self._storage)
 
     def __int__(self):
-        warnings.warn("int(cudaStream_t) is deprecated; use getPtr()", DeprecationWarning, stacklevel=2)
-        return self.address
+        return int(self._storage.value or 0)
 
 
 def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_error=0):
@@ -183,7 +183,7 @@ def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_
         return 0, Handle(0xE0 + len([c for c in CALLS if c[0] == "cudaEventCreate"]))
 
     def cudaEventRecord(event, stream):
-        _record("cudaEventRecord", event.getPtr(), stream.getPtr())
+        _record("cudaEventRecord", int(event), int(stream))
         return (0,)
 
     def cudaEventElapsedTime(start, end):

@@ -81,10 +81,11 @@ def device_facts(cudart, index: int = 0) -> tuple[str, str]:
 
 
 def handle(obj) -> int:
-    """The integer address of a cuda-python handle (stream, event). cuda-bindings 13 deprecates int(handle);
-    getPtr() is the supported way and exists since cuda-python 11."""
-    get_ptr = getattr(obj, "getPtr", None)
-    return int(get_ptr()) if callable(get_ptr) else int(obj)
+    """The handle value of a cuda-python handle (cudaStream_t, cudaEvent_t) as an int, e.g. the stream that
+    TensorRT's execute_async_v3 takes. cuda-bindings' `int(handle)` is the handle itself; `getPtr()` is the
+    address of the Python object's storage of it (a host address), never the stream (checked against the
+    real cuda-bindings in tests/test_cuda_bindings.py)."""
+    return int(obj)
 
 
 def torch_device_facts(torch, index: int = 0) -> tuple[str, str]:
