@@ -154,8 +154,12 @@ class Handle:
         return int(self._storage.value or 0)
 
 
-def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_error=0):
-    """device_error=35: every device query answers cudaErrorInsufficientDriver (a CUDA 13 build, older driver)."""
+def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_error=0, driver=12060):
+    """device_error=35: every device query answers cudaErrorInsufficientDriver. With `driver` > 0 that is a CUDA
+    13 build on an older driver (12060: CUDA 12.6); with driver=0 there is no driver at all: the real
+    cuda-bindings 13 answers cudaGetDeviceCount with 35 and cudaDriverGetVersion with (success, 0) then
+    (measured on a machine without libcuda, and so documented for cudaDriverGetVersion in NVIDIA's CUDA
+    runtime API reference); tests/test_cuda_bindings.py checks it against the real bindings."""
     cudart = types.ModuleType("cuda.bindings.runtime")
     memory: dict[int, np.ndarray] = {}
 
@@ -167,6 +171,12 @@ def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_
         if device_error:
             return device_error, 0
         return (0, device_count) if device_count else (100, 0)  # 100: cudaErrorNoDevice
+
+    def cudaDriverGetVersion():
+        return 0, driver
+
+    def cudaRuntimeGetVersion():
+        return 0, 13000
 
     def cudaGetDeviceProperties(index):
         return 0, types.SimpleNamespace(major=capability[0], minor=capability[1], name=gpu_name.encode())
@@ -216,17 +226,18 @@ def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_
 
     for fn in (cudaGetDeviceCount, cudaGetDeviceProperties, cudaStreamCreate, cudaMalloc, cudaMemcpyAsync,
                cudaStreamSynchronize, cudaFree, cudaStreamDestroy, cudaEventCreate, cudaEventRecord,
-               cudaEventElapsedTime, cudaEventDestroy, cudaSetDevice):
+               cudaEventElapsedTime, cudaEventDestroy, cudaSetDevice, cudaDriverGetVersion, cudaRuntimeGetVersion):
         setattr(cudart, fn.__name__, fn)
     cudart.cudaMemcpyKind = cudaMemcpyKind
     cudart.memory = memory
     return cudart
 
 
-def install(monkeypatch, version="10.3.0", device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_error=0):
+def install(monkeypatch, version="10.3.0", device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_error=0,
+            driver=12060):
     """Put the stand-ins into sys.modules (undone by monkeypatch at test end)."""
     CALLS.clear()
-    cudart = make_cudart(device_count, capability, gpu_name, device_error)
+    cudart = make_cudart(device_count, capability, gpu_name, device_error, driver)
     cuda = types.ModuleType("cuda")
     bindings = types.ModuleType("cuda.bindings")
     bindings.runtime = cudart
