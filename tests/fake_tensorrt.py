@@ -19,6 +19,7 @@ Its enum members per version are checked against ../shared/tensorrt-api (tests/t
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import sys
 import types
@@ -199,6 +200,9 @@ def make(version: str = "10.3.0", parse_errors=(), fail_build: bool = False):
             return memoryview(json.dumps(spec).encode())
 
     module = types.ModuleType("tensorrt")
+    # A spec like an installed module's: importlib.util.find_spec("tensorrt") raises ValueError for a module in
+    # sys.modules without one, and torch._dynamo calls it on first import (a test run alone then fails).
+    module.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     module.__version__ = version
     module.CALLS = state["calls"]
     module.NAMES = state["names"]

@@ -9,6 +9,7 @@ the fake engine computes logits = per-channel mean of the input @ WEIGHTS (check
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
 import json
 import sys
 import types
@@ -48,6 +49,9 @@ class _Enum:
 
 def make_tensorrt(version="10.3.0"):
     trt = types.ModuleType("tensorrt")
+    # A spec like an installed module's: importlib.util.find_spec("tensorrt") raises ValueError for a module in
+    # sys.modules without one, and torch._dynamo calls it on first import (a test run alone then fails).
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     trt.__version__ = version
 
     class DataType:
