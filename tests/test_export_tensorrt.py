@@ -263,14 +263,12 @@ def test_profile_bounds():
         tb.make_profile(8, 4)
 
 
-def test_pipeline_builds_both_engines_with_fake(fake_trt, tmp_path, monkeypatch):
-    """export_run end to end with trt-fp16 and trt-int8 (engines cannot run here: --no-parity)."""
+def _checkpoint_run(tmp_path) -> Path:
+    """A run folder with a tiny random checkpoint and a split of 11 training images."""
     from test_export import ARCH_KWARGS, CLASSES, _write_images
     from tledge.checkpoint import save_checkpoint
-    from tledge.export.pipeline import export_run
     from tledge.splits import Splits
 
-    trt = fake_trt("10.3.0")
     data = tmp_path / "data"
     train = _write_images(data, "train", 11, seed=3)
     run = tmp_path / "run"
@@ -279,6 +277,15 @@ def test_pipeline_builds_both_engines_with_fake(fake_trt, tmp_path, monkeypatch)
     model = create_model("mobilenet_v2", 3, **ARCH_KWARGS)
     card = ModelCard("mobilenet_v2", CLASSES, input_size=(SIZE, SIZE), arch_kwargs=ARCH_KWARGS)
     save_checkpoint(run / "best.pt", {"card": card.to_dict(), "model": model.state_dict(), "epoch": 0})
+    return run
+
+
+def test_pipeline_builds_both_engines_with_fake(fake_trt, tmp_path, monkeypatch):
+    """export_run end to end with trt-fp16 and trt-int8 (engines cannot run here: --no-parity)."""
+    from tledge.export.pipeline import export_run
+
+    trt = fake_trt("10.3.0")
+    run = _checkpoint_run(tmp_path)
     result = export_run(run, "onnx,trt-fp16,trt-int8", batch=2, max_batch=8, workspace=512, parity=False,
                         echo=lambda m: None)
     out = run / "export"
@@ -290,6 +297,22 @@ def test_pipeline_builds_both_engines_with_fake(fake_trt, tmp_path, monkeypatch)
     shapes = [c for c in trt.CALLS if c[0] == "set_shape"]
     assert shapes and all(c[2][0] == 1 and c[3][0] == 2 and c[4][0] == 8 for c in shapes)
     assert "tledge predict" in result.next_commands[0] and "model.fp16.engine" in result.next_commands[0]
+
+
+@pytest.mark.parametrize("version", ["10.12.0", "11.4.0"])
+def test_strongly_typed_export_leaves_no_intermediate_onnx(version, fake_trt, tmp_path):
+    """The FP16 ONNX files a strongly typed build parses (model.fp16.onnx, model.int8.fp16.onnx) are written
+    to export's temporary folder, not beside the engines, where bench would pick them up as more rows."""
+    from tledge.export.pipeline import export_run
+
+    trt = fake_trt(version)
+    run = _checkpoint_run(tmp_path)
+    export_run(run, "onnx,trt-fp16,trt-int8", batch=2, max_batch=8, parity=False, echo=lambda m: None)
+    out = run / "export"
+    parsed = [Path(c[1]).name for c in trt.CALLS if c[0] == "parse_from_file"]
+    assert sorted(parsed) == ["model.fp16.onnx", "model.int8.fp16.onnx"]  # they were built from
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["model.int8.trt.onnx", "model.onnx"]
+    assert (out / "model.fp16.engine").is_file() and (out / "model.int8.engine").is_file()
 
 
 # ----------------------------------------------------------------------------------------- fp16 onnx

@@ -267,7 +267,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     """Build a TensorRT engine of `precision` from a tledge ONNX file and write engine + sidecar.
 
     precision "fp16": `onnx_path` is the FP32 ONNX (converted to FP16 first in the strongly typed era);
-    "int8": `onnx_path` is the symmetric QDQ ONNX (model.int8.trt.onnx).
+    "int8": `onnx_path` is the symmetric QDQ ONNX (model.int8.trt.onnx). `work_dir` receives that converted
+    FP16 ONNX (default: the engine's folder; export passes its temporary folder).
     """
     trt = import_tensorrt()
     gpu_name, capability = require_gpu()
