@@ -331,6 +331,46 @@ def test_fp16_conversion_keeps_float32_io(onnx_files, tmp_path):
     assert np.abs(got - want).max() <= 1e-2 * max(np.abs(want).max(), 1e-6)
 
 
+def test_tiny_weight_scales_survive_the_fp16_conversion(onnx_files, tmp_path):
+    """Per-channel weight scales of 1e-9 (0 in float16) and 1e-6 (subnormal) are raised to float16's smallest
+    normal with their INT8 weights requantized, so the strongly typed INT8 source still passes the Q/DQ check
+    and dequantizes to the same weights within half a step."""
+    from onnx import numpy_helper
+
+    from tledge.export.qdq_check import check_qdq
+
+    FP16_MIN_NORMAL = float(np.finfo(np.float16).tiny)  # 6.1e-05
+    model = onnx.load(str(onnx_files["int8"]))
+    inits = {i.name: i for i in model.graph.initializer}
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+              and inits[n.input[0]].data_type == onnx.TensorProto.INT8 and len(inits[n.input[0]].dims) == 4
+              and numpy_helper.to_array(inits[n.input[1]]).size > 2)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).copy()
+    scale[0], scale[1] = 1e-9, 1e-6
+    inits[dq.input[1]].CopyFrom(numpy_helper.from_array(scale, dq.input[1]))
+    q = numpy_helper.to_array(inits[dq.input[0]])
+    src = tmp_path / "tiny.onnx"
+    onnx.save(model, str(src))
+
+    said = []
+    out = convert_to_fp16(src, tmp_path / "tiny.fp16.onnx", min_opset=tb.QDQ_FP16_OPSET, echo=said.append)
+    assert check_qdq(out, "tensorrt") == []
+    assert len(said) == 1 and "1 Q/DQ scale tensor(s)" in said[0] and dq.input[1] in said[0]
+    converted = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+    new_scale, new_q = converted[dq.input[1]].astype(np.float32), converted[dq.input[0]]
+    assert new_scale.dtype == np.float32 and converted[dq.input[1]].dtype == np.float16
+    assert new_scale[0] == new_scale[1] == np.float16(FP16_MIN_NORMAL)
+    assert (new_q[0] == 0).all()  # 1e-9 × q is far below half a step at the raised scale
+    np.testing.assert_array_equal(new_q[1], np.round(q[1] * (1e-6 / float(new_scale[1]))).astype(np.int8))
+    assert np.abs(new_q[:2] * new_scale[:2, None, None, None] - q[:2] * scale[:2, None, None, None]).max() \
+        <= FP16_MIN_NORMAL / 2 + 1e-12
+    np.testing.assert_array_equal(new_q[2:], q[2:])  # other channels untouched
+    import onnxruntime as ort
+
+    x = np.zeros((1, 3, SIZE, SIZE), np.float32)
+    assert np.isfinite(ort.InferenceSession(str(out)).run(None, {"input": x})[0]).all()
+
+
 # ----------------------------------------------------------------------------------------- API names
 def _names(version: str) -> list[str]:
     path = API_LISTS / f"names-{version}.txt"
