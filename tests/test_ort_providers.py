@@ -67,6 +67,66 @@ def test_fallback_is_named_and_warned(artifacts, monkeypatch, tmp_path):
     assert backend.predict(x).shape == (2, 3)
 
 
+class _RecordingTensorrtFinder:
+    """Imports of `tensorrt` get an empty stand-in module and are logged into the fake onnxruntime's EVENTS, so
+    the order "import tensorrt, then the session" can be checked (the pip wheel loads libnvinfer.so.10 on
+    import: tensorrt_bindings/__init__.py imports tensorrt_libs, whose __init__ loads the libraries)."""
+
+    def __init__(self, events, fail=False):
+        self.events, self.fail = events, fail
+
+    def find_spec(self, name, path=None, target=None):
+        import importlib.machinery
+
+        return importlib.machinery.ModuleSpec(name, self) if name == "tensorrt" else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        self.events.append(("import tensorrt",))
+        if self.fail:
+            raise ImportError("libnvinfer.so.10: cannot open shared object file")
+
+
+@pytest.mark.parametrize("provider, expected", [
+    ("tensorrt", [("import tensorrt",), ("preload_dlls",), ("session", (TRT, CUDA, CPU))]),
+    ("cuda", [("preload_dlls",), ("session", (CUDA, CPU))]),
+])  # after the CPU session that reads the model card
+def test_pip_installed_nvidia_libraries_are_loaded_before_the_session(artifacts, monkeypatch, tmp_path, provider,
+                                                                       expected):
+    import sys
+
+    ort = fake_onnxruntime.install(monkeypatch)
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_RecordingTensorrtFinder(ort.EVENTS), *sys.meta_path])
+    model = tmp_path / "model.onnx"
+    model.write_bytes(artifacts["onnx"].read_bytes())
+    backend = onnxrt.OnnxRuntimeBackend(model, provider=provider)
+    assert ort.EVENTS == [("session", (CPU,)), *expected] and backend.notes == []
+
+
+def test_cpu_session_loads_no_gpu_libraries(artifacts, monkeypatch):
+    ort = fake_onnxruntime.install(monkeypatch)
+    onnxrt.OnnxRuntimeBackend(artifacts["onnx"], device="cpu")
+    assert ort.EVENTS == [("session", (CPU,))]
+
+
+def test_fallback_says_which_library_did_not_load(artifacts, monkeypatch, tmp_path, capsys):
+    import sys
+
+    ort = fake_onnxruntime.install(monkeypatch, loads=[CUDA],
+                                   preload_output="Failed to load libcudnn.so.9: cannot open shared object file")
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_RecordingTensorrtFinder(ort.EVENTS, fail=True), *sys.meta_path])
+    model = tmp_path / "model.onnx"
+    model.write_bytes(artifacts["onnx"].read_bytes())
+    backend = onnxrt.OnnxRuntimeBackend(model, provider="tensorrt")
+    assert backend.provider == "cuda" and len(backend.notes) == 1
+    assert "import tensorrt failed (libnvinfer.so.10" in backend.notes[0] and "libcudnn.so.9" in backend.notes[0]
+    assert "Failed to load" not in capsys.readouterr().out  # said once, in the warning, not printed loose
+
+
 def _with_int8_role(src, dst, role):
     model = onnx.load(str(src))
     card = card_from_onnx(src)

@@ -15,10 +15,17 @@ model.int8.trt.onnx.
 
 `name` says which provider actually runs the graph (ONNX Runtime falls back to the next one silently when a
 provider's libraries fail to load); a fallback is recorded in `notes` for the caller to print.
+
+Pip-installed NVIDIA libraries are not on the loader's path: before a GPU session, `preload_gpu_libraries`
+imports `tensorrt` (its wheel loads libnvinfer.so.10 / libnvonnxparser.so.10, which the TensorRT provider's
+library needs, and the loader then finds them by soname) and calls `onnxruntime.preload_dlls()` (1.21+: CUDA
+and cuDNN from the nvidia-* wheels).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +97,28 @@ def provider_options(providers: list[str], model_path: Path, device_id: int = 0,
     return options
 
 
+def preload_gpu_libraries(ort, providers: list[str]) -> list[str]:
+    """Load the pip-installed NVIDIA libraries the GPU providers link, before the session is created; returns
+    what could not be loaded (said only if the provider then does not load)."""
+    problems = []
+    if "TensorrtExecutionProvider" in providers:
+        try:
+            import tensorrt  # noqa: F401 - its wheel loads libnvinfer.so.10 for the TensorRT provider
+        except Exception as exc:  # noqa: BLE001 - absent, or present without its libraries
+            problems.append(f"import tensorrt failed ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})")
+    preload = getattr(ort, "preload_dlls", None)
+    if callable(preload) and any(p in providers for p in PREFERENCE[:2]):
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(said):  # it prints each library it cannot find
+                preload()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"onnxruntime.preload_dlls() failed ({str(exc).splitlines()[0][:120]})")
+        failed = [line.strip() for line in said.getvalue().splitlines() if line.startswith("Failed to load")]
+        problems += [f"onnxruntime.preload_dlls(): {line[:160]}" for line in failed[:2]]
+    return problems
+
+
 def install_hint() -> str:
     """Which ONNX Runtime is installed, and the one-line fix when it is the wrong one for a GPU."""
     from tledge.runtime.backends.ort_install import diagnose
@@ -139,6 +168,7 @@ class OnnxRuntimeBackend(Backend):
                 except OSError as exc:
                     raise TledgeError(f"cannot create the TensorRT engine cache {opts['trt_engine_cache_path']} "
                                       f"({exc.strerror}); pass --cache DIR") from None
+        preload_problems = preload_gpu_libraries(ort, providers)
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(zip(providers, settings)))
         except Exception as exc:  # noqa: BLE001 - protobuf parse errors, invalid graphs
@@ -150,8 +180,9 @@ class OnnxRuntimeBackend(Backend):
         active = self.session.get_providers()[0]
         self.provider = SHORT.get(active, active)
         if active != providers[0]:
+            why = f"; {'; '.join(preload_problems)}" if preload_problems else ""
             self.notes.append(f"warning: {SHORT.get(providers[0], providers[0])} provider did not load, running on "
-                              f"{self.provider} ({install_hint()})")
+                              f"{self.provider} ({install_hint()}{why})")
         precision = "int8" if ".int8" in self.path.name or self.card.precision.startswith("int8") else self.card.precision
         if active == "TensorrtExecutionProvider" and fp16 and precision == "fp32":
             precision = "fp16"
