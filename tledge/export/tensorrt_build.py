@@ -306,7 +306,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
         "flags": facts["flags"],
         "workspace_mib": workspace_mib,
         "source_onnx": source.name,
-        "float_region": "fp16" if era == STRONG or precision == "fp16" else "fp32",
+        # The layers left in float: FP16 from the FP16 graph (strongly typed), or allowed by the FP16 builder
+        # flag, which weakly typed builds set for INT8 too (TensorRT then picks fp16 or fp32 per layer).
+        "float_region": "fp16" if era == STRONG or "FP16" in facts["flags"] else "fp32",
         "timing_cache": cache_path.name,
         "timing_cache_reused": facts["timing_cache_reused"],
     }
