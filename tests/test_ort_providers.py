@@ -185,3 +185,23 @@ def test_cli_cache_and_fp16_reach_the_tensorrt_provider(artifacts, monkeypatch, 
     assert "onnxruntime-tensorrt-fp16" in out and "provider tensorrt" in out
     code, _, err = run_cli(capsys, "predict", artifacts["pt"], artifacts["paths"][0], "--fp16")
     assert code == 2 and "--fp16 applies to .onnx artifacts only" in err
+
+
+def test_tensorrt_ep_gets_one_batch_profile_for_every_batch_size(artifacts, monkeypatch, capsys):
+    """trt_profile_{min,opt,max}_shapes ("input:NxCxHxW", ONNX Runtime's TensorRT EP options) cover batch 1 to
+    max(batch, 32): a partial last batch runs on the same engine instead of a rebuild inside predict or bench."""
+    from tledge.runtime.bench import BenchOptions, bench
+
+    ort = fake_onnxruntime.install(monkeypatch)
+    height, width = artifacts["card"].input_size
+    code, _, err = run_cli(capsys, "predict", artifacts["onnx"], artifacts["paths"][0], "--provider", "tensorrt",
+                           "--batch", "8")
+    assert code == 0, err
+    trt = next(s for s in ort.SESSIONS if TRT in s.options).options[TRT]
+    assert (trt["trt_profile_min_shapes"], trt["trt_profile_opt_shapes"], trt["trt_profile_max_shapes"]) == (
+        f"input:1x3x{height}x{width}", f"input:8x3x{height}x{width}", f"input:32x3x{height}x{width}")
+    ort.SESSIONS.clear()
+    bench([artifacts["onnx"]], options=BenchOptions([1, 48], iters=1, warmup=0, device="cuda"))
+    trt = next(s for s in ort.SESSIONS if TRT in s.options).options[TRT]
+    assert trt["trt_profile_opt_shapes"] == trt["trt_profile_max_shapes"] == f"input:48x3x{height}x{width}"
+    assert onnxrt.profile_shapes("x", (224, 224))["trt_profile_opt_shapes"] == "x:1x3x224x224"
