@@ -205,3 +205,18 @@ def test_tensorrt_ep_gets_one_batch_profile_for_every_batch_size(artifacts, monk
     trt = next(s for s in ort.SESSIONS if TRT in s.options).options[TRT]
     assert trt["trt_profile_opt_shapes"] == trt["trt_profile_max_shapes"] == f"input:48x3x{height}x{width}"
     assert onnxrt.profile_shapes("x", (224, 224))["trt_profile_opt_shapes"] == "x:1x3x224x224"
+
+
+def test_stand_in_names_are_the_real_onnxruntimes():
+    """The provider names tledge asks for and the stand-in offers are ONNX Runtime's own (the real module, CPU
+    build here, lists every provider it knows), and preload_dlls, where the real module has it, takes the
+    no-argument call tledge makes."""
+    import inspect
+
+    real = pytest.importorskip("onnxruntime")
+    if real.__name__ != "onnxruntime" or not hasattr(real, "get_all_providers"):
+        pytest.skip("onnxruntime is replaced by a stand-in in this process")
+    known = set(real.get_all_providers())
+    assert set(onnxrt.PREFERENCE) <= known and set(fake_onnxruntime.ALL) <= known
+    if hasattr(real, "preload_dlls"):
+        assert all(p.default is not inspect.Parameter.empty for p in inspect.signature(real.preload_dlls).parameters.values())
