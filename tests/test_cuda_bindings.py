@@ -2,8 +2,8 @@
 without a GPU: handle semantics (what TensorRT's execute_async_v3 must get as its stream) and the no-driver
 answer (error 35, as from a driver too old, but cudaDriverGetVersion says 0).
 The hand-written stand-in (tests/fake_tensorrt_runtime.py) is checked against the same facts, so the backend
-tests that use it cannot drift from the real library again. Skipped where cuda-bindings is absent (torch's
-CUDA wheels bring it)."""
+tests that use it cannot drift from the real library again. Skipped where cuda-bindings is absent (the dev
+extra and torch's CUDA wheels bring it)."""
 
 from __future__ import annotations
 
