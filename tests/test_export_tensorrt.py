@@ -436,10 +436,26 @@ def test_code_uses_only_its_eras_names(version, allowed, fake_trt, onnx_files, t
 
 
 @pytest.mark.gpu
-def test_real_tensorrt_builds_engines(onnx_files, tmp_path):
+def test_real_tensorrt_builds_engines_and_runs_them(onnx_files, tmp_path):
+    """Build FP16 and INT8 engines, then run each through tledge's TensorRT backend (the stream handle, the
+    buffers, execute_async_v3) on a full and a partial batch, against ONNX Runtime's FP32 / QDQ results."""
     pytest.importorskip("tensorrt")
     if tb.detect_gpu() is None:
         pytest.skip("no CUDA GPU")
-    for precision in ("fp16", "int8"):
+    import onnxruntime as ort
+
+    from tledge.runtime.backends import load_backend
+
+    x = np.random.default_rng(2).standard_normal((4, 3, SIZE, SIZE)).astype(np.float32)
+    for precision, reference in (("fp16", onnx_files["onnx"]), ("int8", onnx_files["int8"])):
         engine = _build(onnx_files, tmp_path, precision, tb.Profile(1, 2, 4))
         assert engine.stat().st_size > 0 and engine_sidecar_path(engine).is_file()
+        want = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        with load_backend(engine, "cuda") as backend:
+            assert backend.name == f"tensorrt-{precision}" and backend.provider == "tensorrt"
+            for batch in (x, x[:3]):
+                got = backend.predict(batch)
+                scale = max(float(np.abs(want).max()), 1e-3)
+                assert got.shape == (len(batch), 3) and np.isfinite(got).all()
+                assert np.abs(got - want[:len(batch)]).max() <= 0.1 * scale, (precision, got, want)
+            assert backend.last_gpu_ms is not None and backend.last_gpu_ms > 0
