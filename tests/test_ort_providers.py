@@ -220,3 +220,18 @@ def test_stand_in_names_are_the_real_onnxruntimes():
     assert set(onnxrt.PREFERENCE) <= known and set(fake_onnxruntime.ALL) <= known
     if hasattr(real, "preload_dlls"):
         assert all(p.default is not inspect.Parameter.empty for p in inspect.signature(real.preload_dlls).parameters.values())
+
+
+def test_fallback_with_onnxruntime_gpu_installed_blames_the_libraries_not_the_package(artifacts, monkeypatch, tmp_path):
+    """Seen with the real onnxruntime-gpu 1.31.1 and no CUDA libraries: both GPU providers are listed, the session
+    runs on the CPU. The warning must not tell the user to install onnxruntime-gpu, which is there."""
+    from tledge.runtime.backends import ort_install
+
+    fake_onnxruntime.install(monkeypatch, loads=[CPU])
+    monkeypatch.setattr(ort_install, "installed_distributions", lambda version_of=None: {"onnxruntime-gpu": "1.31.1"})
+    model = tmp_path / "model.onnx"
+    model.write_bytes(artifacts["onnx"].read_bytes())
+    backend = onnxrt.OnnxRuntimeBackend(model, provider="cuda")
+    assert backend.provider == "cpu" and len(backend.notes) == 1
+    assert "onnxruntime-gpu 1.31.1 is installed, but the CUDA/TensorRT libraries" in backend.notes[0]
+    assert "need onnxruntime-gpu" not in backend.notes[0] and "pip uninstall" not in backend.notes[0]

@@ -141,6 +141,20 @@ def install_hint() -> str:
     return diagnose().fix or "GPU providers need onnxruntime-gpu: see README 'GPU install'"
 
 
+def fallback_hint() -> str:
+    """Why a listed GPU provider did not load. With onnxruntime-gpu installed and no clash, the package is
+    right and the libraries its providers link are what is missing (measured with onnxruntime-gpu 1.31.1
+    and no CUDA libraries: it lists both GPU providers, then runs on the CPU)."""
+    from tledge.runtime.backends.ort_install import diagnose
+
+    report = diagnose()
+    version = report.installed.get("onnxruntime-gpu")
+    if version and not report.problem:
+        return (f"onnxruntime-gpu {version} is installed, but the CUDA/TensorRT libraries its providers link did "
+                "not load: install the tledge GPU extra that matches this torch's CUDA major (README 'GPU install')")
+    return install_hint()
+
+
 def device_index(device: str) -> int:
     if device.startswith("cuda:"):
         try:
@@ -201,7 +215,7 @@ class OnnxRuntimeBackend(Backend):
         if active != providers[0]:
             why = f"; {'; '.join(preload_problems)}" if preload_problems else ""
             self.notes.append(f"warning: {SHORT.get(providers[0], providers[0])} provider did not load, running on "
-                              f"{self.provider} ({install_hint()}{why})")
+                              f"{self.provider} ({fallback_hint()}{why})")
         precision = "int8" if ".int8" in self.path.name or self.card.precision.startswith("int8") else self.card.precision
         if active == "TensorrtExecutionProvider" and fp16 and precision == "fp32":
             precision = "fp16"
