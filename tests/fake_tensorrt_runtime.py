@@ -4,6 +4,19 @@ logic (sidecar checks, named-tensor binding, shapes, copies) on machines without
 This is NOT TensorRT: it checks that tledge calls the API in a sensible order with sensible values. The fake
 "engine file" is JSON describing the tensors; "device memory" is host memory, so copies are real memmoves and
 the fake engine computes logits = per-channel mean of the input @ WEIGHTS (checkable with numpy).
+
+Where its TensorRT rules come from (names: ../shared/tensorrt-api/names-10.3.0.txt and names-11.4.0.106.txt,
+checked by test_runtime.py::test_tensorrt_api_names_exist_in_bindings; usage: NVIDIA/TensorRT
+samples/python/common_runtime.py, `allocate_buffers` and `do_inference`; Polygraphy backend/trt/loader.py):
+- named I/O tensors: num_io_tensors, get_tensor_name(i), get_tensor_mode(name) == TensorIOMode.INPUT
+  (allocate_buffers);
+- get_tensor_profile_shape(name, profile) returns (min, opt, max), max sizes the buffers (allocate_buffers);
+- set_tensor_address(name, int device pointer), then execute_async_v3(stream_handle) with the stream itself:
+  the sample passes the cudaStream_t object, which converts to its handle value, int(stream), never
+  getPtr() (do_inference); here both must be ints, the stream the one cudaStreamCreate made;
+- deserialize_cuda_engine returns a false value (None) for bytes it cannot read (Polygraphy's EngineFromBytes
+  checks `if not engine`).
+The cuda-python half mirrors cuda-bindings and is checked against the real module (test_cuda_bindings.py).
 """
 
 from __future__ import annotations
@@ -85,11 +98,17 @@ def make_tensorrt(version="10.3.0"):
             return self.shapes[name] if name == spec["input"] else (n, spec["classes"])
 
         def set_tensor_address(self, name, ptr):
+            if not isinstance(ptr, int):
+                raise TypeError(f"set_tensor_address(): incompatible function arguments: ptr {type(ptr).__name__}")
             _record("set_tensor_address", name, ptr)
             self.addresses[name] = ptr
             return True
 
         def execute_async_v3(self, stream_handle):
+            if not isinstance(stream_handle, int):
+                raise TypeError(f"execute_async_v3(): stream_handle must be an int, got {type(stream_handle).__name__}")
+            if stream_handle not in STREAMS:
+                raise ValueError(f"execute_async_v3(): {stream_handle:#x} is not a stream cudaStreamCreate made")
             _record("execute_async_v3", stream_handle)
             spec = self.engine.spec
             shape = self.shapes[spec["input"]]
@@ -140,6 +159,7 @@ def make_tensorrt(version="10.3.0"):
 
 
 GPU_MS = 1.25  # what the fake events report between two records
+STREAMS: set[int] = set()  # handles the fake cudaStreamCreate gave out (what execute_async_v3 may be given)
 
 
 class Handle:
@@ -187,6 +207,7 @@ def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_
 
     def cudaStreamCreate():
         _record("cudaStreamCreate")
+        STREAMS.add(0xBEEF)
         return 0, Handle(0xBEEF)
 
     def cudaSetDevice(index):
@@ -241,6 +262,7 @@ def install(monkeypatch, version="10.3.0", device_count=1, capability=(8, 7), gp
             driver=12060):
     """Put the stand-ins into sys.modules (undone by monkeypatch at test end)."""
     CALLS.clear()
+    STREAMS.clear()
     cudart = make_cudart(device_count, capability, gpu_name, device_error, driver)
     cuda = types.ModuleType("cuda")
     bindings = types.ModuleType("cuda.bindings")
