@@ -371,6 +371,35 @@ def test_tiny_weight_scales_survive_the_fp16_conversion(onnx_files, tmp_path):
     assert np.isfinite(ort.InferenceSession(str(out)).run(None, {"input": x})[0]).all()
 
 
+def test_strongly_typed_int8_build_with_tiny_scales(fake_trt, onnx_files, tmp_path):
+    """End to end on the 11.x stand-in, whose parser refuses non-positive scales as TensorRT's does: a 1e-9
+    weight scale (0 in float16) no longer stops the strongly typed INT8 build."""
+    from onnx import numpy_helper
+
+    trt = fake_trt("11.4.0")
+    model = onnx.load(str(onnx_files["int8"]))
+    inits = {i.name: i for i in model.graph.initializer}
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+              and inits[n.input[0]].data_type == onnx.TensorProto.INT8 and len(inits[n.input[0]].dims) == 4)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).copy()
+    scale.reshape(-1)[0] = 1e-9
+    inits[dq.input[1]].CopyFrom(numpy_helper.from_array(scale, dq.input[1]))
+    src = tmp_path / "tiny.int8.trt.onnx"
+    onnx.save(model, str(src))
+    said = []
+    engine = tb.build_engine(src, tmp_path / "model.int8.engine", "int8", tb.Profile(1, 1, 2), echo=said.append)
+    assert engine.is_file() and ("parse_from_file", "model.int8.fp16.onnx") in trt.CALLS
+    assert any("raised to it" in line for line in said)
+    zero = onnx.load(str(tmp_path / "model.int8.fp16.onnx"))
+    zinits = {i.name: i for i in zero.graph.initializer}
+    values = numpy_helper.to_array(zinits[dq.input[1]]).copy()
+    values.reshape(-1)[0] = 0  # what the float16 cast made of 1e-9 before: the stand-in parser refuses it
+    zinits[dq.input[1]].CopyFrom(numpy_helper.from_array(values, dq.input[1]))
+    onnx.save(zero, str(tmp_path / "zero.onnx"))
+    with pytest.raises(TledgeError, match="Scale coefficients must all be positive"):
+        tb.network_from_onnx(trt, trt.Builder(trt.Logger()), tmp_path / "zero.onnx", "strong", trt.Logger())
+
+
 # ----------------------------------------------------------------------------------------- API names
 def _names(version: str) -> list[str]:
     path = API_LISTS / f"names-{version}.txt"
