@@ -16,7 +16,9 @@ samples/python/common_runtime.py, `allocate_buffers` and `do_inference`; Polygra
   getPtr() (do_inference); here both must be ints, the stream the one cudaStreamCreate made;
 - deserialize_cuda_engine returns a false value (None) for bytes it cannot read (Polygraphy's EngineFromBytes
   checks `if not engine`).
-The cuda-python half mirrors cuda-bindings and is checked against the real module (test_cuda_bindings.py).
+The cuda-python half: device memory is host memory, but streams and events are cuda-bindings' own
+cudaStream_t / cudaEvent_t objects where it is installed (the mirror class Handle otherwise, checked against
+the real types in test_cuda_bindings.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ import types
 import numpy as np
 
 CALLS: list[tuple] = []
+
+try:  # the real handle types where cuda-bindings is installed (it imports without a GPU); Handle below otherwise
+    from cuda.bindings import runtime as _REAL_CUDART
+except ImportError:
+    _REAL_CUDART = None
 
 
 def weights(num_classes: int) -> np.ndarray:
@@ -178,6 +185,12 @@ class Handle:
         return int(self._storage.value or 0)
 
 
+def handle(kind: str, value: int):
+    """A cudaStream_t / cudaEvent_t: cuda-bindings' own type when it is installed, else the Handle mirror."""
+    real = getattr(_REAL_CUDART, kind, None)
+    return real(value) if real is not None else Handle(value)
+
+
 def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_error=0, driver=12060):
     """device_error=35: every device query answers cudaErrorInsufficientDriver. With `driver` > 0 that is a CUDA
     13 build on an older driver (12060: CUDA 12.6); with driver=0 there is no driver at all: the real
@@ -208,14 +221,14 @@ def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_
     def cudaStreamCreate():
         _record("cudaStreamCreate")
         STREAMS.add(0xBEEF)
-        return 0, Handle(0xBEEF)
+        return 0, handle("cudaStream_t", 0xBEEF)
 
     def cudaSetDevice(index):
         _record("cudaSetDevice", index)
         return (0,) if index < device_count else (101,)  # 101: cudaErrorInvalidDevice
 
     def cudaEventCreate():
-        return 0, Handle(0xE0 + len([c for c in CALLS if c[0] == "cudaEventCreate"]))
+        return 0, handle("cudaEvent_t", 0xE0 + len([c for c in CALLS if c[0] == "cudaEventCreate"]))
 
     def cudaEventRecord(event, stream):
         _record("cudaEventRecord", int(event), int(stream))
