@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     --extra) EXTRA=${2:-}; shift ;;
     --data) DATA=${2:-}; shift ;;
     --out) OUT=${2:-}; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "error: unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
