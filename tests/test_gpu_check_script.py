@@ -144,3 +144,25 @@ def test_bad_arguments_are_one_line_exit_2(tmp_path, args, message):
     done = subprocess.run(["bash", str(SCRIPT), *args, "--out", str(tmp_path / "o")], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and message in done.stderr
+
+
+@needs_shell
+def test_forced_with_the_real_python_the_probes_name_what_is_missing(tmp_path):
+    """The probe script itself, run by this test's real Python (GPU forced, none here): every capability gets a
+    line, and what this machine lacks (torch's CUDA, onnxruntime-gpu, tensorrt) is a skip with its reason."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: forced mode would really train")
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_FORCE": "1"}
+    out = tmp_path / "check"
+    done = subprocess.run(["bash", str(SCRIPT), "--no-install", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    probes = dict(line.split("\t", 1) for line in (out / "probes.tsv").read_text().splitlines())
+    keys = re.search(r"# gpu_check probes: (.*)", SCRIPT.read_text()).group(1).split()
+    assert sorted(probes) == sorted(keys) and probes["tledge"] == ""
+    steps = {row["step"]: row for row in json.loads((out / "gpu_check.json").read_text())["steps"]}
+    assert steps["train_cuda_amp"]["status"] == "skipped" and "no CUDA GPU" in steps["train_cuda_amp"]["reason"]
+    assert steps["export_engines_parity"]["reason"].startswith("needs ") and steps["environment"]["status"] == "ok"
+    assert not [s for s in steps.values() if s["status"] == "failed"]
