@@ -16,12 +16,13 @@ import onnxruntime as real_ort
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def make(available=ALL, loads=None):
+def make(available=ALL, loads=None, preload_output=""):
     module = types.ModuleType("onnxruntime")
     module.__version__ = real_ort.__version__
     module.SessionOptions = real_ort.SessionOptions
     module.GraphOptimizationLevel = real_ort.GraphOptimizationLevel
     module.SESSIONS = []
+    module.EVENTS = []  # ("preload_dlls",) and ("session", requested providers), in order
     loads = set(available if loads is None else loads) | {"CPUExecutionProvider"}
 
     def get_available_providers():
@@ -34,6 +35,7 @@ def make(available=ALL, loads=None):
             self.options = dict(pairs)
             self.active = [name for name in self.requested if name in loads]
             module.SESSIONS.append(self)
+            module.EVENTS.append(("session", tuple(self.requested)))
             self._real = real_ort.InferenceSession(str(path), sess_options, providers=["CPUExecutionProvider"])
 
         def get_providers(self):
@@ -42,12 +44,20 @@ def make(available=ALL, loads=None):
         def __getattr__(self, name):
             return getattr(self._real, name)
 
+    def preload_dlls(cuda=True, cudnn=True, msvc=True, directory=None):
+        """onnxruntime-gpu 1.21+ (onnxruntime/__init__.py): loads CUDA/cuDNN from the nvidia-* wheels and prints
+        "Failed to load ..." for each it cannot find; recorded here."""
+        module.EVENTS.append(("preload_dlls",))
+        if preload_output:
+            print(preload_output)
+
     module.get_available_providers = get_available_providers
+    module.preload_dlls = preload_dlls
     module.InferenceSession = InferenceSession
     return module
 
 
-def install(monkeypatch, available=ALL, loads=None):
-    module = make(available, loads)
+def install(monkeypatch, available=ALL, loads=None, preload_output=""):
+    module = make(available, loads, preload_output)
     monkeypatch.setitem(sys.modules, "onnxruntime", module)
     return module

@@ -19,6 +19,7 @@ Its enum members per version are checked against ../shared/tensorrt-api (tests/t
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import sys
 import types
@@ -199,6 +200,9 @@ def make(version: str = "10.3.0", parse_errors=(), fail_build: bool = False):
             return memoryview(json.dumps(spec).encode())
 
     module = types.ModuleType("tensorrt")
+    # A spec like an installed module's: importlib.util.find_spec("tensorrt") raises ValueError for a module in
+    # sys.modules without one, and torch._dynamo calls it on first import (a test run alone then fails).
+    module.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     module.__version__ = version
     module.CALLS = state["calls"]
     module.NAMES = state["names"]
@@ -240,7 +244,9 @@ def make(version: str = "10.3.0", parse_errors=(), fail_build: bool = False):
 def _parser_refusals(model) -> list[str]:
     """What TensorRT's ONNX parser refuses in a Q/DQ graph, written independently of tledge's checker:
     DequantizeLinear of anything but INT8 (INT32 biases, UINT8), QuantizeLinear to UINT8, non-zero zero
-    points, float16 scales below opset 19 (not valid ONNX there)."""
+    points, float16 scales below opset 19 (not valid ONNX there), and any scale that is not positive
+    (onnx-tensorrt's builtin_op_importers.cpp, QuantDequantLinearHelper: "Scale coefficients must all be
+    positive", for float, float16 and bfloat16 scales alike)."""
     from onnx import TensorProto, numpy_helper
 
     constants = {i.name: i for i in model.graph.initializer}
@@ -264,6 +270,8 @@ def _parser_refusals(model) -> list[str]:
         scale = constants.get(node.input[1])
         if scale is not None and scale.data_type == TensorProto.FLOAT16 and opset < 19:
             errors.append(f"{where}: INVALID_NODE: float16 scale needs opset 19")
+        if scale is not None and not (numpy_helper.to_array(scale).astype("float64") > 0).all():
+            errors.append(f"{where}: INVALID_NODE: Scale coefficients must all be positive")
     return errors
 
 

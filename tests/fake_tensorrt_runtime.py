@@ -4,19 +4,39 @@ logic (sidecar checks, named-tensor binding, shapes, copies) on machines without
 This is NOT TensorRT: it checks that tledge calls the API in a sensible order with sensible values. The fake
 "engine file" is JSON describing the tensors; "device memory" is host memory, so copies are real memmoves and
 the fake engine computes logits = per-channel mean of the input @ WEIGHTS (checkable with numpy).
+
+Where its TensorRT rules come from (names: ../shared/tensorrt-api/names-10.3.0.txt and names-11.4.0.106.txt,
+checked by test_runtime.py::test_tensorrt_api_names_exist_in_bindings; usage: NVIDIA/TensorRT
+samples/python/common_runtime.py, `allocate_buffers` and `do_inference`; Polygraphy backend/trt/loader.py):
+- named I/O tensors: num_io_tensors, get_tensor_name(i), get_tensor_mode(name) == TensorIOMode.INPUT
+  (allocate_buffers);
+- get_tensor_profile_shape(name, profile) returns (min, opt, max), max sizes the buffers (allocate_buffers);
+- set_tensor_address(name, int device pointer), then execute_async_v3(stream_handle) with the stream itself:
+  the sample passes the cudaStream_t object, which converts to its handle value, int(stream), never
+  getPtr() (do_inference); here both must be ints, the stream the one cudaStreamCreate made;
+- deserialize_cuda_engine returns a false value (None) for bytes it cannot read (Polygraphy's EngineFromBytes
+  checks `if not engine`).
+The cuda-python half: device memory is host memory, but streams and events are cuda-bindings' own
+cudaStream_t / cudaEvent_t objects where it is installed (the mirror class Handle otherwise, checked against
+the real types in test_cuda_bindings.py).
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
 import json
 import sys
 import types
-import warnings
 
 import numpy as np
 
 CALLS: list[tuple] = []
+
+try:  # the real handle types where cuda-bindings is installed (it imports without a GPU); Handle below otherwise
+    from cuda.bindings import runtime as _REAL_CUDART
+except ImportError:
+    _REAL_CUDART = None
 
 
 def weights(num_classes: int) -> np.ndarray:
@@ -49,6 +69,9 @@ class _Enum:
 
 def make_tensorrt(version="10.3.0"):
     trt = types.ModuleType("tensorrt")
+    # A spec like an installed module's: importlib.util.find_spec("tensorrt") raises ValueError for a module in
+    # sys.modules without one, and torch._dynamo calls it on first import (a test run alone then fails).
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     trt.__version__ = version
 
     class DataType:
@@ -82,11 +105,17 @@ def make_tensorrt(version="10.3.0"):
             return self.shapes[name] if name == spec["input"] else (n, spec["classes"])
 
         def set_tensor_address(self, name, ptr):
+            if not isinstance(ptr, int):
+                raise TypeError(f"set_tensor_address(): incompatible function arguments: ptr {type(ptr).__name__}")
             _record("set_tensor_address", name, ptr)
             self.addresses[name] = ptr
             return True
 
         def execute_async_v3(self, stream_handle):
+            if not isinstance(stream_handle, int):
+                raise TypeError(f"execute_async_v3(): stream_handle must be an int, got {type(stream_handle).__name__}")
+            if stream_handle not in STREAMS:
+                raise ValueError(f"execute_async_v3(): {stream_handle:#x} is not a stream cudaStreamCreate made")
             _record("execute_async_v3", stream_handle)
             spec = self.engine.spec
             shape = self.shapes[spec["input"]]
@@ -137,25 +166,37 @@ def make_tensorrt(version="10.3.0"):
 
 
 GPU_MS = 1.25  # what the fake events report between two records
+STREAMS: set[int] = set()  # handles the fake cudaStreamCreate gave out (what execute_async_v3 may be given)
 
 
 class Handle:
-    """Like cuda-bindings' cudaStream_t / cudaEvent_t: getPtr() is the address; int(handle) is deprecated in
-    cuda-bindings 13 (it warns here, so a test can catch its use)."""
+    """Like cuda-bindings' cudaStream_t / cudaEvent_t (cuda_bindings/cuda/bindings/runtime.pyx: `__int__`
+    returns the handle, `_pvt_ptr[0]`; `getPtr()` returns `_pvt_ptr`, the address where the Python object
+    stores it): int(handle) is the stream/event; getPtr() is a host address that is not. Checked against the
+    real cuda-bindings in tests/test_cuda_bindings.py (it imports without a GPU)."""
 
-    def __init__(self, address):
-        self.address = address
+    def __init__(self, value):
+        self._storage = ctypes.c_void_p(value)  # what _pvt_ptr points at
 
     def getPtr(self):
-        return self.address
+        return ctypes.addressof(self._storage)
 
     def __int__(self):
-        warnings.warn("int(cudaStream_t) is deprecated; use getPtr()", DeprecationWarning, stacklevel=2)
-        return self.address
+        return int(self._storage.value or 0)
 
 
-def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_error=0):
-    """device_error=35: every device query answers cudaErrorInsufficientDriver (a CUDA 13 build, older driver)."""
+def handle(kind: str, value: int):
+    """A cudaStream_t / cudaEvent_t: cuda-bindings' own type when it is installed, else the Handle mirror."""
+    real = getattr(_REAL_CUDART, kind, None)
+    return real(value) if real is not None else Handle(value)
+
+
+def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_error=0, driver=12060):
+    """device_error=35: every device query answers cudaErrorInsufficientDriver. With `driver` > 0 that is a CUDA
+    13 build on an older driver (12060: CUDA 12.6); with driver=0 there is no driver at all: the real
+    cuda-bindings 13 answers cudaGetDeviceCount with 35 and cudaDriverGetVersion with (success, 0) then
+    (measured on a machine without libcuda, and so documented for cudaDriverGetVersion in NVIDIA's CUDA
+    runtime API reference); tests/test_cuda_bindings.py checks it against the real bindings."""
     cudart = types.ModuleType("cuda.bindings.runtime")
     memory: dict[int, np.ndarray] = {}
 
@@ -168,22 +209,29 @@ def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_
             return device_error, 0
         return (0, device_count) if device_count else (100, 0)  # 100: cudaErrorNoDevice
 
+    def cudaDriverGetVersion():
+        return 0, driver
+
+    def cudaRuntimeGetVersion():
+        return 0, 13000
+
     def cudaGetDeviceProperties(index):
         return 0, types.SimpleNamespace(major=capability[0], minor=capability[1], name=gpu_name.encode())
 
     def cudaStreamCreate():
         _record("cudaStreamCreate")
-        return 0, Handle(0xBEEF)
+        STREAMS.add(0xBEEF)
+        return 0, handle("cudaStream_t", 0xBEEF)
 
     def cudaSetDevice(index):
         _record("cudaSetDevice", index)
         return (0,) if index < device_count else (101,)  # 101: cudaErrorInvalidDevice
 
     def cudaEventCreate():
-        return 0, Handle(0xE0 + len([c for c in CALLS if c[0] == "cudaEventCreate"]))
+        return 0, handle("cudaEvent_t", 0xE0 + len([c for c in CALLS if c[0] == "cudaEventCreate"]))
 
     def cudaEventRecord(event, stream):
-        _record("cudaEventRecord", event.getPtr(), stream.getPtr())
+        _record("cudaEventRecord", int(event), int(stream))
         return (0,)
 
     def cudaEventElapsedTime(start, end):
@@ -216,17 +264,19 @@ def make_cudart(device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_
 
     for fn in (cudaGetDeviceCount, cudaGetDeviceProperties, cudaStreamCreate, cudaMalloc, cudaMemcpyAsync,
                cudaStreamSynchronize, cudaFree, cudaStreamDestroy, cudaEventCreate, cudaEventRecord,
-               cudaEventElapsedTime, cudaEventDestroy, cudaSetDevice):
+               cudaEventElapsedTime, cudaEventDestroy, cudaSetDevice, cudaDriverGetVersion, cudaRuntimeGetVersion):
         setattr(cudart, fn.__name__, fn)
     cudart.cudaMemcpyKind = cudaMemcpyKind
     cudart.memory = memory
     return cudart
 
 
-def install(monkeypatch, version="10.3.0", device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_error=0):
+def install(monkeypatch, version="10.3.0", device_count=1, capability=(8, 7), gpu_name="Fake Orin", device_error=0,
+            driver=12060):
     """Put the stand-ins into sys.modules (undone by monkeypatch at test end)."""
     CALLS.clear()
-    cudart = make_cudart(device_count, capability, gpu_name, device_error)
+    STREAMS.clear()
+    cudart = make_cudart(device_count, capability, gpu_name, device_error, driver)
     cuda = types.ModuleType("cuda")
     bindings = types.ModuleType("cuda.bindings")
     bindings.runtime = cudart

@@ -105,7 +105,7 @@ def test_flags_per_era(version, precision, flags, network_flag, fake_trt, onnx_f
     assert parsed == [expected]
     facts = json.loads(engine_sidecar_path(engine).read_text())["extra"]["tensorrt"]
     assert facts["typed"] == ("strong" if strong else "weak") and facts["flags"] == flags
-    assert facts["float_region"] == ("fp16" if strong or precision == "fp16" else "fp32")
+    assert facts["float_region"] == "fp16"  # weakly typed INT8 sets the FP16 flag for its float layers too
 
 
 def test_strongly_typed_int8_float_region_is_fp16_and_still_computes_the_same(fake_trt, onnx_files, tmp_path):
@@ -267,14 +267,12 @@ def test_profile_bounds():
         tb.make_profile(8, 4)
 
 
-def test_pipeline_builds_both_engines_with_fake(fake_trt, tmp_path, monkeypatch):
-    """export_run end to end with trt-fp16 and trt-int8 (engines cannot run here: --no-parity)."""
+def _checkpoint_run(tmp_path) -> Path:
+    """A run folder with a tiny random checkpoint and a split of 11 training images."""
     from test_export import ARCH_KWARGS, CLASSES, _write_images
     from tledge.checkpoint import save_checkpoint
-    from tledge.export.pipeline import export_run
     from tledge.splits import Splits
 
-    trt = fake_trt("10.3.0")
     data = tmp_path / "data"
     train = _write_images(data, "train", 11, seed=3)
     run = tmp_path / "run"
@@ -283,6 +281,15 @@ def test_pipeline_builds_both_engines_with_fake(fake_trt, tmp_path, monkeypatch)
     model = create_model("mobilenet_v2", 3, **ARCH_KWARGS)
     card = ModelCard("mobilenet_v2", CLASSES, input_size=(SIZE, SIZE), arch_kwargs=ARCH_KWARGS)
     save_checkpoint(run / "best.pt", {"card": card.to_dict(), "model": model.state_dict(), "epoch": 0})
+    return run
+
+
+def test_pipeline_builds_both_engines_with_fake(fake_trt, tmp_path, monkeypatch):
+    """export_run end to end with trt-fp16 and trt-int8 (engines cannot run here: --no-parity)."""
+    from tledge.export.pipeline import export_run
+
+    trt = fake_trt("10.3.0")
+    run = _checkpoint_run(tmp_path)
     result = export_run(run, "onnx,trt-fp16,trt-int8", batch=2, max_batch=8, workspace=512, parity=False,
                         echo=lambda m: None)
     out = run / "export"
@@ -294,6 +301,22 @@ def test_pipeline_builds_both_engines_with_fake(fake_trt, tmp_path, monkeypatch)
     shapes = [c for c in trt.CALLS if c[0] == "set_shape"]
     assert shapes and all(c[2][0] == 1 and c[3][0] == 2 and c[4][0] == 8 for c in shapes)
     assert "tledge predict" in result.next_commands[0] and "model.fp16.engine" in result.next_commands[0]
+
+
+@pytest.mark.parametrize("version", ["10.12.0", "11.4.0"])
+def test_strongly_typed_export_leaves_no_intermediate_onnx(version, fake_trt, tmp_path):
+    """The FP16 ONNX files a strongly typed build parses (model.fp16.onnx, model.int8.fp16.onnx) are written
+    to export's temporary folder, not beside the engines, where bench would pick them up as more rows."""
+    from tledge.export.pipeline import export_run
+
+    trt = fake_trt(version)
+    run = _checkpoint_run(tmp_path)
+    export_run(run, "onnx,trt-fp16,trt-int8", batch=2, max_batch=8, parity=False, echo=lambda m: None)
+    out = run / "export"
+    parsed = [Path(c[1]).name for c in trt.CALLS if c[0] == "parse_from_file"]
+    assert sorted(parsed) == ["model.fp16.onnx", "model.int8.fp16.onnx"]  # they were built from
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["model.int8.trt.onnx", "model.onnx"]
+    assert (out / "model.fp16.engine").is_file() and (out / "model.int8.engine").is_file()
 
 
 # ----------------------------------------------------------------------------------------- fp16 onnx
@@ -310,6 +333,75 @@ def test_fp16_conversion_keeps_float32_io(onnx_files, tmp_path):
     got = ort.InferenceSession(str(out)).run(None, {"input": x})[0]
     assert got.dtype == np.float32
     assert np.abs(got - want).max() <= 1e-2 * max(np.abs(want).max(), 1e-6)
+
+
+def test_tiny_weight_scales_survive_the_fp16_conversion(onnx_files, tmp_path):
+    """Per-channel weight scales of 1e-9 (0 in float16) and 1e-6 (subnormal) are raised to float16's smallest
+    normal with their INT8 weights requantized, so the strongly typed INT8 source still passes the Q/DQ check
+    and dequantizes to the same weights within half a step."""
+    from onnx import numpy_helper
+
+    from tledge.export.qdq_check import check_qdq
+
+    FP16_MIN_NORMAL = float(np.finfo(np.float16).tiny)  # 6.1e-05
+    model = onnx.load(str(onnx_files["int8"]))
+    inits = {i.name: i for i in model.graph.initializer}
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+              and inits[n.input[0]].data_type == onnx.TensorProto.INT8 and len(inits[n.input[0]].dims) == 4
+              and numpy_helper.to_array(inits[n.input[1]]).size > 2)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).copy()
+    scale[0], scale[1] = 1e-9, 1e-6
+    inits[dq.input[1]].CopyFrom(numpy_helper.from_array(scale, dq.input[1]))
+    q = numpy_helper.to_array(inits[dq.input[0]])
+    src = tmp_path / "tiny.onnx"
+    onnx.save(model, str(src))
+
+    said = []
+    out = convert_to_fp16(src, tmp_path / "tiny.fp16.onnx", min_opset=tb.QDQ_FP16_OPSET, echo=said.append)
+    assert check_qdq(out, "tensorrt") == []
+    assert len(said) == 1 and "1 Q/DQ scale tensor(s)" in said[0] and dq.input[1] in said[0]
+    converted = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+    new_scale, new_q = converted[dq.input[1]].astype(np.float32), converted[dq.input[0]]
+    assert new_scale.dtype == np.float32 and converted[dq.input[1]].dtype == np.float16
+    assert new_scale[0] == new_scale[1] == np.float16(FP16_MIN_NORMAL)
+    assert (new_q[0] == 0).all()  # 1e-9 × q is far below half a step at the raised scale
+    np.testing.assert_array_equal(new_q[1], np.round(q[1] * (1e-6 / float(new_scale[1]))).astype(np.int8))
+    assert np.abs(new_q[:2] * new_scale[:2, None, None, None] - q[:2] * scale[:2, None, None, None]).max() \
+        <= FP16_MIN_NORMAL / 2 + 1e-12
+    np.testing.assert_array_equal(new_q[2:], q[2:])  # other channels untouched
+    import onnxruntime as ort
+
+    x = np.zeros((1, 3, SIZE, SIZE), np.float32)
+    assert np.isfinite(ort.InferenceSession(str(out)).run(None, {"input": x})[0]).all()
+
+
+def test_strongly_typed_int8_build_with_tiny_scales(fake_trt, onnx_files, tmp_path):
+    """End to end on the 11.x stand-in, whose parser refuses non-positive scales as TensorRT's does: a 1e-9
+    weight scale (0 in float16) no longer stops the strongly typed INT8 build."""
+    from onnx import numpy_helper
+
+    trt = fake_trt("11.4.0")
+    model = onnx.load(str(onnx_files["int8"]))
+    inits = {i.name: i for i in model.graph.initializer}
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+              and inits[n.input[0]].data_type == onnx.TensorProto.INT8 and len(inits[n.input[0]].dims) == 4)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).copy()
+    scale.reshape(-1)[0] = 1e-9
+    inits[dq.input[1]].CopyFrom(numpy_helper.from_array(scale, dq.input[1]))
+    src = tmp_path / "tiny.int8.trt.onnx"
+    onnx.save(model, str(src))
+    said = []
+    engine = tb.build_engine(src, tmp_path / "model.int8.engine", "int8", tb.Profile(1, 1, 2), echo=said.append)
+    assert engine.is_file() and ("parse_from_file", "model.int8.fp16.onnx") in trt.CALLS
+    assert any("raised to it" in line for line in said)
+    zero = onnx.load(str(tmp_path / "model.int8.fp16.onnx"))
+    zinits = {i.name: i for i in zero.graph.initializer}
+    values = numpy_helper.to_array(zinits[dq.input[1]]).copy()
+    values.reshape(-1)[0] = 0  # what the float16 cast made of 1e-9 before: the stand-in parser refuses it
+    zinits[dq.input[1]].CopyFrom(numpy_helper.from_array(values, dq.input[1]))
+    onnx.save(zero, str(tmp_path / "zero.onnx"))
+    with pytest.raises(TledgeError, match="Scale coefficients must all be positive"):
+        tb.network_from_onnx(trt, trt.Builder(trt.Logger()), tmp_path / "zero.onnx", "strong", trt.Logger())
 
 
 # ----------------------------------------------------------------------------------------- API names
@@ -377,10 +469,26 @@ def test_code_uses_only_its_eras_names(version, allowed, fake_trt, onnx_files, t
 
 
 @pytest.mark.gpu
-def test_real_tensorrt_builds_engines(onnx_files, tmp_path):
+def test_real_tensorrt_builds_engines_and_runs_them(onnx_files, tmp_path):
+    """Build FP16 and INT8 engines, then run each through tledge's TensorRT backend (the stream handle, the
+    buffers, execute_async_v3) on a full and a partial batch, against ONNX Runtime's FP32 / QDQ results."""
     pytest.importorskip("tensorrt")
     if tb.detect_gpu() is None:
         pytest.skip("no CUDA GPU")
-    for precision in ("fp16", "int8"):
+    import onnxruntime as ort
+
+    from tledge.runtime.backends import load_backend
+
+    x = np.random.default_rng(2).standard_normal((4, 3, SIZE, SIZE)).astype(np.float32)
+    for precision, reference in (("fp16", onnx_files["onnx"]), ("int8", onnx_files["int8"])):
         engine = _build(onnx_files, tmp_path, precision, tb.Profile(1, 2, 4))
         assert engine.stat().st_size > 0 and engine_sidecar_path(engine).is_file()
+        want = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        with load_backend(engine, "cuda") as backend:
+            assert backend.name == f"tensorrt-{precision}" and backend.provider == "tensorrt"
+            for batch in (x, x[:3]):
+                got = backend.predict(batch)
+                scale = max(float(np.abs(want).max()), 1e-3)
+                assert got.shape == (len(batch), 3) and np.isfinite(got).all()
+                assert np.abs(got - want[:len(batch)]).max() <= 0.1 * scale, (precision, got, want)
+            assert backend.last_gpu_ms is not None and backend.last_gpu_ms > 0

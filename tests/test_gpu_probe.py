@@ -58,3 +58,24 @@ def test_builder_and_backend_share_the_probe():
     from tledge.export import tensorrt_build
 
     assert tensorrt_build.detect_gpu is cuda_runtime.detect_gpu
+
+
+def test_no_driver_at_all_is_no_gpu_not_a_driver_too_old(monkeypatch, torch_cuda):
+    """cuda-bindings without libcuda answers error 35 like a driver too old; cudaDriverGetVersion's 0 tells
+    them apart: no driver is "no GPU" (None, and the .engine message), never "driver is too old"."""
+    fake_trt.install(monkeypatch, device_error=35, driver=0)
+    torch_cuda(None)
+    assert cuda_runtime.detect_gpu() is None
+    with pytest.raises(TledgeError, match="^no CUDA GPU found; .engine files need an NVIDIA GPU"):
+        tensorrt_backend._device_memory()
+    with pytest.raises(cuda_runtime.CudaRuntimeError, match="no NVIDIA driver is installed") as caught:
+        cuda_runtime.device_facts(fake_trt.make_cudart(device_error=35, driver=0))
+    assert caught.value.code == cuda_runtime.NO_DEVICE
+
+
+def test_driver_too_old_names_both_cuda_versions(monkeypatch, torch_cuda):
+    fake_trt.install(monkeypatch, device_error=35, driver=12060)
+    torch_cuda(None)
+    with pytest.raises(cuda_runtime.CudaRuntimeError, match="driver supports CUDA 12.6, cuda-python's runtime is "
+                                                            "CUDA 13.0.*tledge\\[gpu\\]"):
+        cuda_runtime.detect_gpu()

@@ -67,6 +67,66 @@ def test_fallback_is_named_and_warned(artifacts, monkeypatch, tmp_path):
     assert backend.predict(x).shape == (2, 3)
 
 
+class _RecordingTensorrtFinder:
+    """Imports of `tensorrt` get an empty stand-in module and are logged into the fake onnxruntime's EVENTS, so
+    the order "import tensorrt, then the session" can be checked (the pip wheel loads libnvinfer.so.10 on
+    import: tensorrt_bindings/__init__.py imports tensorrt_libs, whose __init__ loads the libraries)."""
+
+    def __init__(self, events, fail=False):
+        self.events, self.fail = events, fail
+
+    def find_spec(self, name, path=None, target=None):
+        import importlib.machinery
+
+        return importlib.machinery.ModuleSpec(name, self) if name == "tensorrt" else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        self.events.append(("import tensorrt",))
+        if self.fail:
+            raise ImportError("libnvinfer.so.10: cannot open shared object file")
+
+
+@pytest.mark.parametrize("provider, expected", [
+    ("tensorrt", [("import tensorrt",), ("preload_dlls",), ("session", (TRT, CUDA, CPU))]),
+    ("cuda", [("preload_dlls",), ("session", (CUDA, CPU))]),
+])  # after the CPU session that reads the model card
+def test_pip_installed_nvidia_libraries_are_loaded_before_the_session(artifacts, monkeypatch, tmp_path, provider,
+                                                                       expected):
+    import sys
+
+    ort = fake_onnxruntime.install(monkeypatch)
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_RecordingTensorrtFinder(ort.EVENTS), *sys.meta_path])
+    model = tmp_path / "model.onnx"
+    model.write_bytes(artifacts["onnx"].read_bytes())
+    backend = onnxrt.OnnxRuntimeBackend(model, provider=provider)
+    assert ort.EVENTS == [("session", (CPU,)), *expected] and backend.notes == []
+
+
+def test_cpu_session_loads_no_gpu_libraries(artifacts, monkeypatch):
+    ort = fake_onnxruntime.install(monkeypatch)
+    onnxrt.OnnxRuntimeBackend(artifacts["onnx"], device="cpu")
+    assert ort.EVENTS == [("session", (CPU,))]
+
+
+def test_fallback_says_which_library_did_not_load(artifacts, monkeypatch, tmp_path, capsys):
+    import sys
+
+    ort = fake_onnxruntime.install(monkeypatch, loads=[CUDA],
+                                   preload_output="Failed to load libcudnn.so.9: cannot open shared object file")
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_RecordingTensorrtFinder(ort.EVENTS, fail=True), *sys.meta_path])
+    model = tmp_path / "model.onnx"
+    model.write_bytes(artifacts["onnx"].read_bytes())
+    backend = onnxrt.OnnxRuntimeBackend(model, provider="tensorrt")
+    assert backend.provider == "cuda" and len(backend.notes) == 1
+    assert "import tensorrt failed (libnvinfer.so.10" in backend.notes[0] and "libcudnn.so.9" in backend.notes[0]
+    assert "Failed to load" not in capsys.readouterr().out  # said once, in the warning, not printed loose
+
+
 def _with_int8_role(src, dst, role):
     model = onnx.load(str(src))
     card = card_from_onnx(src)
@@ -125,3 +185,53 @@ def test_cli_cache_and_fp16_reach_the_tensorrt_provider(artifacts, monkeypatch, 
     assert "onnxruntime-tensorrt-fp16" in out and "provider tensorrt" in out
     code, _, err = run_cli(capsys, "predict", artifacts["pt"], artifacts["paths"][0], "--fp16")
     assert code == 2 and "--fp16 applies to .onnx artifacts only" in err
+
+
+def test_tensorrt_ep_gets_one_batch_profile_for_every_batch_size(artifacts, monkeypatch, capsys):
+    """trt_profile_{min,opt,max}_shapes ("input:NxCxHxW", ONNX Runtime's TensorRT EP options) cover batch 1 to
+    max(batch, 32): a partial last batch runs on the same engine instead of a rebuild inside predict or bench."""
+    from tledge.runtime.bench import BenchOptions, bench
+
+    ort = fake_onnxruntime.install(monkeypatch)
+    height, width = artifacts["card"].input_size
+    code, _, err = run_cli(capsys, "predict", artifacts["onnx"], artifacts["paths"][0], "--provider", "tensorrt",
+                           "--batch", "8")
+    assert code == 0, err
+    trt = next(s for s in ort.SESSIONS if TRT in s.options).options[TRT]
+    assert (trt["trt_profile_min_shapes"], trt["trt_profile_opt_shapes"], trt["trt_profile_max_shapes"]) == (
+        f"input:1x3x{height}x{width}", f"input:8x3x{height}x{width}", f"input:32x3x{height}x{width}")
+    ort.SESSIONS.clear()
+    bench([artifacts["onnx"]], options=BenchOptions([1, 48], iters=1, warmup=0, device="cuda"))
+    trt = next(s for s in ort.SESSIONS if TRT in s.options).options[TRT]
+    assert trt["trt_profile_opt_shapes"] == trt["trt_profile_max_shapes"] == f"input:48x3x{height}x{width}"
+    assert onnxrt.profile_shapes("x", (224, 224))["trt_profile_opt_shapes"] == "x:1x3x224x224"
+
+
+def test_stand_in_names_are_the_real_onnxruntimes():
+    """The provider names tledge asks for and the stand-in offers are ONNX Runtime's own (the real module, CPU
+    build here, lists every provider it knows), and preload_dlls, where the real module has it, takes the
+    no-argument call tledge makes."""
+    import inspect
+
+    real = pytest.importorskip("onnxruntime")
+    if real.__name__ != "onnxruntime" or not hasattr(real, "get_all_providers"):
+        pytest.skip("onnxruntime is replaced by a stand-in in this process")
+    known = set(real.get_all_providers())
+    assert set(onnxrt.PREFERENCE) <= known and set(fake_onnxruntime.ALL) <= known
+    if hasattr(real, "preload_dlls"):
+        assert all(p.default is not inspect.Parameter.empty for p in inspect.signature(real.preload_dlls).parameters.values())
+
+
+def test_fallback_with_onnxruntime_gpu_installed_blames_the_libraries_not_the_package(artifacts, monkeypatch, tmp_path):
+    """Seen with the real onnxruntime-gpu 1.31.1 and no CUDA libraries: both GPU providers are listed, the session
+    runs on the CPU. The warning must not tell the user to install onnxruntime-gpu, which is there."""
+    from tledge.runtime.backends import ort_install
+
+    fake_onnxruntime.install(monkeypatch, loads=[CPU])
+    monkeypatch.setattr(ort_install, "installed_distributions", lambda version_of=None: {"onnxruntime-gpu": "1.31.1"})
+    model = tmp_path / "model.onnx"
+    model.write_bytes(artifacts["onnx"].read_bytes())
+    backend = onnxrt.OnnxRuntimeBackend(model, provider="cuda")
+    assert backend.provider == "cpu" and len(backend.notes) == 1
+    assert "onnxruntime-gpu 1.31.1 is installed, but the CUDA/TensorRT libraries" in backend.notes[0]
+    assert "need onnxruntime-gpu" not in backend.notes[0] and "pip uninstall" not in backend.notes[0]

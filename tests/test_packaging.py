@@ -52,14 +52,56 @@ def test_readme_install_commands_pick_one_onnxruntime():
     assert ort_builds(["train", "export", "dev"]) == {"onnxruntime"}  # the CPU quick start works
 
 
+def _spec(extra: str, name: str):
+    from packaging.requirements import Requirement
+
+    return next(Requirement(r).specifier for r in EXTRAS[extra] if _name(r) == name)
+
+
 def test_gpu_extras_pin_the_cuda_major():
     for extra, major in (("gpu", 12), ("gpu-cu13", 13)):
         names = {_name(r): r for r in EXTRAS[extra]}
         assert f"tensorrt-cu{major}" in names and "tensorrt" not in names  # `tensorrt` 11 pulls tensorrt_cu13
-        cuda = names["cuda-python"]
-        assert _floor(cuda)[0] == major and f"<{major + 1}" in cuda.replace(" ", "")
+        assert "cuda-python" not in names  # 12.6.2.post1 is monolithic: it overwrites cuda-bindings 13's files
+        cuda = _spec(extra, "cuda-bindings")
+        assert f"{major}.9.0" in cuda and f"{major + 1}.0.0" not in cuda and f"{major - 1}.9.0" not in cuda
     assert [_name(r) for r in EXTRAS["jetson"]] == ["cuda-python"]
     assert _floor(EXTRAS["jetson"][0])[0] == 12 and "<13" in EXTRAS["jetson"][0]  # JetPack 6 is CUDA 12
+
+
+def test_onnxruntime_gpu_build_follows_the_extras_cuda_major():
+    """onnxruntime-gpu wheels on PyPI (read from the wheels' build_and_package_info.py): 1.26.0 is CUDA 12.8,
+    1.27.0 and 1.31.1 are CUDA 13.0. An extra's pin must keep its ONNX Runtime on the extra's CUDA major."""
+    assert "1.26.0" in _spec("gpu", "onnxruntime-gpu") and "1.27.0" not in _spec("gpu", "onnxruntime-gpu")
+    assert "1.27.0" in _spec("gpu-cu13", "onnxruntime-gpu") and "1.26.0" not in _spec("gpu-cu13", "onnxruntime-gpu")
+
+
+def test_tensorrt_pin_is_what_onnxruntimes_tensorrt_provider_loads():
+    """libonnxruntime_providers_tensorrt.so (1.26 and 1.31 alike) needs libnvinfer.so.10: TensorRT 11 wheels
+    would leave ONNX Runtime's TensorRT provider unable to load."""
+    for extra, name in (("gpu", "tensorrt-cu12"), ("gpu-cu13", "tensorrt-cu13")):
+        spec = _spec(extra, name)
+        assert "10.13.3.9" in spec and "11.0.0.114" not in spec and "11.4.0.106" not in spec, (extra, spec)
+
+
+def test_gpu_cu13_goes_with_the_installed_cuda_13_torch():
+    """torch's CUDA 13 wheels require cuda-bindings 13: the gpu-cu13 extra must be installable beside them, and
+    the CUDA 12 extra must not be (pip then refuses instead of mixing CUDA majors)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+
+    try:
+        wanted = [Requirement(r) for r in requires("torch") or [] if _name(r) == "cuda-bindings"]
+    except PackageNotFoundError:
+        pytest.skip("torch is not installed")
+    if not wanted:
+        pytest.skip("this torch build does not require cuda-bindings (a CPU or CUDA 12 build)")
+    needed = wanted[0].specifier
+    candidates = [f"{major}.{minor}.{patch}" for major in (12, 13, 14) for minor in range(10) for patch in range(6)]
+    both = [v for v in candidates if v in needed and v in _spec("gpu-cu13", "cuda-bindings")]
+    assert both, f"torch needs cuda-bindings{needed}; gpu-cu13 pins {_spec('gpu-cu13', 'cuda-bindings')}"
+    assert not [v for v in candidates if v in needed and v in _spec("gpu", "cuda-bindings")]
 
 
 def test_torch_floor_has_grad_scaler_cuda():

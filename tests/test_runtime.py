@@ -212,21 +212,19 @@ def test_tensorrt_api_names_exist_in_bindings():
         pytest.skip("no TensorRT name lists here")
 
 
-def test_tensorrt_gpu_time_from_cuda_events_and_no_int_handles(tmp_path, monkeypatch):
-    """GPU compute time comes from two CUDA events around execute_async_v3; handles are read with getPtr()
-    (int(cudaStream_t) is deprecated in cuda-bindings 13). Stand-in, not TensorRT."""
-    import warnings
-
+def test_tensorrt_gpu_time_from_cuda_events_on_the_stream_handle(tmp_path, monkeypatch):
+    """GPU compute time comes from two CUDA events around execute_async_v3, and TensorRT gets the stream
+    handle itself (int(cudaStream_t)), not getPtr(), the host address of its Python-side storage. Stand-in
+    handles mirror cuda-bindings' (checked against the real ones in test_cuda_bindings.py); not TensorRT."""
     fake_trt.install(monkeypatch)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        backend = load_backend(_engine(tmp_path), "auto")
-        backend.predict(np.zeros((2, 3, SIZE, SIZE), np.float32))
-    assert not [w for w in caught if issubclass(w.category, DeprecationWarning)], [str(w.message) for w in caught]
+    backend = load_backend(_engine(tmp_path), "auto")
+    backend.predict(np.zeros((2, 3, SIZE, SIZE), np.float32))
     assert backend.last_gpu_ms == fake_trt.GPU_MS and backend.provider == "tensorrt"
     calls = [c[0] for c in fake_trt.CALLS]
     first = calls.index("execute_async_v3")
+    assert fake_trt.CALLS[first] == ("execute_async_v3", 0xBEEF)
     assert calls[first - 1] == "cudaEventRecord" and calls[first + 1] == "cudaEventRecord"
+    assert fake_trt.CALLS[first - 1][2] == fake_trt.CALLS[first + 1][2] == 0xBEEF  # events on that stream
     backend.close()
 
 

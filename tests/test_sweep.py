@@ -101,6 +101,29 @@ def test_expand_grid_names_cells_deterministically():
         expand_grid(base, {"epochs": ["ten"]})
 
 
+@pytest.mark.parametrize("parent, device, child", [
+    (None, "cuda:1", "1"),
+    ("2,3", "cuda:0", "2"),  # --devices indices are the parent's view: its cuda:0 is physical GPU 2
+    ("2,3", "1", "3"),
+    ("GPU-aaaa, GPU-bbbb", "cuda:1", "GPU-bbbb"),
+])
+def test_sweep_worker_gets_the_parents_gpu_not_the_physical_index(monkeypatch, tmp_path, parent, device, child):
+    if parent is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", parent)
+    cell = expand_grid(TrainConfig(data="d", **TINY_CONFIG), {"lr": [0.01]})[0]
+    command, env = sweep.worker_command(tmp_path, cell, device)
+    assert env["CUDA_VISIBLE_DEVICES"] == child and command[-1] == "cuda"
+
+
+def test_sweep_worker_index_outside_the_parents_gpus_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    cell = expand_grid(TrainConfig(data="d", **TINY_CONFIG), {"lr": [0.01]})[0]
+    with pytest.raises(TledgeError, match="makes 2 GPU\\(s\\) visible; use indices 0-1"):
+        sweep.worker_command(tmp_path, cell, "cuda:2")
+
+
 def test_validate_catches_bad_cells_before_training(data):
     base = TrainConfig(data=str(data), **TINY_CONFIG)
     bad = [({"model": ["resnet18", "resnet181"]}, "unknown model 'resnet181'"),

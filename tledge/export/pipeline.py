@@ -307,8 +307,10 @@ def _engine(fmt_name: str, source_step: str) -> Callable[[ExportJob], Path]:
         from tledge.export.tensorrt_build import build_engine
 
         fmt = FORMATS[fmt_name]
+        # work_dir: the FP16 ONNX a strongly typed build parses is an intermediate, not an artifact (beside
+        # the engines, bench would take it for one more model).
         return build_engine(job.outputs[source_step], artifact_path(job.out, fmt), fmt.precision, job.profile,
-                            workspace_mib=job.options.workspace, echo=job.echo)
+                            workspace_mib=job.options.workspace, echo=job.echo, work_dir=job.tmp)
 
     return build
 

@@ -10,7 +10,8 @@ API eras, detected from `trt.__version__` and from what the module has:
   EXPLICIT_BATCH network flag (10.x ignores it).
 - strongly typed (10.12+ and 11): `NetworkDefinitionCreationFlag.STRONGLY_TYPED`, no precision flags; the
   graph's types decide. FP16 comes from an FP16 ONNX (tledge.export.fp16 converts, keeping float32 I/O);
-  INT8 from the symmetric QDQ ONNX with its float region converted to FP16 (opset 19, float16 scales).
+  INT8 from the symmetric QDQ ONNX with its float region converted to FP16 (opset 19, float16 scales, none
+  below float16's smallest normal).
 Every INT8 source passes tledge.export.qdq_check's TensorRT rules before the build starts.
 The implicit-quantization calibrator (IInt8Calibrator) is deprecated since 10.1 and gone in 11: not used.
 
@@ -267,7 +268,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     """Build a TensorRT engine of `precision` from a tledge ONNX file and write engine + sidecar.
 
     precision "fp16": `onnx_path` is the FP32 ONNX (converted to FP16 first in the strongly typed era);
-    "int8": `onnx_path` is the symmetric QDQ ONNX (model.int8.trt.onnx).
+    "int8": `onnx_path` is the symmetric QDQ ONNX (model.int8.trt.onnx). `work_dir` receives that converted
+    FP16 ONNX (default: the engine's folder; export passes its temporary folder).
     """
     trt = import_tensorrt()
     gpu_name, capability = require_gpu()
@@ -280,7 +282,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
 
         require_qdq_ok(source, "tensorrt")  # the parser's Q/DQ rules, checked before minutes of building
     if era == STRONG:
-        source = strongly_typed_source(source, precision, Path(work_dir or engine_path.parent))
+        source = strongly_typed_source(source, precision, Path(work_dir or engine_path.parent), echo)
     cache_path = Path(timing_cache_path) if timing_cache_path else engine_path.parent / TIMING_CACHE_NAME
     cached = cache_path.read_bytes() if cache_path.is_file() else None
 
@@ -304,7 +306,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
         "flags": facts["flags"],
         "workspace_mib": workspace_mib,
         "source_onnx": source.name,
-        "float_region": "fp16" if era == STRONG or precision == "fp16" else "fp32",
+        # The layers left in float: FP16 from the FP16 graph (strongly typed), or allowed by the FP16 builder
+        # flag, which weakly typed builds set for INT8 too (TensorRT then picks fp16 or fp32 per layer).
+        "float_region": "fp16" if era == STRONG or "FP16" in facts["flags"] else "fp32",
         "timing_cache": cache_path.name,
         "timing_cache_reused": facts["timing_cache_reused"],
     }
@@ -312,16 +316,18 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     return write_engine(engine_path, data, card)
 
 
-def strongly_typed_source(onnx_path: Path, precision: str, work_dir: Path) -> Path:
+def strongly_typed_source(onnx_path: Path, precision: str, work_dir: Path,
+                          echo: Callable[[str], None] | None = None) -> Path:
     """The ONNX a strongly typed build parses: types come from the graph, so FP16 needs an FP16 graph, and
     an INT8 QDQ graph needs its unquantized region (layers kept in float, by the budget search or by
     design) in FP16 too, or it runs in FP32 and the INT8 engine can be slower than the FP16 one. Opset 19
-    lets the Q/DQ scales be float16, so DequantizeLinear outputs float16 into the float layers."""
+    lets the Q/DQ scales be float16, so DequantizeLinear outputs float16 into the float layers (scales below
+    float16's smallest normal are raised to it, weights requantized: tledge.export.fp16.raise_tiny_scales)."""
     from tledge.export.fp16 import convert_to_fp16
 
     if precision == "fp16":
         return convert_to_fp16(onnx_path, work_dir / "model.fp16.onnx")
-    converted = convert_to_fp16(onnx_path, work_dir / "model.int8.fp16.onnx", min_opset=QDQ_FP16_OPSET)
+    converted = convert_to_fp16(onnx_path, work_dir / "model.int8.fp16.onnx", min_opset=QDQ_FP16_OPSET, echo=echo)
     from tledge.export.qdq_check import require_qdq_ok
 
     require_qdq_ok(converted, "tensorrt")

@@ -173,11 +173,14 @@ def _size_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
 
-def _backend_options(path: Path, threads: int | None, cache: str | None = None, fp16: bool = False) -> dict:
+def _backend_options(path: Path, threads: int | None, cache: str | None = None, fp16: bool = False,
+                     batch: int | None = None) -> dict:
     kind = artifact_kind(path)
     options = {"threads": threads} if threads and kind in ("onnxruntime", "torch") else {}
     if kind == "onnxruntime" and (cache or fp16):
         options.update(cache_dir=cache, fp16=fp16)
+    if kind == "onnxruntime" and batch:
+        options["batch"] = batch  # the TensorRT EP's profile covers every batch size benched
     return options
 
 
@@ -203,7 +206,7 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
         base = {"artifact": path.name, "format": fmt, "size_mb": _size_mb(path) if path.is_file() else None}
         try:
             backend = load_backend(path, options.device, **_backend_options(path, options.threads, options.cache,
-                                                                             options.fp16))
+                                                                             options.fp16, max(batches)))
         except Exception as exc:  # noqa: BLE001 - a row fails, the table goes on
             for b in batches:
                 rows.append({**base, "backend": "-", "batch": b, "status": f"failed: {_reason(exc)}"})

@@ -15,7 +15,7 @@ from tledge.runtime.sources import Clock, open_source
 
 
 def backend_options(artifact: str | Path, provider: str | None, threads: int | None, cache: str | None = None,
-                    fp16: bool = False) -> dict:
+                    fp16: bool = False, batch: int | None = None) -> dict:
     """Only the options the artifact's backend understands; a forced provider on a non-ONNX artifact is an error."""
     kind = artifact_kind(artifact)
     for given, flag in ((provider, "--provider"), (cache, "--cache"), (fp16, "--fp16")):
@@ -25,7 +25,7 @@ def backend_options(artifact: str | Path, provider: str | None, threads: int | N
     if kind == "onnxruntime":
         # No busy-waiting ORT threads in the predict loop: decode threads share the cores with inference, and
         # measured end-to-end folder throughput is higher without spinning (benchmarks/pipeline_bench.py).
-        options.update(provider=provider, threads=threads, spin=False, cache_dir=cache, fp16=fp16)
+        options.update(provider=provider, threads=threads, spin=False, cache_dir=cache, fp16=fp16, batch=batch)
     elif kind == "torch" and threads:
         options["threads"] = threads
     return options
@@ -76,7 +76,7 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
     serve_address = _serve_address(request.serve)
     backend = load_backend(request.artifact, request.device,
                            **backend_options(request.artifact, request.provider, request.threads, request.cache,
-                                             request.fp16))
+                                             request.fp16, request.batch))
     for note in getattr(backend, "notes", ()):  # provider fallbacks, the CPU INT8 flavour kept on the CPU
         echo(note)
     from tledge.staleness import stale_reason

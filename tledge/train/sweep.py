@@ -135,6 +135,7 @@ def check_devices_exist(devices: Sequence[str]) -> None:
         if index >= count:
             seen = f"GPUs 0-{count - 1}" if count else "no CUDA GPU"
             raise TledgeError(f"--devices names {device}, but torch sees {seen}; use existing GPU indices or cpu")
+        visible_device(index, os.environ.get("CUDA_VISIBLE_DEVICES"))  # maps, or says why not, before any cell
 
 
 def cell_config(cell: Cell, sweep_dir: Path, device: str | None = None) -> TrainConfig:
@@ -248,6 +249,21 @@ class _Job:
     started: float
 
 
+def visible_device(index: int, parent_visible: str | None) -> str:
+    """The CUDA_VISIBLE_DEVICES entry for the parent's GPU `index`. --devices indices are the parent's view
+    (torch numbers the GPUs it sees from 0, and check_devices_exist counts them), so with the parent at
+    "2,3" its cuda:0 is physical GPU 2: the child gets "2", not "0". Entries may be indices, GPU-UUIDs or
+    MIG ids; they are passed on as written."""
+    if parent_visible is None:
+        return str(index)
+    visible = [item.strip() for item in parent_visible.split(",") if item.strip()]
+    if index >= len(visible):
+        raise TledgeError(f"--devices names cuda:{index}, but CUDA_VISIBLE_DEVICES={parent_visible!r} makes "
+                          f"{len(visible)} GPU(s) visible; use indices 0-{len(visible) - 1}" if visible else
+                          f"--devices names cuda:{index}, but CUDA_VISIBLE_DEVICES={parent_visible!r} hides every GPU")
+    return visible[index]
+
+
 def worker_command(sweep_dir: Path, cell: Cell, device: str) -> tuple[list[str], dict]:
     """The command and environment that train one cell in its own process. A CUDA device is given to the
     process as its only visible GPU (so no process touches another's GPU), then used as 'cuda'."""
@@ -256,7 +272,7 @@ def worker_command(sweep_dir: Path, cell: Cell, device: str) -> tuple[list[str],
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     match = re.fullmatch(r"(?:cuda:)?(\d+)", device)
     if match:
-        env["CUDA_VISIBLE_DEVICES"] = match.group(1)
+        env["CUDA_VISIBLE_DEVICES"] = visible_device(int(match.group(1)), os.environ.get("CUDA_VISIBLE_DEVICES"))
         device = "cuda"
     return [sys.executable, "-m", "tledge.train.sweep", str(sweep_dir), cell.name, device], env
 

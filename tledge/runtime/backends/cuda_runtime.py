@@ -4,7 +4,9 @@ GPU probe (`detect_gpu`) and fallback order (`with_cuda`: cuda-python first, the
 Why a module: the CUDA runtime that cuda-python links in is tied to one CUDA major, and a driver older than
 that major answers every call with error 35 (cudaErrorInsufficientDriver). That is not "no GPU": it gets its
 own message with the fix, and callers fall back to torch's CUDA (built for its own CUDA major) on any CUDA
-runtime error, not only when cuda-python is missing.
+runtime error, not only when cuda-python is missing. Without any driver (no libcuda: a CPU machine with
+cuda-python installed, as torch's CUDA wheels do) the answer is error 35 too; cudaDriverGetVersion, which
+reports 0 then, tells the two apart, and no driver is "no GPU".
 """
 
 from __future__ import annotations
@@ -51,10 +53,10 @@ def error_code(err) -> int:
     return int(value)
 
 
-def describe(code: int, what: str) -> str:
+def describe(code: int, what: str, detail: str = "") -> str:
     if code == INSUFFICIENT_DRIVER:
-        return (f"{what}: the NVIDIA driver is too old for this CUDA build (CUDA error 35, insufficient driver); "
-                f"{DRIVER_FIX}")
+        return (f"{what}: the NVIDIA driver is too old for this CUDA build (CUDA error 35, insufficient driver"
+                f"{'; ' + detail if detail else ''}); {DRIVER_FIX}")
     if code == NO_DEVICE:
         return f"{what}: no CUDA GPU found (CUDA error 100)"
     return f"{what} failed (CUDA error {code})"
@@ -69,9 +71,45 @@ def check(result, what: str) -> list:
     return rest
 
 
+def driver_version(cudart) -> int | None:
+    """The CUDA version the installed NVIDIA driver supports (12040 for 12.4) from cudaDriverGetVersion, which
+    answers without a device; 0 when no driver is installed (libcuda cannot be loaded); None if it fails."""
+    try:
+        return int(check(cudart.cudaDriverGetVersion(), "cudaDriverGetVersion")[0])
+    except Exception:  # noqa: BLE001 - an old or partial binding: no answer, not a verdict
+        return None
+
+
+def _cuda_text(version: int) -> str:
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def device_count(cudart) -> int:
+    """cudaGetDeviceCount, with error 35 told apart: no driver at all (cudaDriverGetVersion says 0) is "no GPU"
+    (NO_DEVICE), not "driver too old"; a real driver too old says which CUDA it supports and which is needed."""
+    try:
+        return int(check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")[0])
+    except CudaRuntimeError as exc:
+        if exc.code != INSUFFICIENT_DRIVER:
+            raise
+        driver = driver_version(cudart)
+        if driver == 0:
+            raise CudaRuntimeError("cudaGetDeviceCount: no NVIDIA driver is installed (cudaDriverGetVersion "
+                                   "reports none), so no CUDA GPU here", NO_DEVICE) from None
+        if driver:
+            try:
+                needed = int(check(cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")[0])
+            except Exception:  # noqa: BLE001
+                needed = 0
+            wants = f", cuda-python's runtime is CUDA {_cuda_text(needed)}" if needed else ""
+            detail = f"the driver supports CUDA {_cuda_text(driver)}{wants}"
+            raise CudaRuntimeError(describe(exc.code, "cudaGetDeviceCount", detail), exc.code) from None
+        raise
+
+
 def device_facts(cudart, index: int = 0) -> tuple[str, str]:
     """(GPU name, compute capability "8.7") of device `index`; CudaRuntimeError when CUDA cannot answer."""
-    count = check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")[0]
+    count = device_count(cudart)
     if int(count) <= index:
         raise CudaRuntimeError(describe(NO_DEVICE, "cudaGetDeviceCount"), NO_DEVICE)
     props = check(cudart.cudaGetDeviceProperties(index), "cudaGetDeviceProperties")[0]
@@ -81,10 +119,11 @@ def device_facts(cudart, index: int = 0) -> tuple[str, str]:
 
 
 def handle(obj) -> int:
-    """The integer address of a cuda-python handle (stream, event). cuda-bindings 13 deprecates int(handle);
-    getPtr() is the supported way and exists since cuda-python 11."""
-    get_ptr = getattr(obj, "getPtr", None)
-    return int(get_ptr()) if callable(get_ptr) else int(obj)
+    """The handle value of a cuda-python handle (cudaStream_t, cudaEvent_t) as an int, e.g. the stream that
+    TensorRT's execute_async_v3 takes. cuda-bindings' `int(handle)` is the handle itself; `getPtr()` is the
+    address of the Python object's storage of it (a host address), never the stream (checked against the
+    real cuda-bindings in tests/test_cuda_bindings.py)."""
+    return int(obj)
 
 
 def torch_device_facts(torch, index: int = 0) -> tuple[str, str]:

@@ -5,7 +5,9 @@ Providers: TensorRT > CUDA > CPU as installed; `provider="tensorrt"` means Tenso
 `provider="cuda"` CUDA then CPU. GPU providers get options, not defaults:
 - TensorRT EP: an engine and timing cache (next to the model in `<model>.trt-cache/`, or `cache_dir`), so
   only the first start builds (minutes on a Jetson); FP16 when asked (`fp16=True`); INT8 for a TensorRT
-  Q/DQ file; the device index.
+  Q/DQ file; the device index; an explicit batch profile (`trt_profile_{min,opt,max}_shapes`: batch 1 to
+  max(`batch`, 32), optimised for `batch`), so a new batch size such as a partial last batch runs on the
+  same engine instead of rebuilding it inside predict or bench.
 - CUDA EP: the device index; TF32 off when `strict_fp32=True` (FP32 parity must compare FP32 arithmetic).
 `strict_fp32=True` never uses the TensorRT EP (it may pick FP16/TF32 kernels).
 
@@ -15,10 +17,17 @@ model.int8.trt.onnx.
 
 `name` says which provider actually runs the graph (ONNX Runtime falls back to the next one silently when a
 provider's libraries fail to load); a fallback is recorded in `notes` for the caller to print.
+
+Pip-installed NVIDIA libraries are not on the loader's path: before a GPU session, `preload_gpu_libraries`
+imports `tensorrt` (its wheel loads libnvinfer.so.10 / libnvonnxparser.so.10, which the TensorRT provider's
+library needs, and the loader then finds them by soname) and calls `onnxruntime.preload_dlls()` (1.21+: CUDA
+and cuDNN from the nvidia-* wheels).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +44,7 @@ PROVIDER_ALIASES = {
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 SHORT = {v: k for k, v in PROVIDER_ALIASES.items()}
 CACHE_SUFFIX = ".trt-cache"
+TRT_PROFILE_MAX_BATCH = 32  # the TensorRT EP's profile covers batch 1..max(batch, this)
 
 
 def choose_providers(available: list[str], device: str = "auto", provider: str | None = None,
@@ -67,9 +77,20 @@ def choose_providers(available: list[str], device: str = "auto", provider: str |
     return ordered or ["CPUExecutionProvider"]
 
 
+def profile_shapes(input_name: str, input_size, batch: int | None = None) -> dict:
+    """The TensorRT EP's explicit profile for a dynamic-batch NCHW input: "name:1x3xHxW" style strings."""
+    height, width = input_size
+    opt = max(1, int(batch or 1))
+    top = max(opt, TRT_PROFILE_MAX_BATCH)
+    return {f"trt_profile_{which}_shapes": f"{input_name}:{n}x3x{height}x{width}"
+            for which, n in (("min", 1), ("opt", opt), ("max", top))}
+
+
 def provider_options(providers: list[str], model_path: Path, device_id: int = 0, cache_dir: str | Path | None = None,
-                     fp16: bool = False, int8: bool = False, strict_fp32: bool = False) -> list[dict]:
-    """Options for each provider, in the same order (ONNX Runtime takes string values)."""
+                     fp16: bool = False, int8: bool = False, strict_fp32: bool = False,
+                     profile: dict | None = None) -> list[dict]:
+    """Options for each provider, in the same order (ONNX Runtime takes string values). `profile`: the
+    TensorRT EP's trt_profile_*_shapes (profile_shapes)."""
     options = []
     for name in providers:
         if name == "TensorrtExecutionProvider":
@@ -82,6 +103,7 @@ def provider_options(providers: list[str], model_path: Path, device_id: int = 0,
                 "trt_timing_cache_path": str(cache),
                 "trt_fp16_enable": "True" if fp16 else "False",
                 "trt_int8_enable": "True" if int8 else "False",  # explicit Q/DQ: scales come from the graph
+                **(profile or {}),
             })
         elif name == "CUDAExecutionProvider":
             options.append({"device_id": str(device_id), **({"use_tf32": "0"} if strict_fp32 else {})})
@@ -90,11 +112,47 @@ def provider_options(providers: list[str], model_path: Path, device_id: int = 0,
     return options
 
 
+def preload_gpu_libraries(ort, providers: list[str]) -> list[str]:
+    """Load the pip-installed NVIDIA libraries the GPU providers link, before the session is created; returns
+    what could not be loaded (said only if the provider then does not load)."""
+    problems = []
+    if "TensorrtExecutionProvider" in providers:
+        try:
+            import tensorrt  # noqa: F401 - its wheel loads libnvinfer.so.10 for the TensorRT provider
+        except Exception as exc:  # noqa: BLE001 - absent, or present without its libraries
+            problems.append(f"import tensorrt failed ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})")
+    preload = getattr(ort, "preload_dlls", None)
+    if callable(preload) and any(p in providers for p in PREFERENCE[:2]):
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(said):  # it prints each library it cannot find
+                preload()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"onnxruntime.preload_dlls() failed ({str(exc).splitlines()[0][:120]})")
+        failed = [line.strip() for line in said.getvalue().splitlines() if line.startswith("Failed to load")]
+        problems += [f"onnxruntime.preload_dlls(): {line[:160]}" for line in failed[:2]]
+    return problems
+
+
 def install_hint() -> str:
     """Which ONNX Runtime is installed, and the one-line fix when it is the wrong one for a GPU."""
     from tledge.runtime.backends.ort_install import diagnose
 
     return diagnose().fix or "GPU providers need onnxruntime-gpu: see README 'GPU install'"
+
+
+def fallback_hint() -> str:
+    """Why a listed GPU provider did not load. With onnxruntime-gpu installed and no clash, the package is
+    right and the libraries its providers link are what is missing (measured with onnxruntime-gpu 1.31.1
+    and no CUDA libraries: it lists both GPU providers, then runs on the CPU)."""
+    from tledge.runtime.backends.ort_install import diagnose
+
+    report = diagnose()
+    version = report.installed.get("onnxruntime-gpu")
+    if version and not report.problem:
+        return (f"onnxruntime-gpu {version} is installed, but the CUDA/TensorRT libraries its providers link did "
+                "not load: install the tledge GPU extra that matches this torch's CUDA major (README 'GPU install')")
+    return install_hint()
 
 
 def device_index(device: str) -> int:
@@ -109,9 +167,10 @@ def device_index(device: str) -> int:
 class OnnxRuntimeBackend(Backend):
     def __init__(self, path: str | Path, device: str = "auto", provider: str | None = None, threads: int | None = None,
                  spin: bool | None = None, cache_dir: str | Path | None = None, fp16: bool = False,
-                 strict_fp32: bool = False):
+                 strict_fp32: bool = False, batch: int | None = None):
         """`spin=False` stops idle intra-op threads from busy-waiting between calls, which leaves the cores to
-        decode threads in a pipeline; None keeps ONNX Runtime's default (spinning)."""
+        decode threads in a pipeline; None keeps ONNX Runtime's default (spinning). `batch`: the largest batch
+        the caller will run (the TensorRT EP's profile is optimised for it)."""
         ort = require("onnxruntime", "cpu", "running an .onnx model")
         self.path = Path(path)
         self.notes: list[str] = []
@@ -123,15 +182,18 @@ class OnnxRuntimeBackend(Backend):
             options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         available = list(ort.get_available_providers())
         providers = choose_providers(available, device, provider, strict_fp32)
-        card = None
+        card, profile = None, None
         if providers[0] != "CPUExecutionProvider":  # read the card first: the CPU INT8 flavour stays on the CPU
-            card = self._card_only(ort)
+            card, graph_input = self._card_only(ort)
+            if not isinstance(graph_input.shape[0], int):  # dynamic batch: one profile for every batch size used
+                profile = profile_shapes(graph_input.name, card.input_size, batch)
             if int8_role(card) == "cpu":
                 providers = choose_providers(available, device, provider, strict_fp32, cpu_only=True)
                 self.notes.append(f"{self.path.name} is the CPU INT8 flavour: kept on the CPU provider "
                                   "(model.int8.trt.onnx is the TensorRT one)")
         int8 = card is not None and int8_role(card) == "tensorrt"
-        settings = provider_options(providers, self.path, device_index(device), cache_dir, fp16, int8, strict_fp32)
+        settings = provider_options(providers, self.path, device_index(device), cache_dir, fp16, int8, strict_fp32,
+                                    profile)
         for name, opts in zip(providers, settings):
             if name == "TensorrtExecutionProvider":
                 try:
@@ -139,6 +201,7 @@ class OnnxRuntimeBackend(Backend):
                 except OSError as exc:
                     raise TledgeError(f"cannot create the TensorRT engine cache {opts['trt_engine_cache_path']} "
                                       f"({exc.strerror}); pass --cache DIR") from None
+        preload_problems = preload_gpu_libraries(ort, providers)
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(zip(providers, settings)))
         except Exception as exc:  # noqa: BLE001 - protobuf parse errors, invalid graphs
@@ -150,8 +213,9 @@ class OnnxRuntimeBackend(Backend):
         active = self.session.get_providers()[0]
         self.provider = SHORT.get(active, active)
         if active != providers[0]:
+            why = f"; {'; '.join(preload_problems)}" if preload_problems else ""
             self.notes.append(f"warning: {SHORT.get(providers[0], providers[0])} provider did not load, running on "
-                              f"{self.provider} ({install_hint()})")
+                              f"{self.provider} ({fallback_hint()}{why})")
         precision = "int8" if ".int8" in self.path.name or self.card.precision.startswith("int8") else self.card.precision
         if active == "TensorrtExecutionProvider" and fp16 and precision == "fp32":
             precision = "fp16"
@@ -166,7 +230,7 @@ class OnnxRuntimeBackend(Backend):
             session = ort.InferenceSession(str(self.path), sess_options=light, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
             raise TledgeError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-        return card_from_onnx_session(session)
+        return card_from_onnx_session(session), session.get_inputs()[0]
 
     def _check_graph_matches_card(self) -> None:
         shape = self.session.get_inputs()[0].shape

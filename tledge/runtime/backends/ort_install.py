@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
                      "onnxruntime-qnn", "onnxruntime-rocm", "onnxruntime-training")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-GPU_FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'onnxruntime-gpu>=1.17,<2'"
+# onnxruntime-gpu 1.27+ are CUDA 13 builds, 1.19-1.26 CUDA 12: the extras pin the one that matches (pyproject.toml).
+GPU_FIX = ("pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'tledge[gpu]' (CUDA 12; 'tledge[gpu-cu13]' "
+           "beside a CUDA 13 torch)")
 
 
 @dataclass
