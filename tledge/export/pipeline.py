@@ -115,6 +115,7 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         with tempfile.TemporaryDirectory(prefix="tledge-export-") as tmp:
             job.tmp = Path(tmp)
             run_steps(job, steps, result)
+        _write_deploy_files(job, result)
         parity_set = parity_data(job)
         checked = [r for r in result.rows if r.ok]
         if parity_set is not None and checked:
@@ -364,6 +365,22 @@ def run_steps(job: ExportJob, steps: Sequence[Step], result: ExportResult) -> No
     cpu_int8 = [r for r in result.rows if r.format in ("int8", "int8-trt") and r.ok]
     if len(cpu_int8) == 2:
         compare_flavours(job.outputs["onnx"], {"u8s8": cpu_int8[0], "s8s8": cpu_int8[1]}, job.card, job.echo)
+
+
+def _write_deploy_files(job: ExportJob, result: ExportResult) -> None:
+    """labels.txt, DeepStream/Triton configs and DEPLOY.md for the ONNX artifacts (tledge.export.deploy_files)."""
+    from tledge.export.deploy_files import deploy_commands, write_deploy_files
+
+    paths = [r.path for r in result.rows if r.ok and r.path is not None]
+    if job.outputs.get("int8-trt") and job.outputs["int8-trt"] not in paths:
+        paths.append(job.outputs["int8-trt"])
+    try:
+        written = write_deploy_files(job.out, paths, job.card, job.options.max_batch)
+    except TledgeError as exc:
+        job.echo(f"warning: deployment files not written: {_first_line(exc)}")
+        return
+    result.deploy_files = written
+    result.deploy_commands = deploy_commands(job.out, job.card)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -69,6 +69,8 @@ class ExportResult:
     parity_source: str = ""  # where the parity images came from
     next_commands: list[str] = field(default_factory=list)
     failure: TledgeError | None = None  # the worst step failure or parity failure, None when all is well
+    deploy_files: list[Path] = field(default_factory=list)  # labels.txt, DeepStream/Triton configs, DEPLOY.md
+    deploy_commands: list[str] = field(default_factory=list)  # jetson-inference / Triton lines for "next:"
 
     def table(self) -> str:
         return format_table([r.table_row() for r in self.rows])
@@ -135,4 +137,4 @@ def next_commands(result: ExportResult, run_dir: Path | None, parity_data) -> li
     else:
         files = " ".join(str(r.path) for r in result.rows if r.ok)
         commands.append(f"tledge bench {files}" + (f" --data {parity_data}" if parity_data else ""))
-    return commands
+    return commands + list(result.deploy_commands)
