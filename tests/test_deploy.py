@@ -131,3 +131,138 @@ def test_triton_fixed_batch_has_max_batch_0_and_full_dims(tiny_run, tmp_path):  
     ds = read_key_file(result.out_dir / "deepstream" / "config_infer_model.txt")["property"]
     assert ds.getint("batch-size") == 4
     assert ds["model-engine-file"] == "../model.onnx_b4_gpu0_fp32.engine"
+
+
+# ------------------------------------------------------------------------------------------ part 2
+@pytest.fixture(scope="module")
+def uint8_probs(tiny_run, tmp_path_factory):  # noqa: F811
+    """--input uint8 --output probs beside model.onnx, parity-checked on the run's test split (24 images)."""
+    out = tmp_path_factory.mktemp("uint8")
+    return export_run(tiny_run, "onnx", out, input="uint8", output="probs", pack_images=0, echo=lambda m: None)
+
+
+def _test_images(run: Path) -> list[np.ndarray]:
+    from tledge.preprocess import load_image
+    from tledge.splits import Splits
+
+    return [load_image(p) for p in Splits.load(run).paths("test")]
+
+
+def _ort(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_uint8_probs_artifact_graph_card_and_parity(uint8_probs):
+    result = uint8_probs
+    path = result["onnx-uint8.probs"]
+    assert path.name == "model.uint8.probs.onnx"
+    session = _ort(path)
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, inp.type, inp.shape[1:]) == ("input", "tensor(uint8)", [SIZE, SIZE, 3])
+    assert (out.name, out.type) == ("probs", "tensor(float)")
+    card = card_from_onnx(path)
+    assert (card.input_format, card.output_kind, card.layout, card.output_name) == ("uint8", "probs", "NHWC", "probs")
+    assert card.extra["input"] == {"format": "uint8", "dtype": "uint8", "layout": "NHWC",
+                                   "values": "0-255, normalized in the graph", "output": "probs"}
+    rows = {p["format"]: p for p in result.parity}
+    assert set(rows) == {"onnx", "onnx-uint8.probs"}
+    checked = rows["onnx-uint8.probs"]
+    assert (checked["images"], checked["agreement"], checked["outcome"]) == (24, 100.0, "within")
+    assert checked["max_rel_diff"] < 1e-5  # log-probabilities vs PyTorch's log-softmax, FP32 gate 1e-4
+
+
+def test_uint8_graph_equals_float_model_on_raw_pixels(uint8_probs, tiny_run):  # noqa: F811
+    from tledge.card import card_from_onnx as read
+    from tledge.preprocess import preprocess_batch
+
+    out = uint8_probs.out_dir
+    images = _test_images(tiny_run)
+    pixels = np.stack(images)  # 32×32 already: the input size
+    probs = _ort(out / "model.uint8.probs.onnx").run(None, {"input": pixels})[0]
+    logits = _ort(out / "model.onnx").run(None, {"input": preprocess_batch(images, read(out / "model.onnx"))})[0]
+    want = np.exp(logits - logits.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    assert probs.shape == (24, 3)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(probs, want, atol=1e-6)
+
+
+def test_runtime_feeds_uint8_and_skips_normalization(uint8_probs, tiny_run):  # noqa: F811
+    import tledge
+    from tledge.preprocess import preprocess_rgb
+    from tledge.runtime.backends import load_backend
+
+    out = uint8_probs.out_dir
+    image = _test_images(tiny_run)[0]
+    with load_backend(out / "model.uint8.probs.onnx", device="cpu") as backend:
+        tensor = preprocess_rgb(image, backend.card)
+        assert (tensor.dtype, tensor.shape) == (np.uint8, (SIZE, SIZE, 3))
+        np.testing.assert_array_equal(tensor, image)  # no float work: the pixels themselves
+        from_uint8 = backend.predict(tensor[None])
+    with load_backend(out / "model.onnx", device="cpu") as plain:
+        float_batch = preprocess_rgb(image, plain.card)[None]
+        logits = plain.predict(float_batch)
+        with load_backend(out / "model.uint8.probs.onnx", device="cpu") as backend:
+            from_float = backend.predict(float_batch)  # the Backend contract's float NCHW batch, converted back
+    log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    np.testing.assert_allclose(from_uint8, log_softmax, atol=1e-5)
+    np.testing.assert_array_equal(from_uint8, from_float)
+    got = tledge.load(out / "model.uint8.probs.onnx", device="cpu").predict(image)[0]
+    want = tledge.load(out / "model.onnx", device="cpu").predict(image)[0]
+    assert got.label == want.label and got.score == pytest.approx(want.score, abs=1e-5)
+
+
+def test_uint8_deploy_files_triton_uint8_nhwc(uint8_probs):
+    folder = uint8_probs.out_dir / "triton" / "mobilenet_v2_uint8_probs"
+    config = text_format.Parse((folder / "config.pbtxt").read_text(), triton_model_config()())
+    (inp,), (out,) = config.input, config.output
+    assert (enum_name(inp, "data_type"), enum_name(inp, "format"), list(inp.dims)) == \
+        ("TYPE_UINT8", "FORMAT_NHWC", [SIZE, SIZE, 3])
+    assert (out.name, list(out.dims), config.max_batch_size) == ("probs", [3], 16)
+    assert config.parameters["tledge.input_format"].string_value == "uint8"
+    # nvinfer feeds float planar data: no DeepStream config for a uint8 model
+    assert sorted(p.name for p in (uint8_probs.out_dir / "deepstream").glob("*.txt")) == \
+        ["config_infer_model.txt", "labels.txt"]
+
+
+def test_pixels_and_uint8_nchw_artifacts(tiny_run, tmp_path):  # noqa: F811
+    from tledge.preprocess import preprocess_batch
+
+    images = _test_images(tiny_run)
+    pixels = export_run(tiny_run, "onnx", tmp_path / "px", input="pixels", pack_images=0, echo=lambda m: None)
+    assert {p["format"]: p["outcome"] for p in pixels.parity} == {"onnx": "within", "onnx-pixels": "within"}
+    path = pixels["onnx-pixels"]
+    assert path.name == "model.pixels.onnx"
+    raw = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)
+    logits = _ort(path).run(None, {"input": raw})[0]
+    want = _ort(pixels["onnx"]).run(None, {"input": preprocess_batch(images, card_from_onnx(pixels["onnx"]))})[0]
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+    ds = read_key_file(pixels.out_dir / "deepstream" / "config_infer_model_pixels.txt")["property"]
+    assert (ds.getfloat("net-scale-factor"), "offsets" in ds, ds["onnx-file"]) == (1.0, False, "../model.pixels.onnx")
+    assert ds["output-blob-names"] == "logits"
+    assert f"nvinfer config-file-path={pixels.out_dir / 'deepstream' / 'config_infer_model_pixels.txt'}   # DeepStream" \
+        in pixels.next_commands
+    nchw = export_run(tiny_run, "onnx", tmp_path / "nchw", input="uint8-nchw", parity=False, echo=lambda m: None)
+    session = _ort(nchw["onnx-uint8-nchw"])
+    assert (session.get_inputs()[0].type, session.get_inputs()[0].shape[1:]) == ("tensor(uint8)", [3, SIZE, SIZE])
+    got = session.run(None, {"input": np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--input", "rgb"], "'rgb' is not one of 'float', 'uint8', 'uint8-nchw', 'pixels'"),
+    (["--output", "softmax"], "'softmax' is not one of 'logits', 'probs'"),
+])
+def test_bad_input_option_exit_2_before_any_file(argv, message, tiny_run, tmp_path, capsys):  # noqa: F811
+    from tledge.cli import main
+    from tledge.errors import TledgeError
+
+    out = tmp_path / "never"
+    assert main(["export", str(tiny_run), "--out", str(out), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(TledgeError, match="--input 'rgb': must be one of float, uint8, uint8-nchw, pixels"):
+        export_run(tiny_run, "onnx", out, input="rgb", echo=lambda m: None)  # the Python door: same check
+    assert not out.exists()

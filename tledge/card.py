@@ -65,6 +65,19 @@ class ModelCard:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def input_format(self) -> str:
+        """"float" (normalized float32 NCHW: the default), or a model with the normalization in its graph
+        (`tledge export --input`): "uint8" (uint8 RGB NHWC), "uint8-nchw", "pixels" (float32 0-255 NCHW)."""
+        facts = self.extra.get("input") if isinstance(self.extra, dict) else None
+        return str(facts.get("format", "float")) if isinstance(facts, dict) else "float"
+
+    @property
+    def output_kind(self) -> str:
+        """"logits" (default) or "probs" (softmax in the graph: `tledge export --output probs`)."""
+        facts = self.extra.get("input") if isinstance(self.extra, dict) else None
+        return str(facts.get("output", "logits")) if isinstance(facts, dict) else "logits"
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["input_size"] = list(self.input_size)

@@ -215,16 +215,52 @@ def _blob_params(mean: tuple, std: tuple, width: int, height: int):
     return params
 
 
+UINT8_INPUTS = ("uint8", "uint8-nchw")  # card.input_format values the runtime feeds as uint8, unnormalized
+
+
+def model_input(card: ModelCard) -> tuple[tuple[int, int, int], type]:
+    """(per-image shape, dtype) of what `preprocess_rgb` gives for `card`: float32 (3, H, W) normalized, or
+    for a model with its normalization in the graph (`tledge export --input uint8`) uint8 (H, W, 3) or
+    (3, H, W). A `--input pixels` model is fed the normalized float tensor too (its backend converts it)."""
+    height, width = card.input_size
+    if card.input_format == "uint8":
+        return (height, width, 3), np.uint8
+    if card.input_format == "uint8-nchw":
+        return (3, height, width), np.uint8
+    return (3, height, width), np.float32
+
+
 def preprocess_rgb(image: np.ndarray, card: ModelCard) -> np.ndarray:
-    """uint8 RGB image → float32 CHW tensor exactly as the model expects (the one shared function)."""
+    """uint8 RGB image → float32 CHW tensor exactly as the model expects (the one shared function); for a
+    uint8-input model, the resized uint8 image in its layout (the graph normalizes: no float work here)."""
     resized = resize_rgb(image, card.input_size, card.resize)
+    if card.input_format == "uint8":
+        return np.ascontiguousarray(resized)
+    if card.input_format == "uint8-nchw":
+        return np.ascontiguousarray(resized.transpose(2, 0, 1))
     return normalize_to_chw(resized, card.mean, card.std)
 
 
+def to_model_input(batch: np.ndarray, card: ModelCard) -> np.ndarray:
+    """A normalized float32 NCHW batch (the Backend contract) → the input of a model that normalizes in its
+    graph: the 0-255 pixels it came from (rounded: exact for tensors made from uint8 images), as uint8 NHWC /
+    NCHW, or float32 NCHW for `pixels`. Identity for a plain model."""
+    fmt = card.input_format
+    if fmt == "float":
+        return batch
+    mean = np.asarray(card.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(card.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    pixels = np.clip(np.rint((batch * std + mean) * 255.0), 0, 255)
+    if fmt == "pixels":
+        return np.ascontiguousarray(pixels, dtype=np.float32)
+    pixels = pixels.astype(np.uint8)
+    return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1) if fmt == "uint8" else pixels)
+
+
 def preprocess_batch(images: Sequence[np.ndarray], card: ModelCard) -> np.ndarray:
-    """List of uint8 RGB images → float32 NCHW batch."""
-    height, width = card.input_size
-    batch = np.empty((len(images), 3, height, width), dtype=np.float32)
+    """List of uint8 RGB images → float32 NCHW batch (or the card's uint8 input, see `model_input`)."""
+    shape, dtype = model_input(card)
+    batch = np.empty((len(images), *shape), dtype=dtype)
     for i, image in enumerate(images):
         batch[i] = preprocess_rgb(image, card)
     return batch
@@ -241,9 +277,9 @@ def load_batch(paths: Sequence[str | Path], card: ModelCard) -> tuple[np.ndarray
         if image is not None:
             images.append(image)
             kept.append(index)
-    height, width = card.input_size
     if not images:
-        return np.empty((0, 3, height, width), dtype=np.float32), kept
+        shape, dtype = model_input(card)
+        return np.empty((0, *shape), dtype=dtype), kept
     return preprocess_batch(images, card), kept
 
 

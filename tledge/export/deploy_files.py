@@ -79,14 +79,11 @@ def graph_io(path: str | Path) -> GraphIO:
 
 
 def input_format(card: ModelCard) -> str:
-    """What the model's input is: "float" (normalized float NCHW, the default), "pixels" (float 0-255 NCHW,
-    normalization inside the graph), "uint8" (uint8 NHWC) or "uint8-nchw"; recorded in the card at export."""
-    return str((card.extra or {}).get("input", {}).get("format", "float"))
+    return card.input_format
 
 
 def output_kind(card: ModelCard) -> str:
-    """"logits" (default) or "probs" (softmax inside the graph)."""
-    return str((card.extra or {}).get("input", {}).get("output", "logits"))
+    return card.output_kind
 
 
 def _precision(path: Path, card: ModelCard) -> str:
@@ -299,9 +296,9 @@ def deploy_commands(out: str | Path, card: ModelCard) -> list[str]:
     if (out / "model.onnx").is_file():
         lines.append(f"cd {out} && " + jetson_inference_command(out / "model.onnx", card, graph_io(out / "model.onnx"))
                      + "   # jetson-inference")
-    configs = sorted((out / DEEPSTREAM_DIR).glob("config_infer_*.txt"))
-    if configs:
-        lines.append(f"nvinfer config-file-path={configs[-1] if len(configs) == 1 else configs[0]}   # DeepStream")
+    configs = sorted((out / DEEPSTREAM_DIR).glob("config_infer_*.txt"), key=lambda p: ("pixels" not in p.name, p.name))
+    if configs:  # the exact one (normalization in the graph) first
+        lines.append(f"nvinfer config-file-path={configs[0]}   # DeepStream")
     if (out / TRITON_DIR).is_dir():
         lines.append(f"tritonserver --model-repository={out / TRITON_DIR}   # see {out / DEPLOY_README}")
     return lines

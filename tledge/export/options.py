@@ -9,6 +9,7 @@ from typing import Any, Iterable, Mapping
 
 from tledge.errors import ExportOptionError, TledgeError
 from tledge.export.formats import FORMATS, ExportFormat, parse_formats
+from tledge.export.preprocess_graph import INPUT_FORMATS, OUTPUT_KINDS
 from tledge.options import option, validate
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -84,6 +85,12 @@ class ExportOptions:
     qat_images: int | None = option(None, "INT8: --qat-epochs sees a fresh random sample of this many train images "
                                     "per epoch (default: all; on a CPU an epoch at 224 px costs ~0.25 s per image).",
                                     min=1)
+    input: str | None = option(None, "Also write an ONNX with the preprocessing in its graph: uint8 (model.uint8.onnx, "
+                               "uint8 RGB NHWC), uint8-nchw, or pixels (float 0-255 NCHW: DeepStream's exact config); "
+                               "fixed H×W, /255 and per-channel mean/std inside. Default float: model.onnx only.",
+                               choices=INPUT_FORMATS)
+    output: str | None = option(None, "probs: that ONNX ends with a softmax (output `probs`; model.probs.onnx with "
+                                "--input float). Default logits.", choices=OUTPUT_KINDS)
     out: str | None = option(None, "Output folder (default RUN/export).")
 
     def __post_init__(self) -> None:

@@ -234,7 +234,8 @@ def run_parity(reference: Callable[[np.ndarray], np.ndarray], artifacts: Sequenc
     try:
         logits, info = _run_on_images(reference, [b for *_, b in backends], data.paths, data.labels, card,
                                       batch_size, data.source)
-        results = [judge(name, path, kind, backend.name, info["reference_logits"], art, info["labels"], card, tolerances)
+        results = [judge(name, path, kind, backend.name, info["reference_logits"], art, info["labels"], card, tolerances,
+                         output=backend.card.output_kind)
                    for (name, path, kind, backend), art in zip(backends, logits)]
         return results, info
     finally:
@@ -243,8 +244,14 @@ def run_parity(reference: Callable[[np.ndarray], np.ndarray], artifacts: Sequenc
 
 
 def judge(name: str, path, kind: str, backend_name: str, reference_logits: np.ndarray, logits: np.ndarray,
-          labels: Sequence[int], card: ModelCard, tolerances: dict) -> ParityResult:
-    """The numbers and the gate's verdict for one artifact's logits (the one judge of export and verify)."""
+          labels: Sequence[int], card: ModelCard, tolerances: dict, output: str = "logits") -> ParityResult:
+    """The numbers and the gate's verdict for one artifact's logits (the one judge of export and verify).
+    output="probs": the artifact ends with a softmax and its backend gives log-probabilities, so the reference
+    logits are compared as log-softmax (the same shift-free quantity)."""
+    if output == "probs":
+        ref = np.asarray(reference_logits, dtype=np.float64)
+        ref = ref - ref.max(axis=1, keepdims=True)
+        reference_logits = (ref - np.log(np.exp(ref).sum(axis=1, keepdims=True))).astype(np.float32)
     numbers = compare_logits(reference_logits, logits, labels, card.class_names)
     verdict = gate(numbers, kind, tolerances)
     return ParityResult(name, str(path), kind, backend_name, **numbers, outcome=verdict.outcome,

@@ -242,6 +242,20 @@ def _build_onnx(job: ExportJob) -> Path:
                        batch=job.onnx_batch, dynamo=job.exporter == "dynamo")
 
 
+def _preprocessed_name(o: ExportOptions) -> str | None:
+    from tledge.export.preprocess_graph import artifact_name
+
+    return artifact_name(o.input or "float", o.output or "logits")
+
+
+def _build_preprocessed(job: ExportJob) -> Path:
+    """--input/--output: model.onnx with the preprocessing (and softmax) inside the graph."""
+    from tledge.export.preprocess_graph import add_preprocessing
+
+    return add_preprocessing(job.outputs["onnx"], job.out / _preprocessed_name(job.options),
+                             job.options.input or "float", job.options.output or "logits")
+
+
 def _build_calibration(job: ExportJob) -> None:
     """QAT fine-tuning and the budget search, when asked: they decide what the INT8 steps quantize and how."""
     from tledge.export.onnx_export import export_onnx
@@ -327,6 +341,9 @@ def plan_steps(job: ExportJob) -> list[Step]:
         steps.append(Step("int8", "int8", ("int8-calibration",), _quantizer("u8s8", FORMATS["int8"].filename)))
     if wants_trt_int8:
         steps.append(Step("int8-trt", "int8", ("int8-calibration",), _quantizer("s8s8", INT8_TRT_FILENAME)))
+    preprocessed = _preprocessed_name(job.options)
+    if preprocessed:
+        steps.append(Step("onnx-" + preprocessed[len("model."):-len(".onnx")], "fp32", ("onnx",), _build_preprocessed))
     if "trt-fp16" in names:
         steps.append(Step("trt-fp16", "fp16", ("onnx",), _engine("trt-fp16", "onnx")))
     if "trt-int8" in names:

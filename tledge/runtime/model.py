@@ -103,7 +103,7 @@ class Model:
         return max(1, min(self.batch, limit) if limit else self.batch)
 
     def _probabilities(self, tensors: np.ndarray) -> np.ndarray:
-        return softmax(np.asarray(self.backend.predict(np.ascontiguousarray(tensors, dtype=np.float32))))
+        return softmax(np.asarray(self.backend.predict(np.ascontiguousarray(tensors))))
 
     def _prediction(self, probs: np.ndarray, source: str | None, index: int) -> Prediction:
         top = topk_records(probs[None], self.class_names, self.topk)[0]

@@ -103,7 +103,11 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
         env = environment.describe(backend.name)
         echo(f"verify: {path.name} on {len(pack.paths)} pack images ({pack.source}); running on "
              f"{environment.short(env)}")
-        (logits,), info = _run_on_images(None, [backend], pack.paths, pack.labels, card, VERIFY_BATCH, pack.source)
+        # the pack's checksums are of the normalized float tensors: a uint8-input model gets those too (its
+        # backend turns them back into its pixels)
+        float_card = card.replace(extra={k: v for k, v in card.extra.items() if k != "input"})
+        (logits,), info = _run_on_images(None, [backend], pack.paths, pack.labels, float_card, VERIFY_BATCH,
+                                         pack.source)
     finally:
         if backend is not None:
             backend.close()
@@ -111,7 +115,8 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
         raise TledgeError(f"{folder}: {len(info['skipped'])} pack image(s) do not decode on this machine "
                           f"(e.g. {info['skipped'][0]}): its OpenCV cannot read them")
     differ = sum(1 for mine, theirs in zip(info["input_sha"], pack.input_sha) if theirs and mine != theirs)
-    parity = judge(path.name, path, card_kind, backend.name, pack.reference, logits, info["labels"], card, tolerances)
+    parity = judge(path.name, path, card_kind, backend.name, pack.reference, logits, info["labels"], card, tolerances,
+                   output=card.output_kind)
     result = VerifyResult(path, parity, env, folder, differ, notes=notes)
     if differ:
         result.notes.append(f"note: {differ} of {len(pack.paths)} pack images decode to other pixels here than on "

@@ -235,10 +235,12 @@ class OnnxRuntimeBackend(Backend):
     def _check_graph_matches_card(self) -> None:
         shape = self.session.get_inputs()[0].shape
         height, width = self.card.input_size
+        want = (height, width, 3) if self.card.input_format == "uint8" else (3, height, width)
         fixed = [d for d in shape[1:] if isinstance(d, int)]
-        if len(shape) != 4 or (len(fixed) == 3 and tuple(fixed) != (3, height, width)):
+        if len(shape) != 4 or (len(fixed) == 3 and tuple(fixed) != want):
             raise TledgeError(
-                f"{self.path}: graph input {shape} disagrees with its model card [N, 3, {height}, {width}]; re-export it"
+                f"{self.path}: graph input {shape} disagrees with its model card [N, {', '.join(map(str, want))}]; "
+                "re-export it"
             )
         self.max_batch = shape[0] if isinstance(shape[0], int) else None
 
