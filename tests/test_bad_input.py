@@ -485,7 +485,8 @@ def test_stale_temp_files_cleaned_on_next_export(base, capsys, tmp_path):
     (out / "keep.tmp").write_text("not ours")  # not the atomic writer's pattern: left alone
     code, _, err = cli(capsys, "export", base["run"], "--formats", "onnx", "--no-parity", "--out", out)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["keep.tmp", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["DEPLOY.md", "deepstream", "keep.tmp", "labels.txt", "model.onnx",
+                                                     "triton"]  # + the deployment files every export writes
 
 
 # --------------------------------------------------------------------------------------------- kind 8

@@ -266,3 +266,113 @@ def test_bad_input_option_exit_2_before_any_file(argv, message, tiny_run, tmp_pa
     with pytest.raises(TledgeError, match="--input 'rgb': must be one of float, uint8, uint8-nchw, pixels"):
         export_run(tiny_run, "onnx", out, input="rgb", echo=lambda m: None)  # the Python door: same check
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------ part 3
+@pytest.fixture(scope="module")
+def run_export(tiny_run):  # noqa: F811
+    """The default formats in RUN/export/ (where eval finds the run's test split)."""
+    return export_run(tiny_run, "onnx,int8", tolerance="int8=100", pack_images=0, echo=lambda m: None)
+
+
+def _argmax_accuracy(path: Path, paths, labels) -> float:
+    from tledge.preprocess import load_batch
+    from tledge.runtime.backends import load_backend
+
+    with load_backend(path, device="cpu") as backend:
+        batch, kept = load_batch(paths, backend.card)
+        preds = backend.predict(batch).argmax(1)
+    return float(np.mean(preds == np.asarray(labels)[kept]))
+
+
+def test_eval_int8_onnx_on_the_runs_test_split(run_export, tiny_run):  # noqa: F811
+    import json
+
+    import tledge
+    from tledge.splits import Splits
+
+    artifact = tiny_run / "export" / "model.int8.onnx"
+    assert run_export["int8"] == artifact
+    lines = []
+    report = tledge.evaluate(artifact, log=lines.append, device="cpu")
+    out = tiny_run / "eval" / "model.int8.onnx"
+    assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.csv", "confusion_matrix.png", "metrics.json",
+                                                     "metrics.md", "samples.png"]
+    saved = json.loads((out / "metrics.json").read_text())
+    splits = Splits.load(tiny_run)
+    want = _argmax_accuracy(artifact, splits.paths("test"), splits.labels("test"))
+    assert saved["num_samples"] == 24 == sum(sum(row) for row in saved["confusion_matrix"])
+    assert saved["accuracy"] == pytest.approx(want) == report["accuracy"]
+    assert (saved["artifact"], saved["data"], saved["backend"]) == ("model.int8.onnx", "test split",
+                                                                   "onnxruntime-cpu-int8")
+    assert list(saved["per_class"]) == CLASSES
+    csv = (out / "confusion_matrix.csv").read_text().splitlines()
+    assert csv[0] == "true\\predicted,red,green,blue" and len(csv) == 4
+    assert (out / "metrics.md").read_text().rstrip().endswith(f"**accuracy**: {saved['accuracy']:.3f} on 24 samples")
+    assert lines[0] == f"eval: model.int8.onnx (onnxruntime-cpu-int8) on 24 images from test split of {tiny_run}"
+    assert lines[-1] == f"eval results in {out}"
+
+
+def test_eval_onnx_on_a_foreign_folder_without_torch(run_export, tiny_run, tmp_path):  # noqa: F811
+    """`tledge eval model.onnx DATA` in a Python where torch cannot be imported; results beside the run."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tledge.splits import Splits
+
+    splits = Splits.load(tiny_run)
+    data = tmp_path / "photos"
+    for path, label in zip(splits.paths("test")[::2], splits.labels("test")[::2]):  # 4 per class
+        (data / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / CLASSES[label] / path.name)
+    (data / "blue" / "broken.png").write_bytes(b"not a png")
+    artifact = tiny_run / "export" / "model.onnx"
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from tledge.cli import main\n"
+            f"code = main(['eval', {str(artifact)!r}, {str(data)!r}])\n"
+            "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+            "sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = tiny_run / "eval-photos" / "model.onnx"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["num_samples"] == 12 and saved["data"] == str(data)
+    assert saved["accuracy"] == pytest.approx(_argmax_accuracy(artifact, splits.paths("test")[::2],
+                                                                splits.labels("test")[::2]))
+    assert [v["support"] for v in saved["per_class"].values()] == [4, 4, 4]
+    assert saved["skipped"] == [] and saved["backend"] == "onnxruntime-cpu-fp32"
+    assert "skipped blue/broken.png" in proc.stdout
+    assert f"eval results in {out}" in proc.stdout
+
+
+def test_eval_uint8_artifact_matches_plain_onnx(uint8_probs, tiny_run):  # noqa: F811
+    import tledge
+
+    from tledge.splits import Splits
+
+    splits = Splits.load(tiny_run)
+    out = uint8_probs.out_dir
+    a = tledge.evaluate(out / "model.uint8.probs.onnx", splits.root + "/test", log=lambda m: None, device="cpu")
+    b = tledge.evaluate(out / "model.onnx", splits.root + "/test", log=lambda m: None, device="cpu")
+    assert a["num_samples"] == b["num_samples"] == 24
+    assert a["confusion_matrix"] == b["confusion_matrix"]
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
+    assert (out / "eval-test" / "model.uint8.probs.onnx" / "metrics.json").is_file()  # not in a run: beside it
+
+
+def test_eval_artifact_errors_are_one_line_exit_2(tmp_path, uint8_probs, capsys):
+    from tledge.cli import main
+
+    loose = uint8_probs.out_dir / "model.onnx"  # not in a run: no test split
+    assert main(["eval", str(loose)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {loose} is not in a run's export folder (RUN/export/), so there is no test split to "
+                   f"evaluate on; pass a labelled folder: tledge eval {loose} DATA"]
+    assert main(["eval", str(loose), str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: data folder not found: {tmp_path / 'nope'}"]
+    assert main(["eval", str(tmp_path / "gone.onnx")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: no such file: {tmp_path / 'gone.onnx'}"]

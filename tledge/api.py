@@ -90,12 +90,20 @@ def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, l
     """Metrics of a trained model (a Run, run folder or best.pt) on its run's test split, or on `data`, a
     labelled folder with the same classes; writes RUN/eval/ (or RUN/eval-<folder>/): metrics.json,
     metrics.md, confusion_matrix.png, samples.png. Returns the metrics dict (accuracy, macro, per_class, ...).
+    An exported artifact (.onnx, INT8 .onnx, .engine) is evaluated through its runtime backend, without torch
+    (tledge.runtime.evaluate): on its run's test split when it sits in RUN/export/, results in
+    RUN/eval/<artifact>/.
 
     `options` are EvalOptions fields (json, device, batch_size); bad ones raise TledgeError first."""
     from tledge.train.eval_options import EvalOptions
-    from tledge.train.evaluate import eval_run
 
     opts = build(EvalOptions, {"run": run, "data": data, **options}, "eval option")
+    from tledge.runtime.evaluate import eval_artifact, is_artifact
+
+    if is_artifact(opts.run):
+        return eval_artifact(opts.run, opts.data, opts.json, opts.device, opts.batch_size, log=log)
+    from tledge.train.evaluate import eval_run
+
     return eval_run(opts.run, opts.data, opts.json, opts.device, opts.batch_size, log=log)
 
 

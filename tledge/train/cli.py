@@ -29,7 +29,7 @@ def train_command(data, resume, force, **values):
 @click.command("eval")
 @click_options(EvalOptions)
 def eval_command(run, data, **values):
-    """Metrics and plots of RUN (run folder or .pt) on its test split, or on DATA with the same classes."""
+    """Metrics and plots of RUN (run folder, .pt, .onnx or .engine) on its test split, or on DATA."""
     from tledge.api import evaluate
 
     evaluate(run, data, **given(values, EvalOptions))

@@ -15,9 +15,10 @@ from tledge.train.config import TrainConfig
 class EvalOptions:
     """Everything `tledge eval RUN [DATA]` takes; bad values raise TledgeError before anything is written."""
 
-    run: str = option(help="Run folder or best.pt.", argument=True)
-    data: str | None = option(None, "Labelled folder with the run's classes (default: the run's test split).",
-                              argument=True)
+    run: str = option(help="Run folder, best.pt, or an exported .onnx / INT8 .onnx / .engine (no torch needed).",
+                      argument=True)
+    data: str | None = option(None, "Labelled folder with the model's classes (default: the run's test split, also "
+                              "for an artifact in RUN/export/).", argument=True)
     json: str | None = option(None, "Also write the metrics to this JSON file.", metavar="FILE")
     device: str = reuse(TrainConfig, "device")
     batch_size: int = reuse(TrainConfig, "batch_size")
