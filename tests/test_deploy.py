@@ -117,6 +117,7 @@ def test_jetson_inference_command_in_deploy_md_and_next_lines(deployed):
     text = (out / "DEPLOY.md").read_text()
     assert command in text
     assert "the same as this model's card." in text  # ImageNet mean/std, stretch resize
+    assert "with logits an image whose largest logit is ≤ 0 gets no class" in text
     assert f"cd {out} && {command}   # jetson-inference" in deployed.next_commands
     assert f"tritonserver --model-repository={out / 'triton'}   # see {out / 'DEPLOY.md'}" in deployed.next_commands
 
@@ -244,6 +245,14 @@ def test_pixels_and_uint8_nchw_artifacts(tiny_run, tmp_path):  # noqa: F811
     assert ds["output-blob-names"] == "logits"
     assert f"nvinfer config-file-path={pixels.out_dir / 'deepstream' / 'config_infer_model_pixels.txt'}   # DeepStream" \
         in pixels.next_commands
+    probs = export_run(tiny_run, "onnx", tmp_path / "probs", output="probs", parity=False, echo=lambda m: None)
+    assert probs["onnx-probs"].name == "model.probs.onnx"
+    jetson = ("imagenet --model=model.probs.onnx --labels=labels.txt --input-blob=input --output-blob=probs "
+              "INPUT_IMAGE_OR_CAMERA OUTPUT")
+    assert f"cd {probs.out_dir} && {jetson}   # jetson-inference" in probs.next_commands
+    assert jetson in (probs.out_dir / "DEPLOY.md").read_text()
+    ds = read_key_file(probs.out_dir / "deepstream" / "config_infer_model_probs.txt")["property"]
+    assert (ds["output-blob-names"], ds.getfloat("classifier-threshold")) == ("probs", 0.0)
     nchw = export_run(tiny_run, "onnx", tmp_path / "nchw", input="uint8-nchw", parity=False, echo=lambda m: None)
     session = _ort(nchw["onnx-uint8-nchw"])
     assert (session.get_inputs()[0].type, session.get_inputs()[0].shape[1:]) == ("tensor(uint8)", [3, SIZE, SIZE])

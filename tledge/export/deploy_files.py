@@ -132,8 +132,7 @@ def write_deploy_files(out_dir: str | Path, artifacts: Sequence[str | Path], car
             written.append(_link_or_copy(path, folder / "1" / "model.onnx"))
     if deepstream:
         written.append(_write(out / DEEPSTREAM_DIR / LABELS_FILE, ";".join(card.class_names) + "\n"))
-    first = next((p for p in onnx_files if p.name == "model.onnx"), None)
-    written.append(_write(out / DEPLOY_README, deploy_readme(out, card, first, deepstream, triton)))
+    written.append(_write(out / DEPLOY_README, deploy_readme(out, card, jetson_model(onnx_files), deepstream, triton)))
     return written
 
 
@@ -227,7 +226,7 @@ def nvinfer_config(path: Path, card: ModelCard, io: GraphIO, gpu_id: int = 0) ->
         "network-input-order": 0,
         "maintain-aspect-ratio": 0,
         "output-blob-names": io.output_name,
-        "classifier-threshold": 0.0 if output_kind(card) == "logits" else f"{0.5 / card.num_classes:g}",
+        "classifier-threshold": 0.0,  # every object gets its top class; raise it (probs) to drop unsure ones
         "classifier-async-mode": 0,
     }
     if card.resize != "stretch":
@@ -255,6 +254,13 @@ def triton_config(name: str, card: ModelCard, io: GraphIO, max_batch: int | None
     return "\n".join(text) + "\n"
 
 
+def jetson_model(onnx_files: Sequence[Path]) -> Path | None:
+    """The file for jetson-inference's imagenet, which feeds ImageNet-normalized float NCHW and reads the raw
+    output: model.probs.onnx (softmax in the graph) where exported, else model.onnx."""
+    by_name = {p.name: p for p in onnx_files}
+    return by_name.get("model.probs.onnx") or by_name.get("model.onnx")
+
+
 def jetson_inference_command(path: Path, card: ModelCard, io: GraphIO) -> str:
     return (f"imagenet --model={path.name} --labels={LABELS_FILE} --input-blob={io.input_name} "
             f"--output-blob={io.output_name} INPUT_IMAGE_OR_CAMERA OUTPUT")
@@ -275,7 +281,14 @@ def deploy_readme(out: Path, card: ModelCard, onnx_path: Path | None, deepstream
                      "size: " + ("the same as this model's card." if imagenet and card.resize == "stretch" else
                                  f"this model's card differs (mean {list(card.mean)}, std {list(card.std)}, resize "
                                  f"{card.resize}): expect different predictions."))
-        lines += ["Its confidence is the model's output (logits unless exported with `--output probs`).", ""]
+        if card.output_kind == "logits" and io.output_name == "logits":
+            lines += ["imagenet reads the raw output: it keeps classes whose value is at least `--threshold` "
+                      "(default 0.01) and above 0, so with logits an image whose largest logit is ≤ 0 gets no "
+                      "class, and the 'confidence' is a logit. `tledge export RUN --output probs` adds "
+                      "model.probs.onnx (softmax in the graph), which this command then uses.", ""]
+        else:
+            lines += ["The output is softmax probabilities: imagenet's confidence and `--threshold` mean what they "
+                      "say.", ""]
     if deepstream:
         lines += ["## DeepStream (Gst-nvinfer)", ""]
         lines += [f"- `{DEEPSTREAM_DIR}/config_infer_{_stem(p)}.txt` for `{p.name}`" for p in deepstream]
@@ -293,9 +306,9 @@ def deploy_commands(out: str | Path, card: ModelCard) -> list[str]:
     """The "next:" lines of an export for the other stacks (what DEPLOY.md explains)."""
     out = Path(out)
     lines = []
-    if (out / "model.onnx").is_file():
-        lines.append(f"cd {out} && " + jetson_inference_command(out / "model.onnx", card, graph_io(out / "model.onnx"))
-                     + "   # jetson-inference")
+    model = jetson_model([p for p in (out / "model.probs.onnx", out / "model.onnx") if p.is_file()])
+    if model is not None:
+        lines.append(f"cd {out} && " + jetson_inference_command(model, card, graph_io(model)) + "   # jetson-inference")
     configs = sorted((out / DEEPSTREAM_DIR).glob("config_infer_*.txt"), key=lambda p: ("pixels" not in p.name, p.name))
     if configs:  # the exact one (normalization in the graph) first
         lines.append(f"nvinfer config-file-path={configs[0]}   # DeepStream")

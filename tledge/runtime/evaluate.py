@@ -99,9 +99,18 @@ def eval_artifact(artifact: str | Path, data: str | Path | None = None, json_pat
         write_json(Path(json_path), report)
     if skipped:
         log(f"warning: {len(skipped)} unreadable image(s) skipped: {', '.join(skipped[:5])}")
+    log(_per_class_table(report))
     log(f"test accuracy {report['accuracy']:.4f}  macro F1 {report['macro']['f1']:.4f}  ({len(kept)} images)")
     log(f"eval results in {out_dir}")
     return report
+
+
+def _per_class_table(report: dict) -> str:
+    from tledge.table import format_table
+
+    rows = [{"class": name, **{k: round(v, 3) if isinstance(v, float) else v for k, v in vals.items()}}
+            for name, vals in report["per_class"].items()]
+    return format_table(rows, ["class", "precision", "recall", "f1", "support"])
 
 
 def _logits(backend, paths, batch_size: int) -> tuple[np.ndarray, list[int], float]:
