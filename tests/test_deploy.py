@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
-from tests.test_export import CLASSES, SIZE, tiny_run  # noqa: F401 - the shared module-scoped fixture
+from test_export import CLASSES, SIZE, _card, tiny_run  # noqa: F401 - the shared module-scoped fixture
 from tledge.card import card_from_onnx
 from tledge.export.pipeline import export_run
 
@@ -215,6 +215,17 @@ def test_runtime_feeds_uint8_and_skips_normalization(uint8_probs, tiny_run):  # 
     assert got.label == want.label and got.score == pytest.approx(want.score, abs=1e-5)
 
 
+def test_verify_uint8_probs_artifact_from_the_parity_pack(tiny_run, tmp_path):  # noqa: F811
+    """`tledge verify` re-checks the uint8/softmax model on the pack's float tensors (its backend turns them
+    back into pixels), so the checksums match and the verdict is the export's."""
+    import tledge
+
+    result = export_run(tiny_run, "onnx", tmp_path / "exp", input="uint8", output="probs", echo=lambda m: None)
+    check = tledge.verify(result["onnx-uint8.probs"], echo=lambda m: None)
+    assert (check.outcome, check.inputs_differ, check.parity.images, check.parity.agreement) == ("within", 0, 24, 100.0)
+    assert check.parity.max_rel_diff < 1e-5
+
+
 def test_uint8_deploy_files_triton_uint8_nhwc(uint8_probs):
     folder = uint8_probs.out_dir / "triton" / "mobilenet_v2_uint8_probs"
     config = text_format.Parse((folder / "config.pbtxt").read_text(), triton_model_config()())
@@ -385,3 +396,36 @@ def test_eval_artifact_errors_are_one_line_exit_2(tmp_path, uint8_probs, capsys)
     assert capsys.readouterr().err.strip().splitlines() == [f"error: data folder not found: {tmp_path / 'nope'}"]
     assert main(["eval", str(tmp_path / "gone.onnx")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: no such file: {tmp_path / 'gone.onnx'}"]
+
+
+def test_eval_engine_on_the_runs_test_split_with_the_tensorrt_stand_in(tiny_run, tmp_path, monkeypatch):  # noqa: F811
+    """The .engine path of `tledge eval` (backend choice, sidecar card, batching up to the profile's max),
+    against the call-recording TensorRT stand-in (tests/fake_tensorrt_runtime.py, NOT TensorRT): its "engine"
+    computes logits = per-channel mean @ WEIGHTS, so the expected accuracy is computable with numpy."""
+    import json
+
+    import fake_tensorrt_runtime as fake_trt
+    import tledge
+    from tledge.card import engine_sidecar_path
+    from tledge.preprocess import load_batch
+    from tledge.splits import Splits
+
+    fake_trt.install(monkeypatch)
+    run = tmp_path / "run"
+    (run / "export").mkdir(parents=True)
+    splits = Splits.load(tiny_run)
+    splits.save(run)
+    engine = run / "export" / "model.fp16.engine"
+    engine.write_bytes(fake_trt.engine_bytes((8, 3, SIZE, SIZE), 3))
+    facts = {"version": "10.3.0", "gpu_name": "Fake Orin", "compute_capability": "8.7", "precision": "fp16",
+             "profile": {"min": [1, 3, SIZE, SIZE], "opt": [1, 3, SIZE, SIZE], "max": [8, 3, SIZE, SIZE]}}
+    engine_sidecar_path(engine).write_text(json.dumps(_card().replace(precision="fp16",
+                                                                      extra={"tensorrt": facts}).to_dict()))
+    report = tledge.evaluate(engine, log=lambda m: None)
+    batch, kept = load_batch(splits.paths("test"), _card())
+    want = np.mean(fake_trt.expected_logits(batch, 3).argmax(1) == np.asarray(splits.labels("test"))[kept])
+    saved = json.loads((run / "eval" / "model.fp16.engine" / "metrics.json").read_text())
+    assert saved["num_samples"] == 24 and saved["backend"] == "tensorrt-fp16"
+    assert saved["accuracy"] == pytest.approx(want) == report["accuracy"]
+    shapes = [c[2] for c in fake_trt.CALLS if c[0] == "set_input_shape"]
+    assert (8, 3, SIZE, SIZE) in shapes and max(s[0] for s in shapes) == 8  # batches capped at the profile max
