@@ -226,6 +226,14 @@ def test_verify_uint8_probs_artifact_from_the_parity_pack(tiny_run, tmp_path):  
     assert check.parity.max_rel_diff < 1e-5
 
 
+def test_tensorrt_ep_profile_follows_the_uint8_layout():
+    from tledge.runtime.backends.onnxrt import profile_shapes
+
+    assert profile_shapes("input", (SIZE, SIZE), 4, nhwc=True) == {
+        "trt_profile_min_shapes": "input:1x32x32x3", "trt_profile_opt_shapes": "input:4x32x32x3",
+        "trt_profile_max_shapes": "input:32x32x32x3"}
+
+
 def test_uint8_deploy_files_triton_uint8_nhwc(uint8_probs):
     folder = uint8_probs.out_dir / "triton" / "mobilenet_v2_uint8_probs"
     config = text_format.Parse((folder / "config.pbtxt").read_text(), triton_model_config()())

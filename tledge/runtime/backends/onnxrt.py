@@ -77,12 +77,14 @@ def choose_providers(available: list[str], device: str = "auto", provider: str |
     return ordered or ["CPUExecutionProvider"]
 
 
-def profile_shapes(input_name: str, input_size, batch: int | None = None) -> dict:
-    """The TensorRT EP's explicit profile for a dynamic-batch NCHW input: "name:1x3xHxW" style strings."""
+def profile_shapes(input_name: str, input_size, batch: int | None = None, nhwc: bool = False) -> dict:
+    """The TensorRT EP's explicit profile for a dynamic-batch NCHW input: "name:1x3xHxW" style strings
+    ("name:1xHxWx3" for a uint8 NHWC model, `nhwc=True`)."""
     height, width = input_size
     opt = max(1, int(batch or 1))
     top = max(opt, TRT_PROFILE_MAX_BATCH)
-    return {f"trt_profile_{which}_shapes": f"{input_name}:{n}x3x{height}x{width}"
+    image = f"{height}x{width}x3" if nhwc else f"3x{height}x{width}"
+    return {f"trt_profile_{which}_shapes": f"{input_name}:{n}x{image}"
             for which, n in (("min", 1), ("opt", opt), ("max", top))}
 
 
@@ -186,7 +188,7 @@ class OnnxRuntimeBackend(Backend):
         if providers[0] != "CPUExecutionProvider":  # read the card first: the CPU INT8 flavour stays on the CPU
             card, graph_input = self._card_only(ort)
             if not isinstance(graph_input.shape[0], int):  # dynamic batch: one profile for every batch size used
-                profile = profile_shapes(graph_input.name, card.input_size, batch)
+                profile = profile_shapes(graph_input.name, card.input_size, batch, nhwc=card.input_format == "uint8")
             if int8_role(card) == "cpu":
                 providers = choose_providers(available, device, provider, strict_fp32, cpu_only=True)
                 self.notes.append(f"{self.path.name} is the CPU INT8 flavour: kept on the CPU provider "
