@@ -115,11 +115,11 @@ def worst_outcome(result: ExportResult) -> TledgeError | None:
         return error
     checked = [r.parity for r in result.rows if r.parity is not None]
     if result.outcome == "over":
-        from tledge.export.parity import parity_message
+        from tledge.verification.parity import parity_message
 
         return ParityError(parity_message(checked))
     if result.outcome == "inconclusive":
-        from tledge.export.parity import inconclusive_message
+        from tledge.verification.parity import inconclusive_message
 
         return ParityInconclusive(inconclusive_message(checked, result.parity_source))
     return None

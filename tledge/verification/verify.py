@@ -3,7 +3,7 @@
 The pack (tledge.verification.pack) holds the labelled photos, and the PyTorch FP32 logits the exporting
 machine computed for them, so a device needs neither torch nor the dataset: the artifact runs through the
 same backend `tledge predict` uses, and its logits are judged by the same function and gate as export's
-parity (tledge.export.parity.judge: agreement and accuracy difference with 95% intervals; within → exit 0,
+parity (tledge.verification.parity.judge: agreement and accuracy difference with 95% intervals; within → exit 0,
 over → 3, inconclusive → 4). The verdict is added, with this environment, to `<artifact>.verdicts.json`.
 """
 
@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from tledge.errors import ParityError, ParityInconclusive, TledgeError
-from tledge.export.options import ExportOptions
-from tledge.options import option, reuse, validate
+from tledge.options import option, validate
 from tledge.runtime.options import DEVICE_HELP, PROVIDERS, THREADS_HELP, parse_device
 
 VERIFY_BATCH = 32
@@ -31,7 +30,9 @@ class VerifyOptions:
                                         "predict would use).", choices=PROVIDERS)
     device: str = option("auto", DEVICE_HELP, parse=parse_device)
     threads: int | None = option(None, THREADS_HELP, min=1)
-    tolerance: str | None = reuse(ExportOptions, "tolerance")  # default: the gates the pack was made with
+    tolerance: str | None = option(None, "Override parity gates: KIND=VALUE or KIND.METRIC=VALUE, comma-separated; "
+                                   "kinds onnx, fp16, int8; metrics agreement (%), acc_drop (pt), rel_diff. E.g. "
+                                   "int8=2.0,onnx=1e-3")
     record: bool = option(True, "Do not write the verdict beside the artifact.", flag="--no-record", negate=True)
 
     def __post_init__(self) -> None:
@@ -71,7 +72,7 @@ def verify(artifact: str | Path, *, echo: Callable[[str], None] = print, raise_o
 
 def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
                raise_on_failure: bool = False) -> VerifyResult:
-    from tledge.export.parity import _parity_options, _run_on_images, judge, parse_tolerance
+    from tledge.verification.parity import parity_backend_options, run_on_images, judge, parse_tolerance
     from tledge.runtime.backends import artifact_kind, load_backend
     from tledge.verification import environment, pack as packs, verdicts
 
@@ -96,14 +97,14 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
         card = read_card(path)
         card_kind = card.precision if card.precision in ("fp32", "fp16", "int8") else "fp32"
         _check_pack_matches(path, card, pack)
-        backend = load_backend(path, options.device, **backend_options, **_parity_options(path, card_kind))
+        backend = load_backend(path, options.device, **backend_options, **parity_backend_options(path, card_kind))
         notes = list(getattr(backend, "notes", ()))
         for note in notes:
             echo(note)
         env = environment.describe(backend.name)
         echo(f"verify: {path.name} on {len(pack.paths)} pack images ({pack.source}); running on "
              f"{environment.short(env)}")
-        (logits,), info = _run_on_images(None, [backend], pack.paths, pack.labels, card, VERIFY_BATCH, pack.source)
+        (logits,), info = run_on_images(None, [backend], pack.paths, pack.labels, card, VERIFY_BATCH, pack.source)
     finally:
         if backend is not None:
             backend.close()
