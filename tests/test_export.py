@@ -376,6 +376,7 @@ def test_cli_export_default_formats_prints_table_and_next_commands(tiny_run, tmp
     assert not (out / "model.int8.trt.onnx").exists()  # only with trt-int8 or --int8-flavours both
     assert "agreement %" in text and "model.int8.onnx" in text
     assert f"tledge predict {out / 'model.int8.onnx'}" in text and f"tledge bench {tiny_run}" in text
+    assert f"tledge verify {out / 'model.int8.onnx'}   # on the device" in text
     assert card_from_onnx(out / "model.int8.onnx").extra["int8"]["calibration_images"] == 32
 
 

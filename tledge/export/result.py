@@ -135,4 +135,6 @@ def next_commands(result: ExportResult, run_dir: Path | None, parity_data) -> li
     else:
         files = " ".join(str(r.path) for r in result.rows if r.ok)
         commands.append(f"tledge bench {files}" + (f" --data {parity_data}" if parity_data else ""))
+    if preferred and (result.out_dir / "parity-pack").is_dir():  # the pack travels with the folder
+        commands.append(f"tledge verify {artifact}   # on the device, after copying {result.out_dir}/ there")
     return commands
