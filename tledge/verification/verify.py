@@ -9,6 +9,7 @@ over → 3, inconclusive → 4). The verdict is added, with this environment, to
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,7 +25,8 @@ VERIFY_BATCH = 32
 class VerifyOptions:
     """Everything `tledge verify ARTIFACT` takes."""
 
-    artifact: str = option(help=".onnx or .engine file to check on this device.", argument=True)
+    artifact: str = option(help=".onnx or .engine file to check on this device, or an export folder (each "
+                                "artifact export checked in it).", argument=True)
     pack: str | None = option(None, "Parity pack folder (default: parity-pack/ beside the artifact).")
     provider: str | None = option(None, "ONNX Runtime provider to check: tensorrt, cuda or cpu (default: what "
                                         "predict would use).", choices=PROVIDERS)
@@ -61,13 +63,34 @@ class VerifyResult:
 
 
 def verify(artifact: str | Path, *, echo: Callable[[str], None] = print, raise_on_failure: bool = False,
-           **values) -> VerifyResult:
+           **values) -> VerifyResult | list[VerifyResult]:
     """Check `artifact` on this device against its parity pack (see module doc); `values` are VerifyOptions
-    fields. Raises ParityError (over) or ParityInconclusive when `raise_on_failure`, as the CLI does."""
+    fields. An export folder checks every artifact export judged in it (a list of results). Raises
+    ParityError (over) or ParityInconclusive when `raise_on_failure`, as the CLI does (the worst outcome last,
+    after every artifact was checked)."""
     from tledge.options import build
 
     options = build(VerifyOptions, {"artifact": artifact, **values}, "verify option")
-    return run_verify(options, echo=echo, raise_on_failure=raise_on_failure)
+    if not Path(options.artifact).is_dir():
+        return run_verify(options, echo=echo, raise_on_failure=raise_on_failure)
+    results = [run_verify(dataclasses.replace(options, artifact=str(path)), echo=echo)
+               for path in folder_artifacts(Path(options.artifact))]
+    worst = max(results, key=lambda r: {0: 0, 4: 1, 3: 2}[r.exit_code])
+    if raise_on_failure and worst.exit_code:
+        raise_verdict(worst)
+    return results
+
+
+def folder_artifacts(folder: Path) -> list[Path]:
+    """The artifacts of an export folder that export judged (those with a verdict file), in name order."""
+    from tledge.verification.verdicts import SUFFIX
+
+    found = sorted(p for p in folder.iterdir() if p.suffix in (".onnx", ".engine")
+                   and p.with_name(p.name + SUFFIX).is_file())
+    if not found:
+        raise TledgeError(f"{folder}: no exported artifact with a parity verdict here (an export folder holds "
+                          "model.onnx and model.onnx.verdicts.json); pass the artifact file")
+    return found
 
 
 def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
@@ -125,13 +148,19 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
         except OSError as exc:  # a read-only mount: the verdict is still printed
             echo(f"warning: could not write {verdicts.verdicts_path(path)} ({exc.strerror or exc})")
     echo(format_verify(result))
-    if raise_on_failure and parity.outcome == "over":
-        raise ParityError(f"verify: {path.name} is over its parity budget here: {'; '.join(parity.failures)}")
-    if raise_on_failure and parity.outcome == "inconclusive":
-        need = (f"; at least {parity.images_needed:,} labelled images would settle it" if parity.images_needed else "")
-        raise ParityInconclusive(f"verify: {path.name}: {'; '.join(parity.doubts)} ({parity.images} pack images "
-                                 f"resolve a drop of {parity.resolvable_drop:.2f} pt{need})")
+    if raise_on_failure and result.exit_code:
+        raise_verdict(result)
     return result
+
+
+def raise_verdict(result: VerifyResult) -> None:
+    """The CLI's error for an over-budget (exit 3) or inconclusive (exit 4) verdict."""
+    parity, name = result.parity, result.artifact.name
+    if parity.outcome == "over":
+        raise ParityError(f"verify: {name} is over its parity budget here: {'; '.join(parity.failures)}")
+    need = (f"; at least {parity.images_needed:,} labelled images would settle it" if parity.images_needed else "")
+    raise ParityInconclusive(f"verify: {name}: {'; '.join(parity.doubts)} ({parity.images} pack images "
+                             f"resolve a drop of {parity.resolvable_drop:.2f} pt{need})")
 
 
 def _check_pack_matches(path: Path, card, pack) -> None:
