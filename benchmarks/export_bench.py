@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     from tledge.card import ModelCard
     from tledge.export.int8 import quantize_int8
     from tledge.export.onnx_export import export_onnx
-    from tledge.export.parity import ParityData, run_parity
+    from tledge.verification.parity import ParityData, run_parity
     from tledge.preprocess import is_image_file, load_image, preprocess_batch
     from tledge.runtime.backends import load_backend
     from tledge.table import format_table
@@ -112,7 +112,7 @@ def main(argv=None) -> dict:
             timings[f"{name} quantize_s"] = time.perf_counter() - t
             log(f"{name}: {timings[f'{name} quantize_s']:.0f} s")
 
-        # 3. Accuracy and agreement on held-out photos (tledge.export.parity).
+        # 3. Accuracy and agreement on held-out photos (tledge.verification.parity).
         def reference(batch):
             with torch.inference_mode():
                 return model(torch.from_numpy(batch)).numpy()

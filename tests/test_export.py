@@ -25,7 +25,7 @@ from tledge.export.formats import FORMATS, parse_formats
 from tledge.export.options import check_options
 from tledge.export.int8 import quantize_int8, select_calibration_images
 from tledge.export.onnx_export import choose_exporter, export_onnx
-from tledge.export.parity import compare_logits, gate, parse_tolerance
+from tledge.verification.parity import compare_logits, gate, parse_tolerance
 from tledge.export.pipeline import export_run
 from tledge.splits import Splits
 from tledge.train.backbones import create_model
@@ -314,14 +314,14 @@ def _perturb_weights(src: Path, dst: Path, factor: float = 1.5) -> None:
 
 
 def _test_data(run: Path):
-    from tledge.export.parity import ParityData
+    from tledge.verification.parity import ParityData
 
     splits = Splits.load(run)
     return ParityData(splits.paths("test"), splits.labels("test"), "test split")
 
 
 def test_gate_catches_a_perturbed_artifact(exported, tiny_model, tiny_run, tmp_path):
-    from tledge.export.parity import run_parity
+    from tledge.verification.parity import run_parity
 
     model, card = tiny_model
     bad = tmp_path / "bad.onnx"
@@ -376,6 +376,7 @@ def test_cli_export_default_formats_prints_table_and_next_commands(tiny_run, tmp
     assert not (out / "model.int8.trt.onnx").exists()  # only with trt-int8 or --int8-flavours both
     assert "agreement %" in text and "model.int8.onnx" in text
     assert f"tledge predict {out / 'model.int8.onnx'}" in text and f"tledge bench {tiny_run}" in text
+    assert f"tledge verify {out / 'model.int8.onnx'}   # on the device" in text
     assert card_from_onnx(out / "model.int8.onnx").extra["int8"]["calibration_images"] == 32
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from tledge.card import ModelCard
 from tledge.errors import TledgeError
-from tledge.export.parity import labelled_folder
+from tledge.verification.parity import labelled_folder
 from tledge.runtime.bench import labelled_images
 from tledge.train.data import read_labelled_folder
 

@@ -149,7 +149,7 @@ def test_cpu_int8_flavour_stays_on_the_cpu(artifacts, monkeypatch, tmp_path):
 
 
 def test_fp32_parity_runs_off_the_tensorrt_ep_with_tf32_off(artifacts, monkeypatch):
-    from tledge.export.parity import ParityData, run_parity
+    from tledge.verification.parity import ParityData, run_parity
 
     ort = fake_onnxruntime.install(monkeypatch)
     card = artifacts["card"]

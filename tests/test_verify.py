@@ -285,3 +285,22 @@ def test_an_engine_is_verified_from_the_same_pack_on_the_tensorrt_stand_in(shipp
         "tensorrt", "tensorrt", "Fake Orin", "8.7")
     assert env["tensorrt"] == "10.3.0" and "cpu_kernels" not in dict(environment.numerics_key(env))
     assert sum(c[0] == "execute_async_v3" for c in fake_trt.CALLS) == 3  # 24 pack images, engine max batch 8
+
+
+def test_an_export_folder_is_verified_artifact_by_artifact(shipped, tmp_path, capsys):
+    import tledge
+
+    _, out, device = shipped
+    target = tmp_path / "export"
+    shutil.copytree(device, target)
+    results = tledge.verify(target, echo=lambda m: None, record=False)
+    assert [r.artifact.name for r in results] == ["model.int8.onnx", "model.onnx"]
+    exported = _parity_rows(out)
+    assert [r.parity.agreement for r in results] == [exported[n]["agreement"] for n in ("model.int8.onnx", "model.onnx")]
+    worst = max(({"within": 0, "inconclusive": 1, "over": 2}[r.outcome], r.exit_code) for r in results)[1]
+    assert main(["verify", str(target), "--no-record"]) == worst
+    assert capsys.readouterr().out.count("verify: model") == 2
+    (target / "model.onnx.verdicts.json").unlink()
+    (target / "model.int8.onnx.verdicts.json").unlink()
+    assert main(["verify", str(target)]) == 2
+    assert "no exported artifact with a parity verdict here" in capsys.readouterr().err

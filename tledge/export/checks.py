@@ -13,7 +13,7 @@ PARITY_FILE = "parity.json"
 
 def parity_data(job):
     """The run's test split, --parity-data, or none (with a warning)."""
-    from tledge.export.parity import ParityData
+    from tledge.verification.parity import ParityData
 
     if not job.options.parity:
         return None
@@ -30,7 +30,7 @@ def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, dat
     import numpy as np
     import torch
 
-    from tledge.export.parity import run_parity
+    from tledge.verification.parity import run_parity
     from tledge.stats import combine
     from tledge.verification.environment import describe
 

@@ -107,7 +107,7 @@ def load_val(paths: Sequence[Path], labels: Sequence[int], card, source: str,
 
 
 def onnx_logits(path: str | Path, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    from tledge.export.parity import _predict_any_batch
+    from tledge.verification.parity import _predict_any_batch
     from tledge.runtime.backends import load_backend
 
     backend = load_backend(path, device="cpu")

@@ -10,7 +10,8 @@ from typing import Any, Iterable, Mapping
 from tledge.errors import ExportOptionError, TledgeError
 from tledge.export.formats import FORMATS, ExportFormat, parse_formats
 from tledge.export.preprocess_graph import INPUT_FORMATS, OUTPUT_KINDS
-from tledge.options import option, validate
+from tledge.options import option, reuse, validate
+from tledge.verification.verify import VerifyOptions
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 INT8_FLAVOURS = ("cpu", "both")
@@ -52,9 +53,7 @@ class ExportOptions:
                                                       "float.", flag="--exclude-nodes", parse=parse_names)
     parity_data: str | None = option(None, "Labelled folder (one subfolder per class) for the parity check; "
                                      "default: the run's test split.")
-    tolerance: str | None = option(None, "Override parity gates: KIND=VALUE or KIND.METRIC=VALUE, comma-separated; "
-                                   "kinds onnx, fp16, int8; metrics agreement (%), acc_drop (pt), rel_diff. E.g. "
-                                   "int8=2.0,onnx=1e-3")
+    tolerance: str | None = reuse(VerifyOptions, "tolerance")  # one definition: the gates export and verify share
     parity: bool = option(True, "Skip the parity check.", flag="--no-parity", negate=True)
     pack_images: int = option(2500, "Parity pack beside the artifacts (for `tledge verify` on another device): at "
                                     "most this many of the parity images, a seeded class-stratified sample; 0: no "

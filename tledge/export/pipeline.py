@@ -161,7 +161,7 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
     names = {f.name for f in fmts}
     check_options(fmts, {name: getattr(o, name) for name in FORMAT_OPTIONS})
     search_mode = int8_search_mode(o)
-    from tledge.export.parity import parse_tolerance
+    from tledge.verification.parity import parse_tolerance
 
     tolerances = parse_tolerance(o.tolerance)
     opset = 17 if o.opset is None else int(o.opset)
@@ -224,7 +224,7 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
     job = ExportJob(o, ckpt, run_dir, splits, model, card, out, opset, exporter, profile, calib_paths, calib_source, method, percentile, nodes, recipe, tolerances, echo,
                     search_mode=search_mode)
     if o.parity and o.parity_data is not None:
-        from tledge.export.parity import labelled_folder
+        from tledge.verification.parity import labelled_folder
 
         job.parity_set = labelled_folder(o.parity_data, card)  # checked now: a bad folder fails before any work
     return job

@@ -117,11 +117,11 @@ def worst_outcome(result: ExportResult) -> TledgeError | None:
         return error
     checked = [r.parity for r in result.rows if r.parity is not None]
     if result.outcome == "over":
-        from tledge.export.parity import parity_message
+        from tledge.verification.parity import parity_message
 
         return ParityError(parity_message(checked))
     if result.outcome == "inconclusive":
-        from tledge.export.parity import inconclusive_message
+        from tledge.verification.parity import inconclusive_message
 
         return ParityInconclusive(inconclusive_message(checked, result.parity_source))
     return None
@@ -137,4 +137,6 @@ def next_commands(result: ExportResult, run_dir: Path | None, parity_data) -> li
     else:
         files = " ".join(str(r.path) for r in result.rows if r.ok)
         commands.append(f"tledge bench {files}" + (f" --data {parity_data}" if parity_data else ""))
+    if preferred and (result.out_dir / "parity-pack").is_dir():  # the pack travels with the folder
+        commands.append(f"tledge verify {artifact}   # on the device, after copying {result.out_dir}/ there")
     return commands + list(result.deploy_commands)

@@ -116,7 +116,7 @@ def _per_class_table(report: dict) -> str:
 def _logits(backend, paths, batch_size: int) -> tuple[np.ndarray, list[int], float]:
     """Logits of every readable image (decoded and preprocessed for the artifact's card), the indices kept,
     and the seconds spent in the backend."""
-    from tledge.export.parity import _predict_any_batch
+    from tledge.verification.parity import _predict_any_batch
     from tledge.preprocess import load_batch
 
     chunks, kept, seconds = [], [], 0.0

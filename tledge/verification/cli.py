@@ -12,15 +12,16 @@ from tledge.verification.verify import VerifyOptions
 @click.command()
 @click_options(VerifyOptions)
 def verify(**values):
-    """Re-check an exported ARTIFACT on this device against the parity pack exported beside it.
+    """Re-check an exported ARTIFACT (or every artifact of an export folder) on this device against the parity
+    pack exported beside it.
 
     Same statistics and exit codes as export's parity: 0 within budget, 3 over, 4 inconclusive (too few
     images to tell), 2 a user error (no pack, damaged pack, wrong artifact). The verdict and this machine's
     environment are added to ARTIFACT.verdicts.json (`tledge info ARTIFACT` lists them).
     """
-    from tledge.verification.verify import run_verify
+    from tledge.verification.verify import verify as run
 
-    run_verify(VerifyOptions(**given(values, VerifyOptions)), echo=click.echo, raise_on_failure=True)
+    run(echo=click.echo, raise_on_failure=True, **given(values, VerifyOptions))
 
 
 COMMANDS = [verify]

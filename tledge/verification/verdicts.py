@@ -54,7 +54,7 @@ def read_verdicts(artifact: str | Path) -> list[dict]:
 
 def make_verdict(parity, by: str, env: dict, pack_images: int | None = None, tolerances: dict | None = None,
                  decoder_differs: int = 0) -> dict:
-    """One verdict entry from a ParityResult (tledge.export.parity)."""
+    """One verdict entry from a ParityResult (tledge.verification.parity)."""
     numbers = parity.to_dict()
     return {
         "outcome": parity.outcome,

@@ -3,19 +3,19 @@
 The pack (tledge.verification.pack) holds the labelled photos, and the PyTorch FP32 logits the exporting
 machine computed for them, so a device needs neither torch nor the dataset: the artifact runs through the
 same backend `tledge predict` uses, and its logits are judged by the same function and gate as export's
-parity (tledge.export.parity.judge: agreement and accuracy difference with 95% intervals; within → exit 0,
+parity (tledge.verification.parity.judge: agreement and accuracy difference with 95% intervals; within → exit 0,
 over → 3, inconclusive → 4). The verdict is added, with this environment, to `<artifact>.verdicts.json`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from tledge.errors import ParityError, ParityInconclusive, TledgeError
-from tledge.export.options import ExportOptions
-from tledge.options import option, reuse, validate
+from tledge.options import option, validate
 from tledge.runtime.options import DEVICE_HELP, PROVIDERS, THREADS_HELP, parse_device
 
 VERIFY_BATCH = 32
@@ -25,13 +25,16 @@ VERIFY_BATCH = 32
 class VerifyOptions:
     """Everything `tledge verify ARTIFACT` takes."""
 
-    artifact: str = option(help=".onnx or .engine file to check on this device.", argument=True)
+    artifact: str = option(help=".onnx or .engine file to check on this device, or an export folder (each "
+                                "artifact export checked in it).", argument=True)
     pack: str | None = option(None, "Parity pack folder (default: parity-pack/ beside the artifact).")
     provider: str | None = option(None, "ONNX Runtime provider to check: tensorrt, cuda or cpu (default: what "
                                         "predict would use).", choices=PROVIDERS)
     device: str = option("auto", DEVICE_HELP, parse=parse_device)
     threads: int | None = option(None, THREADS_HELP, min=1)
-    tolerance: str | None = reuse(ExportOptions, "tolerance")  # default: the gates the pack was made with
+    tolerance: str | None = option(None, "Override parity gates: KIND=VALUE or KIND.METRIC=VALUE, comma-separated; "
+                                   "kinds onnx, fp16, int8; metrics agreement (%), acc_drop (pt), rel_diff. E.g. "
+                                   "int8=2.0,onnx=1e-3")
     record: bool = option(True, "Do not write the verdict beside the artifact.", flag="--no-record", negate=True)
 
     def __post_init__(self) -> None:
@@ -60,18 +63,39 @@ class VerifyResult:
 
 
 def verify(artifact: str | Path, *, echo: Callable[[str], None] = print, raise_on_failure: bool = False,
-           **values) -> VerifyResult:
+           **values) -> VerifyResult | list[VerifyResult]:
     """Check `artifact` on this device against its parity pack (see module doc); `values` are VerifyOptions
-    fields. Raises ParityError (over) or ParityInconclusive when `raise_on_failure`, as the CLI does."""
+    fields. An export folder checks every artifact export judged in it (a list of results). Raises
+    ParityError (over) or ParityInconclusive when `raise_on_failure`, as the CLI does (the worst outcome last,
+    after every artifact was checked)."""
     from tledge.options import build
 
     options = build(VerifyOptions, {"artifact": artifact, **values}, "verify option")
-    return run_verify(options, echo=echo, raise_on_failure=raise_on_failure)
+    if not Path(options.artifact).is_dir():
+        return run_verify(options, echo=echo, raise_on_failure=raise_on_failure)
+    results = [run_verify(dataclasses.replace(options, artifact=str(path)), echo=echo)
+               for path in folder_artifacts(Path(options.artifact))]
+    worst = max(results, key=lambda r: {0: 0, 4: 1, 3: 2}[r.exit_code])
+    if raise_on_failure and worst.exit_code:
+        raise_verdict(worst)
+    return results
+
+
+def folder_artifacts(folder: Path) -> list[Path]:
+    """The artifacts of an export folder that export judged (those with a verdict file), in name order."""
+    from tledge.verification.verdicts import SUFFIX
+
+    found = sorted(p for p in folder.iterdir() if p.suffix in (".onnx", ".engine")
+                   and p.with_name(p.name + SUFFIX).is_file())
+    if not found:
+        raise TledgeError(f"{folder}: no exported artifact with a parity verdict here (an export folder holds "
+                          "model.onnx and model.onnx.verdicts.json); pass the artifact file")
+    return found
 
 
 def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
                raise_on_failure: bool = False) -> VerifyResult:
-    from tledge.export.parity import _parity_options, _run_on_images, judge, parse_tolerance
+    from tledge.verification.parity import parity_backend_options, run_on_images, judge, parse_tolerance
     from tledge.runtime.backends import artifact_kind, load_backend
     from tledge.verification import environment, pack as packs, verdicts
 
@@ -96,7 +120,7 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
         card = read_card(path)
         card_kind = card.precision if card.precision in ("fp32", "fp16", "int8") else "fp32"
         _check_pack_matches(path, card, pack)
-        backend = load_backend(path, options.device, **backend_options, **_parity_options(path, card_kind))
+        backend = load_backend(path, options.device, **backend_options, **parity_backend_options(path, card_kind))
         notes = list(getattr(backend, "notes", ()))
         for note in notes:
             echo(note)
@@ -106,8 +130,8 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
         # the pack's checksums are of the normalized float tensors: a uint8-input model gets those too (its
         # backend turns them back into its pixels)
         float_card = card.replace(extra={k: v for k, v in card.extra.items() if k != "input"})
-        (logits,), info = _run_on_images(None, [backend], pack.paths, pack.labels, float_card, VERIFY_BATCH,
-                                         pack.source)
+        (logits,), info = run_on_images(None, [backend], pack.paths, pack.labels, float_card, VERIFY_BATCH,
+                                        pack.source)
     finally:
         if backend is not None:
             backend.close()
@@ -129,13 +153,19 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
         except OSError as exc:  # a read-only mount: the verdict is still printed
             echo(f"warning: could not write {verdicts.verdicts_path(path)} ({exc.strerror or exc})")
     echo(format_verify(result))
-    if raise_on_failure and parity.outcome == "over":
-        raise ParityError(f"verify: {path.name} is over its parity budget here: {'; '.join(parity.failures)}")
-    if raise_on_failure and parity.outcome == "inconclusive":
-        need = (f"; at least {parity.images_needed:,} labelled images would settle it" if parity.images_needed else "")
-        raise ParityInconclusive(f"verify: {path.name}: {'; '.join(parity.doubts)} ({parity.images} pack images "
-                                 f"resolve a drop of {parity.resolvable_drop:.2f} pt{need})")
+    if raise_on_failure and result.exit_code:
+        raise_verdict(result)
     return result
+
+
+def raise_verdict(result: VerifyResult) -> None:
+    """The CLI's error for an over-budget (exit 3) or inconclusive (exit 4) verdict."""
+    parity, name = result.parity, result.artifact.name
+    if parity.outcome == "over":
+        raise ParityError(f"verify: {name} is over its parity budget here: {'; '.join(parity.failures)}")
+    need = (f"; at least {parity.images_needed:,} labelled images would settle it" if parity.images_needed else "")
+    raise ParityInconclusive(f"verify: {name}: {'; '.join(parity.doubts)} ({parity.images} pack images "
+                             f"resolve a drop of {parity.resolvable_drop:.2f} pt{need})")
 
 
 def _check_pack_matches(path: Path, card, pack) -> None:

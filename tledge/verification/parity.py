@@ -229,10 +229,10 @@ def run_parity(reference: Callable[[np.ndarray], np.ndarray], artifacts: Sequenc
     from tledge.runtime.backends import load_backend
 
     tolerances = tolerances or parse_tolerance(None)
-    backends = [(name, Path(path), kind, load_backend(path, device=device, **_parity_options(path, kind)))
+    backends = [(name, Path(path), kind, load_backend(path, device=device, **parity_backend_options(path, kind)))
                 for name, path, kind in artifacts]
     try:
-        logits, info = _run_on_images(reference, [b for *_, b in backends], data.paths, data.labels, card,
+        logits, info = run_on_images(reference, [b for *_, b in backends], data.paths, data.labels, card,
                                       batch_size, data.source)
         results = [judge(name, path, kind, backend.name, info["reference_logits"], art, info["labels"], card, tolerances,
                          output=backend.card.output_kind)
@@ -258,7 +258,7 @@ def judge(name: str, path, kind: str, backend_name: str, reference_logits: np.nd
                         failures=verdict.failures, doubts=verdict.doubts, images_needed=verdict.images_needed)
 
 
-def _run_on_images(reference: Callable[[np.ndarray], np.ndarray] | None, backends: Sequence, paths: Sequence[Path],
+def run_on_images(reference: Callable[[np.ndarray], np.ndarray] | None, backends: Sequence, paths: Sequence[Path],
                    labels: Sequence[int], card: ModelCard, batch_size: int, source: str) -> tuple[list, dict]:
     """Decode `paths` once, batch by batch, and run `reference` (when given) and every backend on each batch.
     Returns (per-backend logits, info): info has the labels, paths and preprocessed-tensor checksums of the
@@ -293,7 +293,7 @@ def _run_on_images(reference: Callable[[np.ndarray], np.ndarray] | None, backend
     return [np.concatenate(chunks) for chunks in art_chunks], info
 
 
-def _parity_options(path, kind: str) -> dict:
+def parity_backend_options(path, kind: str) -> dict:
     """FP32 parity runs where the arithmetic is FP32: ONNX Runtime's CPU provider or CUDA with TF32 off,
     never the TensorRT EP (FP16/TF32 kernels would fail the FP32 gate for the wrong reason); the backend
     name in the result says which. FP16/INT8 artifacts run on the GPU provider they were made for."""
