@@ -130,3 +130,13 @@ def test_requires_python_matches_the_code():
         done = subprocess.run([vermin, "--no-tips", "--violations", target, *extra_args, *paths],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-1000:]
+
+
+def test_trackers_are_their_own_extra_and_the_runtime_install_does_not_pull_them():
+    """--track's packages come with `track` (and `dev`, for the tests), never with the base or runtime extras."""
+    trackers = {"tensorboard", "mlflow", "mlflow-skinny"}
+    assert {"tensorboard", "mlflow"} <= {_name(r) for r in EXTRAS["track"]}
+    assert not {_name(r) for r in META["dependencies"]} & trackers
+    for extra, requirements in EXTRAS.items():
+        if extra not in ("track", "dev"):
+            assert not {_name(r) for r in requirements} & trackers, extra

@@ -169,6 +169,8 @@ def _type_problem(opt: Option, value: Any) -> str | None:
 
 
 def describe(opt: Option, value: Any) -> str:
+    if isinstance(value, (tuple, list)):  # comma lists, as they are typed
+        return f"{opt.flag} {','.join(str(v) for v in value)}"
     return f"{opt.flag} {value!r}" if isinstance(value, str) else f"{opt.flag} {value}"
 
 

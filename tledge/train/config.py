@@ -13,6 +13,7 @@ from typing import Any
 from tledge.errors import TledgeError
 from tledge.options import option, validate
 from tledge.runtime.options import device_problem
+from tledge.train.tracking import parse_track, track_problem
 
 FREEZE_HELP = ("none (full fine-tune), all (feature extractor: only the head trains; features are cached), "
                "stages:K (freeze the first K stages), last:N (only the last N Conv/Linear layers + head train).")
@@ -86,10 +87,15 @@ class TrainConfig:
     project: str = option("runs", "Folder that holds run folders.")
     name: str | None = option(None, "Run folder name (default exp, exp2, ...).")
     exist_ok: bool = option(False, "Reuse an existing --name folder.")
+    track: tuple[str, ...] = option((), "Record the run in tensorboard and/or mlflow (comma list; pip install "
+                                    "'tledge[track]'): RUN/tensorboard, an MLflow store in RUN/mlruns or "
+                                    "MLFLOW_TRACKING_URI.", parse=parse_track, check=track_problem, show="off",
+                                    metavar="NAMES")
 
     def __post_init__(self) -> None:
         if isinstance(self.split, (list, str)):
             self.split = parse_split(self.split)
+        self.track = parse_track(self.track)
         if self.data is None:
             raise TledgeError("train needs DATA (an image folder)")
         self.data = str(self.data)  # a Path from Python callers
@@ -121,6 +127,8 @@ class TrainConfig:
         values = {k: v for k, v in data.items() if k in known}
         if "split" in values:
             values["split"] = tuple(values["split"])
+        if "track" in values:
+            values["track"] = tuple(values["track"])
         return cls(**values)
 
 

@@ -22,8 +22,9 @@ from tledge.train.config import TrainConfig
 from tledge.train.data import build_splits
 from tledge.train.epochs import make_datasets, run_epochs
 from tledge.train.finish import finish_run
-from tledge.train.rundir import CONFIG_FILE, check_run_target, new_run_dir
+from tledge.train.rundir import CONFIG_FILE, METRICS_FILE, check_run_target, new_run_dir
 from tledge.train.session import Log, RunResult, TrainSession, device_type, new_session, resume_session
+from tledge.train.tracking import Tracker
 
 
 def train_run(
@@ -36,6 +37,7 @@ def train_run(
     force: bool = False,
     log: Log = print,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    parent_tracker: Tracker | None = None,
 ) -> RunResult:
     """Train one model. `splits`/`run_dir` are given by k-fold; otherwise the data are scanned here.
 
@@ -43,6 +45,8 @@ def train_run(
     splits, model, weights, freeze policy), and a run that fails or is stopped before its first checkpoint
     leaves no folder behind. Resuming refuses data that changed since the run started, unless `force`.
     Under torchrun every rank calls this; only rank 0 logs and writes (see tledge.train.distributed).
+    With `config.track` the run is recorded (tledge.train.tracking); k-fold gives its own records as
+    `parent_tracker`, and each fold is recorded as a child of them.
     """
     from tledge.paths import clean_stale_temp_files
 
@@ -88,11 +92,17 @@ def train_run(
                 reports.write_json(Path(run_dir) / CONFIG_FILE, config.to_dict())
             run_dir = Path(distributed.broadcast(str(run_dir), info))
             session.run_dir = run_dir
+        tracker = Tracker.open(config.track if info.is_main else (), Path(run_dir), log, parent=parent_tracker,
+                               resume_step=session.start_epoch + 1 if resume else None)
+        if not resume:
+            tracker.log_params(config.to_dict())
         try:
-            result = _fit(session, log, on_epoch_end)
-        except BaseException:
+            result = _fit(session, log, on_epoch_end, tracker)
+        except BaseException as exc:
+            tracker.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             _remove_half_made(created, log)
             raise
+        tracker.close("KILLED" if result.interrupted else "FINISHED")
         if result.interrupted:
             _remove_half_made(created, log)
         succeeded = True
@@ -127,8 +137,16 @@ def _config_of(run_dir: Path) -> TrainConfig:
     return TrainConfig.from_dict(load_checkpoint(last)["config"])
 
 
-def _fit(session: TrainSession, log: Log, on_epoch_end) -> RunResult:
+def _fit(session: TrainSession, log: Log, on_epoch_end, tracker: Tracker) -> RunResult:
     """Datasets, the epochs, and (on rank 0, when an epoch was kept) the test split and the run's files."""
+    if tracker.active:
+        user_hook = on_epoch_end
+
+        def on_epoch_end(epoch: int, row: dict) -> None:
+            tracker.log_epoch(row)
+            if user_hook is not None:
+                user_hook(epoch, row)
+
     train_ds, val_ds, test_ds = make_datasets(session)
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise TledgeError("the train and val splits both need images; use more images or another --split")
@@ -136,4 +154,6 @@ def _fit(session: TrainSession, log: Log, on_epoch_end) -> RunResult:
     result = run_epochs(session, train_ds, val_ds, log, on_epoch_end)
     if result.interrupted or session.best_state is None or not session.dist.is_main:
         return result
-    return finish_run(session, result, test_ds, log)
+    result = finish_run(session, result, test_ds, log)
+    tracker.log_final(result.test_metrics or {}, session.run_dir, [session.run_dir / METRICS_FILE])
+    return result

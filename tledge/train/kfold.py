@@ -21,6 +21,7 @@ from tledge.train.data import build_splits
 from tledge.train.data_split import stratified_kfold
 from tledge.train.fit import RunResult, train_run
 from tledge.train.rundir import CARD_FILE, CONFIG_FILE, METRICS_FILE, new_run_dir
+from tledge.train.tracking import Tracker, kfold_metrics
 
 KFOLD_JSON = "kfold.json"
 
@@ -76,17 +77,22 @@ def run_kfold(config: TrainConfig, log: Callable[[str], None] = print, resume_di
         fingerprint = "" if force else check_data_unchanged(run_dir, config, log)
         splits = Splits.load(run_dir)
         per_fold = fold_splits(splits, config.kfold, config.seed)
+    tracker = Tracker.open(config.track, run_dir, log)  # the parent run; one child per fold
+    if resume_dir is None:
+        tracker.log_params(config.to_dict())
     rows = []
     for index, fold in enumerate(per_fold, 1):
         fold_dir = run_dir / f"fold{index}"
         log(f"\n=== fold {index}/{config.kfold}: train {len(fold.items['train'])}, val {len(fold.items['val'])} ===")
         try:
-            result = _train_fold(config, fold_dir, fold, fingerprint, log)
-        except BaseException:
+            result = _train_fold(config, fold_dir, fold, fingerprint, log, tracker)
+        except BaseException as exc:
+            tracker.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             if not any(run_dir.glob("fold*/last.pt")):
                 _remove_half_made(created, log)
             raise
         if result.interrupted:
+            tracker.close("KILLED")
             if not any(run_dir.glob("fold*/last.pt")):
                 _remove_half_made(created, log)
                 return {"interrupted": True, "run_dir": str(run_dir)}
@@ -104,11 +110,16 @@ def run_kfold(config: TrainConfig, log: Callable[[str], None] = print, resume_di
     (run_dir / "kfold.md").write_text(format_table(table_rows, markdown=True) + "\n")
     log("\n" + format_table(table_rows))
     log(f"best fold {best['fold']} copied to {run_dir / BEST}")
+    tracker.log_summary({**kfold_metrics(summary), "best_fold": float(best["fold"])},
+                        [run_dir / KFOLD_JSON, run_dir / "kfold.md"])
+    tracker.close("FINISHED")
     return {**result, "run_dir": str(run_dir)}
 
 
-def _train_fold(config: TrainConfig, fold_dir: Path, fold: Splits, fingerprint: str, log) -> RunResult:
-    """A finished fold is read back; a started one resumes; a new one trains."""
+def _train_fold(config: TrainConfig, fold_dir: Path, fold: Splits, fingerprint: str, log,
+                tracker: Tracker) -> RunResult:
+    """A finished fold is read back; a started one resumes; a new one trains (recorded as a child of
+    `tracker`, the k-fold run's records)."""
     if (fold_dir / METRICS_FILE).is_file():
         log(f"{fold_dir.name} already finished: skipping")
         metrics = reports.read_json(fold_dir / METRICS_FILE)
@@ -117,8 +128,10 @@ def _train_fold(config: TrainConfig, fold_dir: Path, fold: Splits, fingerprint: 
         return RunResult(fold_dir, ModelCard.load(fold_dir / CARD_FILE), [], metrics["best_epoch"],
                          metrics["best_val_acc"], metrics["train_time_s"], test_metrics=metrics)
     if (fold_dir / "last.pt").is_file():
-        return train_run(config, run_dir=fold_dir, resume=True, force=True, log=log)  # data checked by run_kfold
-    return train_run(config, run_dir=fold_dir, splits=fold, fingerprint=fingerprint, log=log)
+        return train_run(config, run_dir=fold_dir, resume=True, force=True, log=log,  # data checked by run_kfold
+                         parent_tracker=tracker)
+    return train_run(config, run_dir=fold_dir, splits=fold, fingerprint=fingerprint, log=log,
+                     parent_tracker=tracker)
 
 
 def _fold_row(index: int, result: RunResult, fold_dir: Path) -> dict:
