@@ -223,3 +223,29 @@ def test_kfold_is_a_parent_with_one_child_per_fold(data, tmp_path):
         assert board.Scalars("val_acc")[0].value == pytest.approx(history[0]["val_acc"], rel=1e-6)
     assert events(run / "tensorboard").Scalars("val_acc_mean")[0].value == pytest.approx(
         outcome["summary"]["val_acc"]["mean"], rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ sweep
+@needs_tensorboard
+@needs_mlflow
+def test_sweep_is_a_parent_with_one_child_per_cell(data, tmp_path):
+    project = tmp_path / "runs"
+    assert main(["sweep", str(data), "--models", "resnet18", "--weights", "none", "--img-size", "32",
+                 "--batch-size", "8", "--augment", "none", "--epochs", "1", "--workers", "0",
+                 "--optimizer", "adam,sgd", "--track", "mlflow,tensorboard", "--project", str(project)]) == 0
+    sweep_dir = project / "sweep"
+    client = mlflow_client(sweep_dir)
+    runs = mlflow_runs(client)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.run_name == "sweep" and parent.info.status == "FINISHED"
+    assert parent.data.params["optimizer"] == "adam,sgd" and parent.data.params["cells"] == "2"
+    assert {"results.csv", "results.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert sorted(children) == sorted(p.name for p in sweep_dir.iterdir() if (p / "history.csv").is_file())
+    for name, child in children.items():
+        history = read_history_csv(sweep_dir / name / "history.csv")
+        assert [m.value for m in client.get_metric_history(child.info.run_id, "val_acc")] == [history[0]["val_acc"]]
+        assert child.data.params["optimizer"] in name
+        board = events(sweep_dir / "tensorboard" / name)
+        assert board.Scalars("val_acc")[0].value == pytest.approx(history[0]["val_acc"], rel=1e-6)
+    assert "results" in events(sweep_dir / "tensorboard").Tags()["images"]

@@ -42,7 +42,7 @@ def fold_splits(splits: Splits, k: int, seed: int) -> list[Splits]:
 
 
 def run_kfold(config: TrainConfig, log: Callable[[str], None] = print, resume_dir: Path | None = None,
-              force: bool = False) -> dict:
+              force: bool = False, parent_tracker: Tracker | None = None) -> dict:
     """Train every fold (skipping finished ones when resuming) and write the cross-validation table.
 
     The run folder is made only once the folds are known to be possible, and removed again if no fold got
@@ -77,7 +77,8 @@ def run_kfold(config: TrainConfig, log: Callable[[str], None] = print, resume_di
         fingerprint = "" if force else check_data_unchanged(run_dir, config, log)
         splits = Splits.load(run_dir)
         per_fold = fold_splits(splits, config.kfold, config.seed)
-    tracker = Tracker.open(config.track, run_dir, log)  # the parent run; one child per fold
+    # the k-fold run's records (a child of a sweep's, when a sweep gives them); one child per fold
+    tracker = Tracker.open(config.track, run_dir, log, parent=parent_tracker)
     if resume_dir is None:
         tracker.log_params(config.to_dict())
     rows = []

@@ -42,6 +42,7 @@ from tledge.train import reports
 from tledge.train.config import TrainConfig
 from tledge.runtime.options import device_problem
 from tledge.train.rundir import next_free_name
+from tledge.train.tracking import TRACKING_FILE, Tracker
 from tledge.train.sweep_grid import (  # noqa: F401 - the grid's public names, re-exported
     AXES, AXIS_ALIASES, AXIS_TYPES, NAME_PREFIX, Cell, coerce, expand_grid, normalize_axes, validate_cells)
 from tledge.train.sweep_results import (  # noqa: F401 - the results' public names, re-exported
@@ -146,9 +147,9 @@ def cell_config(cell: Cell, sweep_dir: Path, device: str | None = None) -> Train
 
 
 def run_cell(cell: Cell, sweep_dir: Path, log: Log = print, device: str | None = None,
-             splits_cache: dict | None = None) -> str:
+             splits_cache: dict | None = None, tracker: Tracker | None = None) -> str:
     """Train one cell in sweep_dir/<name> (or read it back, or resume it). Returns 'done' or 'interrupted'.
-    Errors propagate."""
+    Errors propagate. `tracker`: the sweep's records, of which the cell's are a child."""
     from tledge.train.fit import train_run
     from tledge.train.kfold import run_kfold
 
@@ -161,14 +162,16 @@ def run_cell(cell: Cell, sweep_dir: Path, log: Log = print, device: str | None =
     if config.kfold:
         if state == "started":
             log(f"{cell.name}: resuming k-fold run")
-        outcome = run_kfold(config, log, resume_dir=cell_dir if state == "started" else None)
+        outcome = run_kfold(config, log, resume_dir=cell_dir if state == "started" else None,
+                            parent_tracker=tracker)
         return "interrupted" if outcome.get("interrupted") else "done"
     if state == "started":
         log(f"{cell.name}: resuming from {cell_dir / 'last.pt'}")
-        result = train_run(config, run_dir=cell_dir, resume=True, log=log)
+        result = train_run(config, run_dir=cell_dir, resume=True, log=log, parent_tracker=tracker)
     else:
         splits, fingerprint = _shared_splits(config, splits_cache, log)
-        result = train_run(config, run_dir=cell_dir, splits=splits, fingerprint=fingerprint, log=log)
+        result = train_run(config, run_dir=cell_dir, splits=splits, fingerprint=fingerprint, log=log,
+                           parent_tracker=tracker)
     return "interrupted" if result.interrupted else "done"
 
 
@@ -199,23 +202,44 @@ def run_sweep(cells: Sequence[Cell], sweep_dir: str | Path, log: Log = print,
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     devices = parse_devices(devices)
-    if len(devices) > 1:
-        outcomes = _run_parallel(cells, sweep_dir, list(devices), log)
-    else:
-        outcomes = _run_serial(cells, sweep_dir, devices[0] if devices else None, log)
+    tracker = _open_sweep_tracker(cells, sweep_dir, log)
+    try:
+        if len(devices) > 1:
+            outcomes = _run_parallel(cells, sweep_dir, list(devices), log)
+        else:
+            outcomes = _run_serial(cells, sweep_dir, devices[0] if devices else None, log, tracker)
+    except BaseException:
+        tracker.close("KILLED")
+        raise
     rows = [cell_result(cell, sweep_dir / cell.name, *outcomes.get(cell.name, ("pending", None))) for cell in cells]
     write_results(rows, sweep_dir)
     _log_summary(rows, sweep_dir, log)
+    files = [sweep_dir / name for name in ("results.csv", "results.md", "results.json", SWEEP_FILE)]
+    tracker.log_final({}, sweep_dir, files)
+    stopped = {row["status"] for row in rows} & {"interrupted", "pending", "started", "incomplete"}
+    tracker.close("KILLED" if stopped else "FINISHED")
     return rows
 
 
-def _run_serial(cells, sweep_dir: Path, device: str | None, log: Log) -> dict[str, tuple[str, str | None]]:
+def _open_sweep_tracker(cells: Sequence[Cell], sweep_dir: Path, log: Log) -> Tracker:
+    """The sweep's own records (the parent of every cell's), when its cells are tracked: the base options
+    with each grid axis as its comma list."""
+    names = cells[0].config.track if cells else ()
+    tracker = Tracker.open(names, sweep_dir, log)
+    if tracker.active and (sweep_dir / SWEEP_FILE).is_file():
+        base, axes, _ = load_grid(sweep_dir)
+        tracker.log_params({**base.to_dict(), **axes, "cells": len(cells)})
+    return tracker
+
+
+def _run_serial(cells, sweep_dir: Path, device: str | None, log: Log,
+                tracker: Tracker | None = None) -> dict[str, tuple[str, str | None]]:
     outcomes: dict[str, tuple[str, str | None]] = {}
     cache: dict = {}
     for index, cell in enumerate(cells, 1):
         log(f"\n=== sweep cell {index}/{len(cells)}: {cell.name} ===")
         try:
-            status = run_cell(cell, sweep_dir, log, device, cache)
+            status = run_cell(cell, sweep_dir, log, device, cache, tracker)
         except KeyboardInterrupt:
             status = "interrupted"
         except Exception as exc:  # one bad cell (OOM, a bad file) must not sink the rest of the grid
@@ -371,8 +395,11 @@ def worker_main(argv: Sequence[str]) -> int:
     if name not in cells:
         print(f"error: {sweep_dir} has no cell {name!r}", file=sys.stderr)
         return 2
+    # the sweep's records, opened by the parent process (tracking.json): this cell's are a child of them
+    tracked = (sweep_dir / TRACKING_FILE).is_file()
+    tracker = Tracker.open(cells[name].config.track, sweep_dir, print) if tracked else None
     try:
-        status = run_cell(cells[name], sweep_dir, print, device)
+        status = run_cell(cells[name], sweep_dir, print, device, tracker=tracker)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

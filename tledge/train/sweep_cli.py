@@ -86,7 +86,7 @@ def sweep_command(data, **values):
     lists = {key: getattr(opts, key) for key in AXIS_OPTIONS}
     if opts.resume is not None:
         resume = Path(opts.resume)
-        if data is not None or opts.config_file is not None or any(v is not None for v in lists.values()):
+        if data is not None or opts.config_file is not None or opts.track or any(v is not None for v in lists.values()):
             raise TledgeError("--resume takes the grid from the sweep folder; give no DATA, --config or grid options")
         from tledge.paths import clean_stale_temp_files
 
@@ -101,7 +101,7 @@ def sweep_command(data, **values):
     given_values = {
         "data": str(data) if data is not None else None, "project": opts.project, "name": opts.name,
         "devices": opts.devices, "split": opts.split, "workers": opts.workers, "patience": opts.patience,
-        "amp": False if not opts.amp else None,
+        "amp": False if not opts.amp else None, "track": list(opts.track) or None,
         **{AXIS_OPTIONS[key]: list(value) for key, value in lists.items() if value is not None},
     }
     spec.update({key: value for key, value in given_values.items() if value is not None})

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tledge.options import option, options_of, validate, value_range
+from tledge.options import option, options_of, reuse, validate, value_range
 from tledge.train.config import TrainConfig
 
 _TRAIN = {o.name: o for o in options_of(TrainConfig)}
@@ -53,6 +53,7 @@ class SweepOptions:
     name: str | None = option(None, "Sweep folder name (default sweep, sweep2, ...).")
     devices: str | None = option(None, "Run cells in parallel, one per device: GPU indices (0,1) or cpu,cpu. "
                                  "Default: one at a time.")
+    track: tuple[str, ...] = reuse(TrainConfig, "track")  # the sweep is the parent run, each cell a child
 
     def __post_init__(self) -> None:
         validate(self)
