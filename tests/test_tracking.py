@@ -249,3 +249,28 @@ def test_sweep_is_a_parent_with_one_child_per_cell(data, tmp_path):
         board = events(sweep_dir / "tensorboard" / name)
         assert board.Scalars("val_acc")[0].value == pytest.approx(history[0]["val_acc"], rel=1e-6)
     assert "results" in events(sweep_dir / "tensorboard").Tags()["images"]
+
+
+# ------------------------------------------------------------------------------------------------ export
+@needs_mlflow
+def test_export_of_a_tracked_run_records_artifacts_and_parity(data, tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import tledge
+
+    run = train_run(config(data, tmp_path, epochs=1, track="mlflow"), log=lambda s: None).run_dir
+    exp = tledge.export(run, formats=["onnx"], echo=lambda s: None)
+    client = mlflow_client(run)
+    (record,) = mlflow_runs(client)
+    (parity,) = exp.parity
+    assert record.info.status == "FINISHED"
+    assert record.data.tags["parity.onnx"] == parity["outcome"]
+    assert record.data.metrics["parity_onnx_agreement"] == parity["agreement"]
+    assert record.data.metrics["parity_onnx_images"] == parity["images"]
+    assert {"export/model.onnx", "export/parity.json"} <= {a.path for a in client.list_artifacts(record.info.run_id,
+                                                                                                  "export")}
+
+
+def test_export_of_an_untracked_run_records_nothing(tmp_path):
+    lines = []
+    assert tracking.record_export(tmp_path, [], [], lines.append) is False and lines == []

@@ -126,6 +126,7 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         result.next_commands = next_commands(result, job.run_dir, job.options.parity_data)
         echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
         result.failure = worst_outcome(result)
+        _record_in_tracking(job, result, echo)
         if job.search is not None and job.search.shown_over and (result.failure is None or result.failure.exit_code in (3, 4)):
             report = Path(o.int8_report) if (o := job.options).int8_report else job.out / "int8_report.md"
             result.failure = ParityError(job.search.explain() + f"\n(report: {report}; the INT8 file is written for "
@@ -136,6 +137,16 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
     if result.failure is not None and raise_on_failure:
         raise result.failure
     return result
+
+
+def _record_in_tracking(job: ExportJob, result: ExportResult, echo: Callable[[str], None]) -> None:
+    """A run tracked in MLflow (RUN/tracking.json) gets this export's artifacts and parity verdicts."""
+    from tledge.train.tracking import record_export
+
+    files = [r.path for r in result.rows if r.ok and r.path is not None]
+    if result.parity_path is not None:
+        files.append(result.parity_path)
+    record_export(job.run_dir, result.rows, files, echo)
 
 
 def requested_formats(options: ExportOptions) -> list[str]:

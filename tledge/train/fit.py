@@ -93,7 +93,7 @@ def train_run(
             run_dir = Path(distributed.broadcast(str(run_dir), info))
             session.run_dir = run_dir
         tracker = Tracker.open(config.track if info.is_main else (), Path(run_dir), log, parent=parent_tracker,
-                               resume_step=session.start_epoch + 1 if resume else None)
+                               resume=resume, resume_step=session.start_epoch + 1 if resume else None)
         if not resume:
             tracker.log_params(config.to_dict())
         try:

@@ -78,7 +78,7 @@ def run_kfold(config: TrainConfig, log: Callable[[str], None] = print, resume_di
         splits = Splits.load(run_dir)
         per_fold = fold_splits(splits, config.kfold, config.seed)
     # the k-fold run's records (a child of a sweep's, when a sweep gives them); one child per fold
-    tracker = Tracker.open(config.track, run_dir, log, parent=parent_tracker)
+    tracker = Tracker.open(config.track, run_dir, log, parent=parent_tracker, resume=resume_dir is not None)
     if resume_dir is None:
         tracker.log_params(config.to_dict())
     rows = []

@@ -225,7 +225,8 @@ def _open_sweep_tracker(cells: Sequence[Cell], sweep_dir: Path, log: Log) -> Tra
     """The sweep's own records (the parent of every cell's), when its cells are tracked: the base options
     with each grid axis as its comma list."""
     names = cells[0].config.track if cells else ()
-    tracker = Tracker.open(names, sweep_dir, log)
+    resumed = any(cell_state(cell, sweep_dir / cell.name) != "new" for cell in cells)
+    tracker = Tracker.open(names, sweep_dir, log, resume=resumed)
     if tracker.active and (sweep_dir / SWEEP_FILE).is_file():
         base, axes, _ = load_grid(sweep_dir)
         tracker.log_params({**base.to_dict(), **axes, "cells": len(cells)})
@@ -397,7 +398,7 @@ def worker_main(argv: Sequence[str]) -> int:
         return 2
     # the sweep's records, opened by the parent process (tracking.json): this cell's are a child of them
     tracked = (sweep_dir / TRACKING_FILE).is_file()
-    tracker = Tracker.open(cells[name].config.track, sweep_dir, print) if tracked else None
+    tracker = Tracker.open(cells[name].config.track, sweep_dir, print, resume=True) if tracked else None
     try:
         status = run_cell(cells[name], sweep_dir, print, device, tracker=tracker)
     except KeyboardInterrupt:

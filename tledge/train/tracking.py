@@ -253,15 +253,16 @@ class Tracker:
 
     @classmethod
     def open(cls, names: Iterable[str], run_dir: Path, log: Log, *, parent: "Tracker | None" = None,
-             resume_step: int | None = None) -> "Tracker":
-        """Start (or, when RUN/tracking.json says where, go on with) the records of `run_dir`. A fold's
-        records go into its parent's store: MLflow as a nested run, TensorBoard in a subfolder."""
+             resume: bool = False, resume_step: int | None = None) -> "Tracker":
+        """Start the records of `run_dir` (or, with `resume`, go on in those RUN/tracking.json names). A
+        fold's or cell's records go into its parent's store: MLflow a nested run, TensorBoard a subfolder.
+        `resume_step`: the first epoch still to come (TensorBoard drops what was written from there on)."""
         run_dir = Path(run_dir)
         names = tuple(names)
         tracker = cls(run_dir, {}, log)
         if not names:
             return tracker
-        saved = _read_saved(run_dir)
+        saved = _read_saved(run_dir) if resume else {}
         for name in names:
             try:
                 tracker.records[name] = _open_record(name, run_dir, saved.get(name), parent, resume_step)
@@ -344,3 +345,43 @@ def _open_record(name: str, run_dir: Path, saved: dict | None, parent: Tracker |
     if parent is not None and parent_record is None:  # the parent's store failed: the fold goes without
         raise TledgeError("the parent run has no MLflow record")
     return MlflowRecord.open(run_dir, run_dir.name, parent_record, run_dir)
+
+
+# ------------------------------------------------------------------------------------------------ export
+def record_export(run_dir: Path | None, rows: Iterable[Any], files: Iterable[Path], echo: Log) -> bool:
+    """`tledge export` of a run tracked in MLflow: its artifacts (under export/) and, per format, the
+    parity verdict (tag parity.FORMAT: within / over / inconclusive / the step's failure) and numbers
+    (parity_FORMAT_agreement, _acc, _acc_delta, _images; FORMAT_size_mb) go into the run's MLflow run.
+    The run keeps the status it had. A failure here warns and the export goes on. True when recorded."""
+    saved = _read_saved(Path(run_dir)).get("mlflow") if run_dir is not None else None
+    if not saved:
+        return False
+    if importlib.util.find_spec("mlflow") is None:
+        echo(f"note: {run_dir} is tracked in MLflow, but mlflow is not installed here: this export is not recorded")
+        return False
+    try:
+        record = MlflowRecord(saved["uri"], saved["experiment_id"], saved["run_id"], resumed=True)
+        status = record.client.get_run(record.run_id).info.status
+        metrics: dict[str, float] = {}
+        for row in rows:
+            name = row.format.replace("-", "_")
+            record.client.set_tag(record.run_id, f"parity.{row.format}",
+                                  row.parity.outcome if row.parity is not None else row.status)
+            if row.ok:
+                metrics[f"{name}_size_mb"] = float(row.size_mb)
+            if row.parity is not None:
+                for key in ("agreement", "acc_artifact", "acc_delta", "images"):
+                    value = getattr(row.parity, key, None)
+                    if _number(value):
+                        metrics[f"parity_{name}_{'acc' if key == 'acc_artifact' else key}"] = float(value)
+        if metrics:
+            record.metrics(metrics, 0)
+        for path in files:
+            if Path(path).is_file():
+                record.client.log_artifact(record.run_id, str(path), "export")
+        record.client.update_run(record.run_id, status=status)
+        echo(f"export recorded in MLflow run {record.run_id} ({record.uri})")
+        return True
+    except Exception as exc:  # noqa: BLE001 - the export stands without its record
+        echo(f"warning: this export was not recorded in MLflow: {_first_line(exc)}")
+        return False
