@@ -138,9 +138,10 @@ class Interrupt:
             raise KeyboardInterrupt
 
 
+@needs_tensorboard
 @needs_mlflow
-def test_resumed_run_goes_on_in_the_same_mlflow_run(data, tmp_path):
-    cut = train_run(config(data, tmp_path, epochs=3, track="mlflow"), log=lambda s: None,
+def test_resumed_run_goes_on_in_the_same_records(data, tmp_path):
+    cut = train_run(config(data, tmp_path, epochs=3, track="mlflow,tensorboard"), log=lambda s: None,
                     on_epoch_end=Interrupt(0))
     assert cut.interrupted
     client = mlflow_client(cut.run_dir)
@@ -152,6 +153,17 @@ def test_resumed_run_goes_on_in_the_same_mlflow_run(data, tmp_path):
     steps = [m.step for m in client.get_metric_history(record.info.run_id, "val_acc")]
     assert steps == [1, 2, 3]
     assert record.data.metrics["test_accuracy"] == resumed.test_metrics["accuracy"]
+    history = read_history_csv(cut.run_dir / "history.csv")
+    board = [(e.step, e.value) for e in events(cut.run_dir / "tensorboard").Scalars("val_acc")]
+    assert board == [(r["epoch"], pytest.approx(r["val_acc"], rel=1e-6)) for r in history]
+
+
+@needs_mlflow
+def test_a_reused_folder_starts_new_records(data, tmp_path):
+    first = train_run(config(data, tmp_path, epochs=1, track="mlflow", name="same"), log=lambda s: None)
+    train_run(config(data, tmp_path, epochs=1, track="mlflow", name="same", exist_ok=True), log=lambda s: None)
+    runs = mlflow_runs(mlflow_client(first.run_dir))
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
 
 
 @needs_mlflow
@@ -274,3 +286,22 @@ def test_export_of_a_tracked_run_records_artifacts_and_parity(data, tmp_path):
 def test_export_of_an_untracked_run_records_nothing(tmp_path):
     lines = []
     assert tracking.record_export(tmp_path, [], [], lines.append) is False and lines == []
+
+
+@needs_mlflow
+def test_parallel_sweep_workers_record_their_cells_under_the_sweep(data, tmp_path):
+    project = tmp_path / "runs"
+    assert main(["sweep", str(data), "--models", "resnet18", "--weights", "none", "--img-size", "32",
+                 "--batch-size", "8", "--augment", "none", "--epochs", "1", "--workers", "0",
+                 "--optimizer", "adam,sgd", "--track", "mlflow", "--devices", "cpu,cpu",
+                 "--project", str(project)]) == 0
+    sweep_dir = project / "sweep"
+    client = mlflow_client(sweep_dir)
+    runs = mlflow_runs(client)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FINISHED"
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert len(children) == 2 and {c.info.status for c in children.values()} == {"FINISHED"}
+    for name, child in children.items():
+        history = read_history_csv(sweep_dir / name / "history.csv")
+        assert [m.value for m in client.get_metric_history(child.info.run_id, "val_acc")] == [history[0]["val_acc"]]
