@@ -98,8 +98,11 @@ def test_mlflow_local_store_needs_sqlalchemy_unless_a_server_is_named(data, monk
 @needs_tensorboard
 @needs_mlflow
 def test_run_recorded_in_tensorboard_and_mlflow(data, tmp_path):
-    result = train_run(config(data, tmp_path, epochs=2, track="tensorboard,mlflow"), log=lambda s: None)
+    lines = []
+    result = train_run(config(data, tmp_path, epochs=2, track="tensorboard,mlflow"), log=lines.append)
     run = result.run_dir
+    assert f"tensorboard: tensorboard --logdir {run / 'tensorboard'}" in lines
+    assert any(line.startswith(f"mlflow: mlflow ui --backend-store-uri {tracking.local_uri(run)}") for line in lines)
     history = read_history_csv(run / "history.csv")
     metrics = json.loads((run / "metrics.json").read_text())
 

@@ -102,7 +102,7 @@ def train_run(
             tracker.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             _remove_half_made(created, log)
             raise
-        tracker.close("KILLED" if result.interrupted else "FINISHED")
+        tracker.close("KILLED" if result.interrupted else "FINISHED", announce=parent_tracker is None)
         if result.interrupted:
             _remove_half_made(created, log)
         succeeded = True

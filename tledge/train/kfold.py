@@ -113,7 +113,7 @@ def run_kfold(config: TrainConfig, log: Callable[[str], None] = print, resume_di
     log(f"best fold {best['fold']} copied to {run_dir / BEST}")
     tracker.log_summary({**kfold_metrics(summary), "best_fold": float(best["fold"])},
                         [run_dir / KFOLD_JSON, run_dir / "kfold.md"])
-    tracker.close("FINISHED")
+    tracker.close("FINISHED", announce=parent_tracker is None)
     return {**result, "run_dir": str(run_dir)}
 
 

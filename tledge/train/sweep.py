@@ -217,7 +217,7 @@ def run_sweep(cells: Sequence[Cell], sweep_dir: str | Path, log: Log = print,
     files = [sweep_dir / name for name in ("results.csv", "results.md", "results.json", SWEEP_FILE)]
     tracker.log_final({}, sweep_dir, files)
     stopped = {row["status"] for row in rows} & {"interrupted", "pending", "started", "incomplete"}
-    tracker.close("KILLED" if stopped else "FINISHED")
+    tracker.close("KILLED" if stopped else "FINISHED", announce=True)
     return rows
 
 

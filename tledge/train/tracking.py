@@ -17,9 +17,11 @@ dropped, and training goes on.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
 import json
+import logging
 import math
 import os
 import time
@@ -161,6 +163,9 @@ class TensorBoardRecord:
     def close(self, status: str) -> None:
         self.writer.close()
 
+    def where(self) -> str:
+        return f"tensorboard: tensorboard --logdir {self.logdir}"
+
 
 class MlflowRecord:
     """One MLflow run through MlflowClient (no global state, so parents and children can be open at once)."""
@@ -182,9 +187,10 @@ class MlflowRecord:
             client = parent.client
         else:
             uri = os.environ.get("MLFLOW_TRACKING_URI") or local_uri(store_dir)
-            client = MlflowClient(tracking_uri=uri)
             name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
-            experiment = client.get_experiment_by_name(name)
+            with _quiet("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
+                client = MlflowClient(tracking_uri=uri)
+                experiment = client.get_experiment_by_name(name)
             if experiment is not None:
                 experiment_id = experiment.experiment_id
             else:
@@ -229,6 +235,25 @@ class MlflowRecord:
 
     def close(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status)
+
+    def where(self) -> str:
+        if self.uri.startswith("sqlite:///"):
+            return f"mlflow: mlflow ui --backend-store-uri {self.uri}  (run {self.run_id})"
+        return f"mlflow: run {self.run_id} at {self.uri}"
+
+
+@contextlib.contextmanager
+def _quiet(*names: str):
+    """These loggers say only warnings while the block runs (a new SQLite store logs its table set-up)."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def local_uri(store_dir: Path) -> str:
@@ -314,10 +339,13 @@ class Tracker:
             self._each(lambda r: r.metrics(values, 0))
         self._each(lambda r: r.artifacts(files))
 
-    def close(self, status: str = "FINISHED") -> None:
-        """FINISHED, FAILED or KILLED (Ctrl-C)."""
+    def close(self, status: str = "FINISHED", announce: bool = False) -> None:
+        """FINISHED, FAILED or KILLED (Ctrl-C). `announce`: log how to look at the records."""
+        lines = [r.where() for r in self.records.values()] if announce else []
         self._each(lambda r: r.close(status))
         self.records = {}
+        for line in lines:
+            self.log(line)
 
 
 def _read_saved(run_dir: Path) -> dict:
