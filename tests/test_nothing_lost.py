@@ -1,0 +1,172 @@
+"""Nothing lost, nothing silent (issue 22): outputs never replace device nodes, FIFOs or symlinks, never
+destroy an input or another output; SIGTERM behaves as Ctrl-C; artifacts are checked when they load;
+options stay finite and bounded; the Python API raises TledgeError.
+
+Each kind is a table of cases. Device nodes are made with os.mknod / os.mkfifo inside pytest's tmp folder
+(a character device with /dev/null's numbers), never the machine's own /dev files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from test_bad_input import TINY, assert_fails, base, cli, tree  # noqa: F401 - `base` is the shared run fixture
+
+NULL_DEVICE = os.makedev(1, 3)  # /dev/null's major/minor, made again inside tmp_path
+PIPES: dict[Path, tuple[int, int]] = {}  # folder -> (read end, write end) of a "link through /proc" case
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def make_node(folder: Path, kind: str) -> Path:
+    """A path of the given kind in `folder`; links point at files/nodes made beside them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "char device":
+        path = folder / "null"
+        os.mknod(path, stat.S_IFCHR | 0o666, NULL_DEVICE)
+    elif kind == "fifo":
+        path = folder / "pipe"
+        os.mkfifo(path)
+    elif kind == "link to a file":
+        (folder / "target.txt").write_text("old\n")
+        path = folder / "link"
+        os.symlink("target.txt", path)
+    elif kind == "link to a char device":
+        os.mknod(folder / "null", stat.S_IFCHR | 0o666, NULL_DEVICE)
+        path = folder / "link"
+        os.symlink(folder / "null", path)
+    elif kind == "dangling link":
+        path = folder / "link"
+        os.symlink("not-yet.txt", path)
+    elif kind == "link through /proc":  # as /dev/stdout -> /proc/self/fd/1, here onto a pipe of our own
+        read_end, write_end = os.pipe()
+        PIPES[folder] = (read_end, write_end)
+        path = folder / "stdout"
+        os.symlink(f"/proc/self/fd/{write_end}", path)
+    elif kind == "chain of links":
+        (folder / "target.txt").write_text("old\n")
+        os.symlink("target.txt", folder / "hop")
+        path = folder / "link"
+        os.symlink("hop", path)
+    else:
+        raise ValueError(kind)
+    return path
+
+
+def snapshot(path: Path) -> tuple:
+    """What must not change about the node itself: link or not, where it points, file type, device numbers."""
+    if path.is_symlink():
+        return ("link", os.readlink(path))
+    info = os.lstat(path)
+    return (stat.S_IFMT(info.st_mode), info.st_rdev)
+
+
+class Drain:
+    """A reader on a FIFO (a writer blocks until one opens it): collects what was written."""
+
+    def __init__(self, fifo: Path):
+        self.data = b""
+        self.thread = threading.Thread(target=self._read, args=(fifo,), daemon=True)
+        self.thread.start()
+
+    def _read(self, fifo: Path) -> None:
+        while True:  # one open per writer; stop at a write that ends (the test's last writer)
+            with open(fifo, "rb") as handle:
+                self.data += handle.read()
+            if self.data:
+                return
+
+    def join(self) -> bytes:
+        self.thread.join(timeout=60)
+        return self.data
+
+
+def delivered(path: Path, kind: str, drain: Drain | None) -> bytes | None:
+    """The bytes the output reached, where they can be seen (a char device swallows them)."""
+    if kind == "fifo":
+        return drain.join()
+    if kind in ("link to a file", "chain of links"):
+        return (path.parent / "target.txt").read_bytes()
+    if kind == "dangling link":
+        return (path.parent / "not-yet.txt").read_bytes()
+    if kind == "link through /proc":
+        read_end, write_end = PIPES.pop(path.parent)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as handle:
+            return handle.read()
+    return None
+
+
+NODE_KINDS = ["char device", "fifo", "link to a file", "link to a char device", "dangling link", "chain of links",
+              "link through /proc"]
+
+
+# --------------------------------------------------------------------------------------------- kind 1
+def _writers():
+    from tledge.atomic import atomic_write_bytes, atomic_write_with, write_json
+    from tledge.card import atomic_write_text
+
+    return {
+        "write_json": (lambda p: write_json(p, {"ok": 1}), b'{\n  "ok": 1\n}\n'),
+        "atomic_write_bytes": (lambda p: atomic_write_bytes(p, b"bytes\n"), b"bytes\n"),
+        "atomic_write_with": (lambda p: atomic_write_with(p, lambda tmp: tmp.write_bytes(b"with\n")), b"with\n"),
+        "atomic_write_text": (lambda p: atomic_write_text(p, "text\n"), b"text\n"),
+    }
+
+
+@pytest.mark.parametrize("writer", ["write_json", "atomic_write_bytes", "atomic_write_with", "atomic_write_text"])
+@pytest.mark.parametrize("kind", NODE_KINDS)
+def test_atomic_writers_write_through_nodes_and_links(tmp_path, kind, writer):
+    write, expected = _writers()[writer]
+    path = make_node(tmp_path / "out", kind)
+    before = snapshot(path)
+    drain = Drain(path) if kind == "fifo" else None
+    write(path)
+    assert snapshot(path) == before  # still the same device / FIFO / link
+    got = delivered(path, kind, drain)
+    if got is not None:
+        assert got == expected
+    assert not list(tmp_path.rglob(".*.tmp"))  # no temp file left beside it
+
+
+def test_cli_outputs_write_through_nodes_and_links(base, capsys, tmp_path):
+    """Every verb's file outputs aimed at a device, a FIFO or a link: exit 0, the node is still there."""
+    b = base
+    image = b["image"]
+    cases = [
+        (["eval", b["run"], "--json", "{node}"], "--json", "char device"),
+        (["eval", b["run"], "--json", "{node}"], "--json", "link to a file"),
+        (["predict", b["onnx"], image, "--warmup", "0", "--summary-json", "{node}"], "--summary-json", "char device"),
+        (["predict", b["onnx"], image, "--warmup", "0", "--summary-json", "{node}"], "--summary-json", "fifo"),
+        (["predict", b["onnx"], image, "--warmup", "0", "--summary-json", "{node}"], "--summary-json",
+         "link to a file"),
+        (["predict", b["onnx"], image, "--warmup", "0", "--json", "{node}"], "--json", "char device"),
+        (["predict", b["onnx"], image, "--warmup", "0", "--json", "{node}"], "--json", "fifo"),
+        (["predict", b["onnx"], image, "--warmup", "0", "--csv", "{node}"], "--csv", "dangling link"),
+        (["predict", b["onnx"], image, "--warmup", "0", "--csv", "{node}"], "--csv", "link to a char device"),
+        (["predict", b["onnx"], image, "--warmup", "0", "--summary-json", "{node}"], "--summary-json",
+         "link through /proc"),
+    ]
+    for index, (args, option, kind) in enumerate(cases):
+        node = make_node(tmp_path / f"case{index}", kind)
+        before = snapshot(node)
+        drain = Drain(node) if kind == "fifo" else None
+        code, out, err = cli(capsys, *[str(a).replace("{node}", str(node)) for a in args])
+        assert code == 0, (args, kind, err)
+        assert snapshot(node) == before, (args, kind)
+        got = delivered(node, kind, drain)
+        if got is None:
+            continue
+        if option == "--csv":
+            assert got.decode().splitlines()[0].startswith("path,top1,prob1")
+        elif option == "--json" and args[0] == "predict":
+            assert json.loads(got.decode().splitlines()[0])["source"] == str(image)
+        elif args[0] == "predict":
+            assert json.loads(got)["items"] == 1
+        else:
+            assert json.loads(got)["source"] == str(b["run"])
