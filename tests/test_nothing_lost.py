@@ -170,3 +170,80 @@ def test_cli_outputs_write_through_nodes_and_links(base, capsys, tmp_path):
             assert json.loads(got)["items"] == 1
         else:
             assert json.loads(got)["source"] == str(b["run"])
+
+
+# --------------------------------------------------------------------------------------------- kind 2
+def contents(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes (links as where they point)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            found[str(path)] = os.readlink(path).encode()
+        elif path.is_file():
+            found[str(path)] = path.read_bytes()
+        else:
+            found[str(path)] = b"<folder>"
+    return found
+
+
+def test_outputs_never_destroy_inputs_or_each_other(base, capsys, tmp_path):
+    """Every verb with outputs: an output that is an input, lies inside an input folder, or shares a path with
+    another output is refused with exit 2 before any work, and no file anywhere changes."""
+    b = base
+    data, run, onnx, image = b["data"], b["run"], b["onnx"], b["image"]
+    best = run / "best.pt"
+    (tmp_path / "model-link.onnx").symlink_to(onnx)
+    os.link(image, tmp_path / "hard-link.png")
+    free = tmp_path / "free"
+    P = ["predict", onnx]
+    cases = [
+        # predict: the source image, the model, the source folder, a glob's match, links, two outputs on one path
+        ([*P, image, "--csv", image], "--csv", "is the source"),
+        ([*P, image, "--summary-json", image], "--summary-json", "is the source"),
+        ([*P, image, "--json", onnx], "--json", "is the model"),
+        ([*P, image, "--json", tmp_path / "model-link.onnx"], "--json", "is the model"),
+        ([*P, image, "--csv", tmp_path / "hard-link.png"], "--csv", "is the source"),
+        ([*P, data / "red" / "*.png", "--csv", data / "red" / "red_03.png"], "--csv", "is the source"),
+        (["predict", run, image, "--json", best], "--json", "is the model"),
+        ([*P, data, "--save", data], "--save", "inside the source"),
+        ([*P, data, "--save", data / "annotated"], "--save", "inside the source"),
+        ([*P, data, "--summary-json", data / "red" / "summary.json"], "--summary-json", "inside the source"),
+        ([*P, data / "red", "--csv", data / "red" / "preds.csv"], "--csv", "inside the source"),
+        ([*P, image, "--csv", free / "p.txt", "--json", free / "p.txt"], "--json and --csv", "both name"),
+        ([*P, image, "--json", free / "p.txt", "--summary-json", free / "." / "p.txt"], "--json and --summary-json",
+         "both name"),
+        # eval: the checkpoint, the splits it reads, the DATA folder
+        (["eval", run, "--json", best], "--json", "is the model"),
+        (["eval", run, "--json", run / "splits.json"], "--json", "the run's splits"),
+        (["eval", run, data, "--json", data / "red" / "red_00.png"], "--json", "inside the DATA folder"),
+        # export: the checkpoint, the calibration and parity folders
+        (["export", best, "--formats", "onnx,int8", "--report", best, "--out", free / "e"], "--report",
+         "is the checkpoint"),
+        (["export", run, "--formats", "onnx", "--parity-data", data, "--out", data / "export"], "--out",
+         "inside --parity-data"),
+        (["export", run, "--formats", "onnx,int8", "--calib-data", data, "--calib-images", "32", "--out",
+          data / "red" / "x"], "--out", "inside --calib-data"),
+        # bench: the data folder
+        (["bench", onnx, "--data", data, "--out", data / "bench", "--iters", "1"], "--out", "inside the --data"),
+        # train, sweep, demo: runs inside the image folder would become a class
+        (["train", data, *TINY, "--epochs", "1", "--project", data / "runs"], "--project", "inside the DATA"),
+        (["train", data, *TINY, "--epochs", "1", "--project", data], "--project", "inside the DATA"),
+        (["sweep", data, "--models", "mobilenet_v2", "--epochs", "1", "--project", data / "sweeps"], "--project",
+         "inside the DATA"),
+        (["demo", "--data", data, "--epochs", "1", "--project", data / "runs"], "--project", "inside the DATA"),
+    ]
+    before = contents(b["root"]), contents(tmp_path)
+    for args, option, fragment in cases:
+        err = assert_fails(cli(capsys, *args), 2, option.split(" and ")[0], fragment)
+        assert "error:" in err, (args, err)
+        assert (contents(b["root"]), contents(tmp_path)) == before, args  # nothing touched, nothing made
+    assert image.read_bytes() == (tmp_path / "hard-link.png").read_bytes()
+
+
+def test_outputs_may_share_a_device_node(base, capsys, tmp_path):
+    """Device nodes are written through, so several outputs may name one (as /dev/null or /dev/stdout)."""
+    node = make_node(tmp_path, "char device")
+    code, _, err = cli(capsys, "predict", base["onnx"], base["image"], "--warmup", "0", "--json", node,
+                       "--summary-json", node)
+    assert code == 0, err
+    assert snapshot(node) == (stat.S_IFCHR, NULL_DEVICE)

@@ -169,7 +169,7 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
         require_gpu()
 
     # Source: a run folder (best.pt + splits.json) or a bare checkpoint. Output paths are checked first.
-    from tledge.paths import check_output_dir, check_output_file
+    from tledge.paths import check_output_dir, check_output_file, check_outputs_apart
     from tledge.staleness import file_sha256
 
     source = Path(source)
@@ -178,6 +178,9 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
     out = check_output_dir(o.out if o.out is not None else (run_dir or ckpt.parent) / "export", "--out")
     if o.int8_report is not None:
         check_output_file(o.int8_report, "--report")
+    check_outputs_apart([("--out", out), ("--report", o.int8_report)],
+                        [("the checkpoint", ckpt), ("--calib-data", o.calib_data), ("--parity-data", o.parity_data),
+                         ("--int8-recipe", o.int8_recipe)])
     splits = Splits.load(run_dir) if run_dir is not None and (run_dir / SPLITS_FILE).is_file() else None
     model, card = load_model(ckpt)
     card = card.replace(checkpoint_sha256=file_sha256(ckpt))

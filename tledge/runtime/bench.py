@@ -256,13 +256,17 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
             "machine": machine_facts()}
 
 
-def bench_out_dir(sources: Sequence[str | Path], out: str | Path | None) -> Path:
-    """Where bench.json goes (RUN/bench, or ./bench for a list of files), checked before any timing."""
-    from tledge.paths import check_output_dir
+def bench_out_dir(sources: Sequence[str | Path], out: str | Path | None, data: str | Path | None = None) -> Path:
+    """Where bench.json goes (RUN/bench, or ./bench for a list of files), checked before any timing: a folder
+    that is not an artifact and not inside --data."""
+    from tledge.paths import check_output_dir, check_outputs_apart
 
     if out is None:
         out = Path(sources[0]) / "bench" if len(sources) == 1 and Path(sources[0]).is_dir() else Path("bench")
-    return check_output_dir(out, "--out")
+    out = check_output_dir(out, "--out")
+    check_outputs_apart([("--out", out)], [("the --data folder", data)] +
+                        [("an artifact", s) for s in sources if not Path(s).is_dir()])
+    return out
 
 
 def check_rows(result: dict) -> None:

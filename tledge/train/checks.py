@@ -41,5 +41,9 @@ def check_model(config: TrainConfig) -> None:
 
 def check_config(config: TrainConfig) -> None:
     """Everything about a training config that can be known before reading the data."""
+    from tledge.paths import check_outputs_apart
+
+    check_outputs_apart([("--project", config.project)], [("the DATA folder", config.data),
+                                                          ("--weights", config.weights)])
     check_names(config)
     check_model(config)

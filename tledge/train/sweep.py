@@ -93,9 +93,10 @@ def sweep_cells(sweep_dir: str | Path) -> list[Cell]:
 def start_sweep(base: TrainConfig, axes: dict, project: str | Path = "runs", name: str | None = None,
                 devices: Sequence[str] | None = None) -> tuple[Path, list[Cell]]:
     """Validate the grid, make the sweep folder and save sweep.json; nothing trains yet."""
-    from tledge.paths import check_name_inside, check_output_dir
+    from tledge.paths import check_name_inside, check_output_dir, check_outputs_apart
 
     check_output_dir(project, "--project")
+    check_outputs_apart([("--project", project)], [("the DATA folder", base.data)])
     check_name_inside(project, name)
     cells = expand_grid(base, axes)
     validate_cells(cells)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from tledge.errors import TledgeError
+from tledge.paths import GLOB_CHARS
 from tledge.preprocess import is_image_file
 from tledge.runtime.sources.base import Clock, Source
 from tledge.runtime.sources.images import ImageFilesSource, find_images, find_other_files
@@ -21,7 +22,6 @@ from tledge.runtime.sources.live import LiveSource, csi_pipeline
 from tledge.runtime.sources.video import VIDEO_EXTENSIONS, VideoFileSource
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-GLOB_CHARS = ("*", "?", "[")
 
 
 def _is_url(spec: str) -> bool:
