@@ -247,3 +247,119 @@ def test_outputs_may_share_a_device_node(base, capsys, tmp_path):
                        "--summary-json", node)
     assert code == 0, err
     assert snapshot(node) == (stat.S_IFCHR, NULL_DEVICE)
+
+
+# --------------------------------------------------------------------------------------------- kind 3
+HARNESS = '''
+"""Run `tledge ARGS` in this process; on call N of MODULE.NAME print MARK and wait for the test's signal."""
+import importlib, sys, time
+
+module_name, attr, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+module = importlib.import_module(module_name)
+real = getattr(module, attr)
+calls = {"n": 0}
+
+def marked(*args, **kwargs):
+    calls["n"] += 1
+    if calls["n"] == nth:
+        print("MARK", flush=True)
+        time.sleep(600)  # the signal arrives here
+    return real(*args, **kwargs)
+
+setattr(module, attr, marked)
+from tledge.cli import main
+sys.exit(main(sys.argv[5:]))
+'''
+
+
+def run_until_marked(tmp_path: Path, target: str, nth: int, args: list, signum: int) -> tuple[int, str, str]:
+    """`tledge ARGS` in a subprocess, sent `signum` once it reaches call `nth` of `target` (module:attr)."""
+    import signal  # noqa: F401 - signal numbers come from the caller
+    import subprocess
+    import sys
+
+    script = tmp_path / "harness.py"
+    script.write_text(HARNESS)
+    module, attr = target.split(":")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, str(script), module, attr, str(nth), "--", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    lines = []
+    try:
+        for line in proc.stdout:  # wait for the marker, however long the start takes (no wall-clock assert)
+            lines.append(line)
+            if line.strip() == "MARK":
+                os.kill(proc.pid, signum)
+                break
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, "".join(lines) + out, err
+
+
+STOP_SIGNALS = [("SIGTERM", 143), ("SIGINT", 130)]
+
+
+@pytest.mark.parametrize("signame, code", STOP_SIGNALS)
+def test_sigterm_is_handled_as_ctrl_c(base, capsys, tmp_path, signame, code):
+    """train (before and after the first checkpoint), predict and export stopped by SIGTERM do what Ctrl-C
+    does: the same clean-up, summary and resume hint; the exit code is 143 (128 + 15) instead of 130."""
+    import signal
+
+    from tledge.checkpoint import load_checkpoint
+
+    b = base
+    signum = getattr(signal, signame)
+    project = tmp_path / "runs"
+    train = ["train", b["data"], *TINY, "--project", project]
+    cases = {
+        "train before the first checkpoint": ("tledge.train.epochs:train_one_epoch", 1, [*train, "--epochs", "1",
+                                                                                          "--name", "early"]),
+        "train after the first checkpoint": ("tledge.train.epochs:train_one_epoch", 2, [*train, "--epochs", "2",
+                                                                                         "--name", "late"]),
+        "predict a folder": ("tledge.runtime.predict:topk_records", 2,
+                             ["predict", b["onnx"], b["data"] / "red", "--warmup", "0", "--summary-json",
+                              tmp_path / "summary.json"]),
+        "export": ("tledge.export.onnx_export:export_onnx", 1,
+                   ["export", b["run"], "--formats", "onnx", "--no-parity", "--out", tmp_path / "export"]),
+    }
+    results = {name: run_until_marked(tmp_path, target, nth, args, signum)
+               for name, (target, nth, args) in cases.items()}
+    for name, (got, out, err) in results.items():
+        assert got == code, (name, got, err)
+        assert "Traceback" not in err, (name, err)
+        assert err.strip().splitlines()[-1].startswith("interrupted" + (" by SIGTERM" if code == 143 else "")), err
+
+    # train before its first checkpoint: no folder left; the same --name trains again without --exist-ok
+    _, out, _ = results["train before the first checkpoint"]
+    assert "nothing saved to resume" in out and f"removed {project / 'early'}" in out
+    assert not (project / "early").exists()
+    # train after it: last.pt kept, the resume command printed, and it resumes
+    _, out, _ = results["train after the first checkpoint"]
+    assert f"Resume with: tledge train --resume {project / 'late'}" in out
+    assert load_checkpoint(project / "late" / "last.pt")["epoch"] == 0
+    assert not list(project.rglob("*.tmp"))
+    # predict: the summary of what ran, printed and written
+    _, out, _ = results["predict a folder"]
+    assert "interrupted" in out.lower() or "1 item" in out
+    facts = json.loads((tmp_path / "summary.json").read_text())
+    assert facts["interrupted"] is True and facts["items"] == 1
+    # export: no output folder, no temp file left
+    assert not (tmp_path / "export").exists()
+    assert not list(Path(b["run"]).glob(".*.tmp"))
+
+    code, _, err = cli(capsys, "train", b["data"], *TINY, "--epochs", "1", "--project", project, "--name", "early")
+    assert code == 0, err
+    code, _, err = cli(capsys, "train", "--resume", project / "late")
+    assert code == 0, err
+    assert json.loads((project / "late" / "metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_sigterm_exit_code_documented():
+    from tledge.errors import EXIT_CODES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert EXIT_CODES[143].startswith("stopped by SIGTERM")
+    assert "| 143 | stopped by SIGTERM (`docker stop`, systemd, `kill`): handled as Ctrl-C is" in readme

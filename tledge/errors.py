@@ -9,6 +9,7 @@ EXIT_CODES = {
     3: "export: the data show an artifact over its parity gate, or the INT8 budget out of reach",
     4: "export: parity inconclusive, too few images to tell (the message says how many would)",
     130: "interrupted (Ctrl-C); what ran is saved (train: resume with --resume)",
+    143: "stopped by SIGTERM (docker stop, systemd, kill): the same clean-up, summary and resume hint as Ctrl-C",
     1: "a bug in tledge (a traceback): please report it; export: a step crashed (the others ran); sweep: a "
        "cell failed (the rest ran, results written)",
 }
