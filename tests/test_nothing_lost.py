@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from test_bad_input import TINY, assert_fails, base, cli, tree  # noqa: F401 - `base` is the shared run fixture
@@ -363,3 +365,128 @@ def test_sigterm_exit_code_documented():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert EXIT_CODES[143].startswith("stopped by SIGTERM")
     assert "| 143 | stopped by SIGTERM (`docker stop`, systemd, `kill`): handled as Ctrl-C is" in readme
+
+
+# --------------------------------------------------------------------------------------------- kind 4
+def onnx_variant(src: Path, dst: Path, card: dict | None = None, nan_bias: bool = False) -> Path:
+    """A copy of an exported ONNX with card fields changed, or with the classifier bias set to NaN."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from tledge.card import ONNX_METADATA_KEY
+
+    model = onnx.load(str(src))
+    for prop in model.metadata_props:
+        if prop.key == ONNX_METADATA_KEY and card:
+            prop.value = json.dumps({**json.loads(prop.value), **card})
+    if nan_bias:
+        bias = next(i for i in model.graph.initializer if tuple(i.dims) == (3,))  # the classifier's (3 classes)
+        bias.CopyFrom(numpy_helper.from_array(np.full(3, np.nan, np.float32), bias.name))
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_artifacts_are_checked_when_they_load(base, capsys, tmp_path):
+    """ONNX, checkpoints and engine sidecars: a card that disagrees with the graph, a malformed card field or
+    non-finite first answers are one line naming the file and exit 2, in predict, bench and the API."""
+    import torch
+
+    import tledge
+    from tledge.checkpoint import load_checkpoint, save_checkpoint
+    from tledge.errors import TledgeError
+
+    b = base
+    image = b["image"]
+    eight = [f"c{i}" for i in range(8)]
+    onnx_cases = {
+        "8 classes on 3 outputs": ({"class_names": eight}, {}, "names 8 classes"),
+        "2 classes on 3 outputs": ({"class_names": ["red", "green"]}, {}, "names 2 classes"),
+        "NaN outputs": ({}, {"nan_bias": True}, "non-finite"),
+        "std with a zero": ({"std": [0.0, 0.2, 0.2]}, {}, "std"),
+        "std of length 2": ({"std": [0.2, 0.2]}, {}, "std"),
+        "mean of length 4": ({"mean": [0.5, 0.5, 0.5, 0.5]}, {}, "mean"),
+        "mean with NaN": ({"mean": ["NaN", 0.5, 0.5]}, {}, "mean"),
+        "input size 0": ({"input_size": [0, 32]}, {}, "input_size"),
+        "input size of one number": ({"input_size": [32]}, {}, "input_size"),
+        "input size not whole": ({"input_size": [32.5, 32]}, {}, "input_size"),
+        "layout NHWC": ({"layout": "NHWC"}, {}, "layout"),
+        "channel order BGR": ({"channel_order": "BGR"}, {}, "channel_order"),
+        "format version 0": ({"format_version": 0}, {}, "format_version"),
+        "format version text": ({"format_version": "one"}, {}, "format_version"),
+        "repeated class names": ({"class_names": ["red", "red", "blue"]}, {}, "repeat"),
+        "one class": ({"class_names": ["red"]}, {}, "at least 2 classes"),
+    }
+    cases = []
+    for index, (name, (card, graph, fragment)) in enumerate(onnx_cases.items()):
+        path = onnx_variant(b["onnx"], tmp_path / f"variant{index}.onnx", card, **graph)
+        cases.append((name, path, fragment))
+
+    # checkpoints: a best.pt of another run in a run folder, a malformed card, NaN weights
+    state = load_checkpoint(b["run"] / "best.pt")
+    foreign = tmp_path / "foreign_run"
+    foreign.mkdir()
+    splits = json.loads((b["run"] / "splits.json").read_text())
+    (foreign / "splits.json").write_text(json.dumps({**splits, "class_names": [*splits["class_names"], "a", "b", "c"]}))
+    save_checkpoint(foreign / "best.pt", state)
+    cases.append(("best.pt of another run", foreign, "not this run's checkpoint"))
+    save_checkpoint(tmp_path / "std0.pt", {**state, "card": {**state["card"], "std": [0.2, 0.0, 0.2]}})
+    cases.append(("checkpoint std with a zero", tmp_path / "std0.pt", "std"))
+    weights = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() and v.dim() == 1 and v.numel() == 3
+                   else v) for k, v in state["model"].items()}
+    save_checkpoint(tmp_path / "nan.pt", {**state, "model": weights})
+    cases.append(("checkpoint with NaN weights", tmp_path / "nan.pt", "non-finite"))
+
+    # engines: only the sidecar card can be checked without TensorRT
+    for name, change, fragment in [("engine sidecar std 0", {"std": [0, 0, 0]}, "std"),
+                                   ("engine sidecar one class", {"class_names": ["red"]}, "at least 2 classes"),
+                                   ("engine sidecar layout", {"layout": "NHWC"}, "layout")]:
+        engine = tmp_path / f"{name.replace(' ', '_')}.engine"
+        engine.write_bytes(b"not built here")
+        (tmp_path / f"{engine.name}.json").write_text(json.dumps({**state["card"], **change}))
+        cases.append((name, engine, fragment))
+
+    for name, artifact, fragment in cases:
+        shown = artifact.name + (".json" if artifact.suffix == ".engine" else "")
+        if artifact.is_dir():
+            shown = "best.pt"
+        err = assert_fails(cli(capsys, "predict", artifact, image, "--warmup", "0"), 2, fragment, shown)
+        assert err.count("\n") == 1, (name, err)  # one line
+        with pytest.raises(TledgeError, match=fragment):
+            tledge.load(artifact).predict(str(image))
+    # bench runs every row, and the checked ones fail naming the file
+    bench_cases = [c for c in cases if c[0] in ("8 classes on 3 outputs", "NaN outputs", "checkpoint with NaN weights")]
+    code, out, err = cli(capsys, "bench", *[c[1] for c in bench_cases], "--iters", "1", "--warmup", "0", "--batch",
+                         "1", "--out", tmp_path / "bench")
+    assert code == 2, err
+    rows = json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]
+    assert [r["status"] == "ok" for r in rows] == [False, False, False]
+    for row, (_, _, fragment) in zip(rows, bench_cases):
+        assert fragment in row["status"], row
+    # export refuses another run's best.pt before writing anything
+    assert_fails(cli(capsys, "export", foreign, "--formats", "onnx", "--no-parity"), 2, "not this run's checkpoint")
+    assert not (foreign / "export").exists()
+
+
+@pytest.mark.parametrize("answer, fragment", [
+    (lambda n: np.zeros((n, 2), np.float32), "expected [1, 3]"),  # a width only known once it runs
+    (lambda n: np.zeros((n, 3, 1), np.float32), "expected [1, 3]"),
+    (lambda n: np.full((n, 3), np.inf, np.float32), "non-finite"),
+])
+def test_first_answer_is_checked(base, answer, fragment):
+    """Backends whose graph hides its output width (or any other backend) are checked on the first call."""
+    from tledge.card import card_from_onnx
+    from tledge.errors import TledgeError
+    from tledge.runtime.backends.base import Backend
+
+    class Odd(Backend):
+        name = "odd"
+        path = Path("odd.model")
+        card = card_from_onnx(base["onnx"])
+
+        def _predict(self, batch):
+            return answer(len(batch))
+
+    backend = Odd()
+    with pytest.raises(TledgeError, match=f"odd.model: .*{re.escape(fragment)}"):
+        backend.predict(np.zeros((1, 3, 32, 32), np.float32))

@@ -1,7 +1,9 @@
 """The Backend contract: `card`, `name`, `predict(float32 NCHW) -> logits [N, C]`, `close()`.
 
 Subclasses implement `_predict`; the base class checks the input against the card (shape, dtype), so an
-artifact fed the wrong size fails with a clear message instead of returning garbage.
+artifact fed the wrong size fails with a clear message instead of returning garbage, and checks the first
+answer (one score per class of the card, all finite), so a graph that disagrees with its card or gives NaN
+is one line naming the file, not "buildings nan%".
 """
 
 from __future__ import annotations
@@ -20,10 +22,26 @@ class Backend:
     notes: tuple = ()  # one-line messages for the caller to print (fallbacks, choices made for the user)
     last_gpu_ms: float | None = None  # GPU compute time of the last call (CUDA events), where the backend has it
 
+    _answered = False  # set once the first output passed _check_output
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         batch = self._check_input(batch)
-        logits = self._predict(batch)
-        return np.asarray(logits, dtype=np.float32)
+        logits = np.asarray(self._predict(batch), dtype=np.float32)
+        if not self._answered:
+            self._check_output(logits, len(batch))
+            self._answered = True
+        return logits
+
+    def _check_output(self, logits: np.ndarray, rows: int) -> None:
+        where = getattr(self, "path", None) or self.name
+        classes = self.card.num_classes
+        if logits.shape != (rows, classes):
+            raise TledgeError(f"{where}: the model answers with shape {tuple(logits.shape)} for {rows} image(s) but "
+                              f"its card names {classes} classes (expected [{rows}, {classes}]); re-export it")
+        if not np.isfinite(logits).all():
+            bad = int((~np.isfinite(logits)).sum())
+            raise TledgeError(f"{where}: the model gives {bad} non-finite score(s) (NaN or inf) on its first call; "
+                              "its weights are damaged or it was trained on NaN losses; retrain or re-export it")
 
     def _predict(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -143,7 +143,7 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(zip(providers, settings)))
         except Exception as exc:  # noqa: BLE001 - protobuf parse errors, invalid graphs
             raise TledgeError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-        self.card: ModelCard = card_from_onnx_session(self.session)
+        self.card: ModelCard = card_from_onnx_session(self.session, self.path)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self._check_graph_matches_card()
@@ -166,7 +166,7 @@ class OnnxRuntimeBackend(Backend):
             session = ort.InferenceSession(str(self.path), sess_options=light, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
             raise TledgeError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-        return card_from_onnx_session(session)
+        return card_from_onnx_session(session, self.path)
 
     def _check_graph_matches_card(self) -> None:
         shape = self.session.get_inputs()[0].shape
@@ -177,6 +177,11 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.path}: graph input {shape} disagrees with its model card [N, 3, {height}, {width}]; re-export it"
             )
         self.max_batch = shape[0] if isinstance(shape[0], int) else None
+        out = self.session.get_outputs()[0].shape
+        width = out[-1] if len(out) == 2 else None
+        if len(out) != 2 or (isinstance(width, int) and width != self.card.num_classes):
+            raise TledgeError(f"{self.path}: the graph gives {out[1:] if len(out) != 2 else width} outputs per image "
+                              f"but its model card names {self.card.num_classes} classes; re-export it")
 
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]

@@ -34,6 +34,7 @@ class TorchBackend(Backend):
         if threads:
             torch.set_num_threads(int(threads))
         self.torch = torch
+        self.path = Path(path)
         self.device = resolve_torch_device(device)
         self.model, self.card = load_model(path, self.device)
         self.amp = bool(amp) and self.device.startswith("cuda")
