@@ -490,3 +490,137 @@ def test_first_answer_is_checked(base, answer, fragment):
     backend = Odd()
     with pytest.raises(TledgeError, match=f"odd.model: .*{re.escape(fragment)}"):
         backend.predict(np.zeros((1, 3, 32, 32), np.float32))
+
+
+# --------------------------------------------------------------------------------------------- kind 5
+NON_FINITE = [float("inf"), float("-inf"), float("nan")]
+
+
+def float_options():
+    """(job, options class, option) for every float option of every job's options object."""
+    import dataclasses
+
+    from tledge.option_tables import JOBS, options_class
+    from tledge.options import options_of
+
+    found = []
+    for job in JOBS:
+        cls = options_class(job)
+        for opt in options_of(cls):
+            if opt.base_type is float:
+                found.append((job, cls, opt))
+    assert len(found) >= 10, [o.name for _, _, o in found]
+    return found
+
+
+def required_values(cls) -> dict:
+    import dataclasses
+
+    return {f.name: "x" for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=["inf", "-inf", "nan"])
+def test_every_float_option_rejects_non_finite_values(value):
+    """Each float option of each options object (train, eval, export, predict, bench, sweep, demo...)."""
+    from tledge.errors import TledgeError
+
+    checked = []
+    for job, cls, opt in float_options():
+        with pytest.raises(TledgeError, match=re.escape(opt.flag) + ".*finite"):
+            cls(**{**required_values(cls), opt.name: value})
+        checked.append(f"{job}:{opt.flag}")
+    assert {"train:--lr", "train:--weight-decay", "train:--momentum", "train:--dropout", "train:--gamma",
+            "export:--calib-percentile", "export:--int8-budget", "export:--qat-lr", "bench:--min-time"} <= set(checked)
+
+
+def test_non_finite_numbers_on_the_command_line_and_the_api(base, capsys, tmp_path):
+    import tledge
+    from tledge.errors import TledgeError
+
+    b = base
+    project = tmp_path / "p"
+    cases = [
+        (["train", b["data"], *TINY, "--lr", "inf", "--project", project], "--lr"),
+        (["train", b["data"], *TINY, "--lr", "nan", "--project", project], "--lr"),
+        (["train", b["data"], *TINY, "--weight-decay", "inf", "--project", project], "--weight-decay"),
+        (["train", b["data"], *TINY, "--momentum", "-inf", "--project", project], "--momentum"),
+        (["train", b["data"], *TINY, "--width-mult", "nan", "--project", project], "--width-mult"),
+        (["train", b["data"], *TINY, "--split", "0.8,nan,0.2", "--project", project], "split"),
+        (["sweep", b["data"], "--models", "mobilenet_v2", "--lr", "1e-3,inf", "--epochs", "1", "--project", project],
+         "--lr"),
+        (["export", b["run"], "--formats", "onnx", "--tolerance", "onnx=inf", "--out", tmp_path / "e"], "--tolerance"),
+        (["export", b["run"], "--formats", "onnx", "--tolerance", "onnx=nan", "--out", tmp_path / "e"], "--tolerance"),
+        (["export", b["run"], "--formats", "int8", "--int8-budget", "inf", "--out", tmp_path / "e"], "--int8-budget"),
+        (["export", b["run"], "--formats", "int8", "--calib-method", "percentile", "--calib-percentile", "nan",
+          "--out", tmp_path / "e"], "--calib-percentile"),
+        (["bench", b["onnx"], "--min-time", "inf", "--out", tmp_path / "b"], "--min-time"),
+    ]
+    for args, flag in cases:
+        assert_fails(cli(capsys, *args), 2, flag)
+    api_cases = [
+        (lambda: tledge.train(b["data"], lr=float("inf"), project=str(project)), "--lr"),
+        (lambda: tledge.export(b["run"], formats=["int8"], int8_budget=float("nan"), out=str(tmp_path / "e")),
+         "--int8-budget"),
+        (lambda: tledge.bench(b["onnx"], min_time=float("inf")), "--min-time"),
+    ]
+    for call, flag in api_cases:
+        with pytest.raises(TledgeError, match=re.escape(flag)):
+            call()
+    assert tree(tmp_path) == set()  # refused before any folder
+
+
+def test_threads_bounded_by_the_cores(base, capsys, tmp_path):
+    import torch
+
+    from tledge.runtime.backends import load_backend
+    from tledge.runtime.backends.base import usable_cores
+
+    cores = usable_cores()
+    warning = f"warning: --threads 10000 is more than the {cores} core(s) this process may use; using {cores}"
+    onnx = load_backend(base["onnx"], "cpu", threads=10000)
+    assert onnx.notes == [warning]
+    assert onnx.session.get_session_options().intra_op_num_threads == cores
+    assert load_backend(base["onnx"], "cpu", threads=cores).notes == []
+    before = torch.get_num_threads()
+    try:
+        pt = load_backend(base["run"], "cpu", threads=10000)
+        assert pt.notes == [warning] and torch.get_num_threads() == cores
+    finally:
+        torch.set_num_threads(before)
+    code, out, err = cli(capsys, "predict", base["onnx"], base["image"], "--threads", "10000", "--warmup", "0")
+    assert code == 0 and warning in out + err
+    code, out, err = cli(capsys, "bench", base["onnx"], "--threads", "10000", "--iters", "1", "--warmup", "0",
+                         "--batch", "1", "--out", tmp_path / "b")
+    assert code == 0 and warning in out + err
+
+
+def test_warm_up_and_batch_bounded_by_the_data(base, capsys, tmp_path):
+    """--batch far beyond the data: the warm-up and the batches hold at most as many items as there are."""
+    from tledge.runtime.backends import onnxrt
+
+    shapes = []
+    real = onnxrt.OnnxRuntimeBackend._predict
+
+    def spy(self, batch):
+        shapes.append(batch.shape[0])
+        return real(self, batch)
+
+    onnxrt.OnnxRuntimeBackend._predict = spy
+    try:
+        cases = [  # (source, extra options, largest batch seen incl. warm-up, summary batch)
+            (base["image"], ["--batch", "100000"], 1),
+            (base["data"] / "red", ["--batch", "100000"], 8),
+            (base["data"] / "red", ["--batch", "3"], 3),
+            (base["data"] / "red", ["--batch", "100000", "--max-frames", "2"], 2),
+        ]
+        for source, extra, expected in cases:
+            shapes.clear()
+            summary = tmp_path / "s.json"
+            code, _, err = cli(capsys, "predict", base["onnx"], source, "--warmup", "2", *extra, "--summary-json",
+                               summary)
+            assert code == 0, err
+            assert max(shapes) == expected and shapes[:2] == [expected, expected], (extra, shapes)
+            assert json.loads(summary.read_text())["batch"] == expected
+    finally:
+        onnxrt.OnnxRuntimeBackend._predict = real

@@ -108,6 +108,17 @@ def warm_up(backend, batch: int, iterations: int) -> None:
     backend.synchronize()
 
 
+def _known_items(source, max_frames: int | None) -> list[int]:
+    """How many items the run can see at most, where that is known (files, --max-frames); [] otherwise."""
+    known = [max_frames] if max_frames else []
+    if getattr(source, "kind", None) == "images":
+        try:
+            known.append(max(1, len(source)))
+        except TypeError:
+            pass
+    return known
+
+
 def predict_stream(backend, source: Source | Iterable[Item], options: PredictOptions | None = None,
                    sinks: Sequence[Sink] = (), clock: Clock = time.perf_counter) -> dict:
     """Run the loop until the source ends, `max_frames` is reached or Ctrl-C; return the summary dict."""
@@ -116,6 +127,7 @@ def predict_stream(backend, source: Source | Iterable[Item], options: PredictOpt
     batch_size = max(1, int(options.batch))
     if backend.max_batch is not None:
         batch_size = min(batch_size, backend.max_batch)
+    batch_size = min([batch_size, *_known_items(source, options.max_frames)])  # no batch (nor warm-up) beyond the data
     times = StageTimes()
     meter = _RateMeter()
     skipped: list[dict] = []

@@ -8,10 +8,29 @@ is one line naming the file, not "buildings nan%".
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from tledge.card import ModelCard
 from tledge.errors import TledgeError
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or taskset's limit), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cap_threads(threads: int | None, flag: str = "--threads") -> tuple[int | None, str | None]:
+    """`threads` bounded by the usable cores, and the warning to print when it was lowered (more threads
+    than cores only contend: 10,000 of them starve the machine)."""
+    cores = usable_cores()
+    if threads is None or threads <= cores:
+        return threads, None
+    return cores, f"warning: {flag} {threads} is more than the {cores} core(s) this process may use; using {cores}"
 
 
 class Backend:

@@ -25,7 +25,7 @@ import numpy as np
 
 from tledge.card import ModelCard, card_from_onnx_session
 from tledge.errors import TledgeError, require
-from tledge.runtime.backends.base import Backend
+from tledge.runtime.backends.base import Backend, cap_threads
 
 PROVIDER_ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -115,6 +115,9 @@ class OnnxRuntimeBackend(Backend):
         ort = require("onnxruntime", "cpu", "running an .onnx model")
         self.path = Path(path)
         self.notes: list[str] = []
+        threads, note = cap_threads(threads)
+        if note:
+            self.notes.append(note)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
