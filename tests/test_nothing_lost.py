@@ -624,3 +624,85 @@ def test_warm_up_and_batch_bounded_by_the_data(base, capsys, tmp_path):
             assert json.loads(summary.read_text())["batch"] == expected
     finally:
         onnxrt.OnnxRuntimeBackend._predict = real
+
+
+# --------------------------------------------------------------------------------------------- kind 7
+def test_python_api_raises_tledge_errors(base, tmp_path):
+    """Bad input to every public function is a TledgeError (never cv2.error, TypeError, IndexError,
+    AttributeError), with a message that says what was given."""
+    import tledge
+    from tledge.errors import TledgeError
+
+    b = base
+    model = tledge.load(b["onnx"])
+    closed = tledge.load(b["onnx"])
+    closed.close()
+    closed.close()  # twice is harmless
+    cases = [
+        # load
+        (lambda: tledge.load(None), "got None"),
+        (lambda: tledge.load(123), "got a int"),
+        (lambda: tledge.load(b"model.onnx"), "bytes"),
+        (lambda: tledge.load(""), "empty string"),
+        (lambda: tledge.load(tmp_path / "missing.onnx"), "no such file"),
+        (lambda: tledge.load(b["onnx"], topk="5"), "topk '5'"),
+        (lambda: tledge.load(b["onnx"], topk=0), "topk 0"),
+        (lambda: tledge.load(b["onnx"], batch=1.5), "batch 1.5"),
+        # predict
+        (lambda: model.predict(None), "got None"),
+        (lambda: model.predict(5), "got a int"),
+        (lambda: model.predict(b"\x89PNG"), "bytes"),
+        (lambda: model.predict(np.array([])), "HxWx3 uint8"),
+        (lambda: model.predict(np.zeros((0, 0, 3), np.uint8)), "at least one pixel"),
+        (lambda: model.predict(np.zeros((0, 10, 3), np.uint8)), "at least one pixel"),
+        (lambda: model.predict(np.zeros((8, 8), np.uint8)), "HxWx3 uint8"),
+        (lambda: model.predict(np.zeros((8, 8, 3), np.float32)), "HxWx3 uint8"),
+        (lambda: model.predict([None]), "item 0 is None"),
+        (lambda: model.predict([str(b["image"]), None]), "item 1 is None"),
+        (lambda: model.predict([b["image"].read_bytes()]), "item 0 is"),
+        (lambda: model.predict([3.5]), "item 0 is a float"),
+        (lambda: model.predict(tmp_path / "missing.png"), "no such image"),
+        # a closed model
+        (lambda: closed.predict(str(b["image"])), "was closed"),
+        (lambda: list(closed.stream(str(b["data"] / "red"))), "was closed"),
+        # stream
+        (lambda: list(model.stream(np.zeros((8, 8, 3), np.uint8))), "use predict()"),
+        (lambda: list(model.stream(None)), "got None"),
+        (lambda: list(model.stream(b"0")), "bytes"),
+        # the other doors
+        (lambda: tledge.export(None), "export() needs"),
+        (lambda: tledge.bench(None), "bench() needs"),
+        (lambda: tledge.bench([b["onnx"], None]), "bench() needs"),
+        (lambda: tledge.evaluate(None), "must be given"),
+        (lambda: tledge.train(None), "needs DATA"),
+    ]
+    try:
+        for call, fragment in cases:
+            with pytest.raises(TledgeError) as caught:
+                call()
+            assert type(caught.value).__module__.startswith("tledge"), caught.value
+            assert fragment in str(caught.value), (fragment, str(caught.value))
+            assert "\n" not in str(caught.value)
+    finally:
+        model.close()
+
+
+def test_python_api_accepts_pil_images(base):
+    """A PIL image (RGB, RGBA, grayscale, palette) gives the answer its RGB pixels give as an array."""
+    from PIL import Image
+
+    import tledge
+    from tledge.preprocess import load_image
+
+    rgb = load_image(base["image"])
+    pil = Image.fromarray(rgb)
+    with tledge.load(base["onnx"]) as model:
+        reference = model.predict(rgb)[0]
+        assert reference.label in ("red", "green", "blue")
+        for image in (pil, pil.convert("RGBA"), [pil, pil]):
+            got = model.predict(image)
+            assert [p.label for p in got] == [reference.label] * len(got)
+        assert model.predict(pil)[0].score == pytest.approx(reference.score, abs=1e-6)
+        for lossy in (pil.convert("L"), pil.convert("P")):  # other pixels: any label, but an answer
+            answer = model.predict(lossy)[0]
+            assert answer.label in ("red", "green", "blue") and 0 < answer.score <= 1
