@@ -706,3 +706,120 @@ def test_python_api_accepts_pil_images(base):
         for lossy in (pil.convert("L"), pil.convert("P")):  # other pixels: any label, but an answer
             answer = model.predict(lossy)[0]
             assert answer.label in ("red", "green", "blue") and 0 < answer.score <= 1
+
+
+# --------------------------------------------------------------------------------------------- kind 6
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs inside tmp_path (a real full disk: ENOSPC from the kernel); skipped where mounting is not
+    allowed (not root)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path, leave: int) -> None:
+    """Fill `disk` until about `leave` bytes are free."""
+    filler = disk / "filler"
+    filler.unlink(missing_ok=True)
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(filler, "wb") as handle:
+        try:
+            handle.write(b"\0" * max(0, free - leave))
+            handle.flush()
+        except OSError:
+            pass
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*.tmp"))
+
+
+def test_full_disk_and_write_errors_are_one_line(base, capsys, tmp_path, small_disk, monkeypatch):
+    """ENOSPC (a real full tmpfs, and a /dev/full node), EIO (injected at fsync) and ENAMETOOLONG: one line,
+    exit 2, naming the file and what was kept; no temp file left; the next run works."""
+    b = base
+    disk = small_disk
+    full = tmp_path / "full"
+    os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # /dev/full's numbers: every write is ENOSPC
+    (disk / "s.json").write_text('{"previous": true}\n')
+    P = ["predict", b["onnx"]]
+    no_space = "No space left on device"
+    cases = [  # (args, bytes left free, fragments)
+        (["eval", b["run"], "--json", disk / "m.json"], 0, [no_space, "m.json was not written"]),
+        ([*P, b["image"], "--warmup", "0", "--summary-json", disk / "s.json"], 0,
+         [no_space, "previous s.json is kept unchanged"]),
+        ([*P, b["data"] / "red", "--warmup", "0", "--json", disk / "p.jsonl"], 0, [no_space, "line(s)"]),
+        ([*P, b["data"] / "red", "--warmup", "0", "--csv", disk / "p.csv"], 0, [no_space, "p.csv"]),
+        (["export", b["run"], "--formats", "onnx", "--no-parity", "--out", disk / "e"], 0, [no_space]),
+        (["train", b["data"], *TINY, "--epochs", "1", "--project", disk / "runs", "--name", "r"], 200_000,
+         [no_space, "best.pt"]),
+        ([*P, b["image"], "--warmup", "0", "--json", full], None, [no_space, "full"]),
+        ([*P, b["image"], "--warmup", "0", "--summary-json", full], None, [no_space, "full"]),
+        (["eval", b["run"], "--json", full], None, [no_space, "full"]),
+    ]
+    for args, leave, fragments in cases:
+        if leave is not None:
+            fill(disk, leave)
+        code, out, err = cli(capsys, *args)
+        assert_fails((code, out, err), 2, *fragments)
+        assert leftovers(disk) == [] and leftovers(b["run"]) == [], args
+        assert "next:" not in out  # export names no artifact that was not written
+    assert (disk / "s.json").read_text() == '{"previous": true}\n'
+    assert not (disk / "e").exists() and not (disk / "runs" / "r").exists()
+    assert stat.S_ISCHR(os.lstat(full).st_mode)
+
+    # EIO on the second write of last.pt: last.pt keeps epoch 1, the message says so, and --resume goes on
+    import tledge.atomic as atomic
+
+    real_fsync, writes = os.fsync, {"last": 0}
+
+    def failing_fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1].startswith(".last.pt."):
+            writes["last"] += 1
+            if writes["last"] == 2:
+                raise OSError(5, "Input/output error")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
+    project = tmp_path / "runs"
+    code, out, err = cli(capsys, "train", b["data"], *TINY, "--epochs", "2", "--project", project, "--name", "eio")
+    assert_fails((code, out, err), 2, "Input/output error", "previous last.pt is kept unchanged")
+    assert f"{project / 'eio' / 'last.pt'} holds epoch 1; once the disk is fixed, resume with" in out
+    monkeypatch.setattr(atomic.os, "fsync", real_fsync)
+    assert leftovers(project) == []
+    code, _, err = cli(capsys, "train", "--resume", project / "eio")
+    assert code == 0, err
+    assert json.loads((project / "eio" / "metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_names_too_long_are_found_before_work(base, capsys, tmp_path):
+    b = base
+    long = "n" * 300
+    out = tmp_path / "out"
+    cases = [
+        (["predict", b["onnx"], b["image"], "--json", out / f"{long}.jsonl"], "--json"),
+        (["predict", b["onnx"], b["image"], "--csv", out / f"{long}.csv"], "--csv"),
+        (["predict", b["onnx"], b["image"], "--summary-json", out / long / "s.json"], "--summary-json"),
+        (["predict", b["onnx"], b["data"], "--save", out / long], "--save"),
+        (["eval", b["run"], "--json", out / f"{long}.json"], "--json"),
+        (["export", b["run"], "--formats", "onnx", "--out", out / long], "--out"),
+        (["bench", b["onnx"], "--out", out / long, "--iters", "1"], "--out"),
+        (["train", b["data"], *TINY, "--project", out / long], "--project"),
+    ]
+    for args, option in cases:
+        assert_fails(cli(capsys, *args), 2, option, "bytes and this file system allows", "choose a shorter name")
+    assert tree(tmp_path) == set()
+    # a name near the limit (250 bytes) is written: the temp file's name is cut to fit
+    near = out / ("s" * 245 + ".json")
+    code, _, err = cli(capsys, "predict", b["onnx"], b["image"], "--warmup", "0", "--summary-json", near)
+    assert code == 0, err
+    assert json.loads(near.read_text())["items"] == 1 and leftovers(out) == []

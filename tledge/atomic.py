@@ -15,6 +15,7 @@ file elsewhere first), and a symlink keeps being a link while the file it points
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -24,6 +25,34 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from tledge.errors import WriteError
+
+# Failures of the machine, not of tledge: one line naming the file and what was kept, exit 2 (tledge.errors).
+WRITE_ERRNOS = {errno.ENOSPC: "free some space or choose another folder",
+                errno.EDQUOT: "the disk quota is used up; free some space or choose another folder",
+                errno.EIO: "the disk or card reported an I/O error; check it (dmesg) or choose another folder",
+                errno.ENAMETOOLONG: "choose a shorter name",
+                errno.EROFS: "the file system is read-only; choose another folder",
+                errno.EFBIG: "the file is larger than this file system allows; choose another folder"}
+TEMP_NAME_ROOM = 200  # bytes of the published name kept in a temp file's name (NAME_MAX is 255 on most systems)
+
+
+def write_error(path: str | Path, exc: OSError, kept: str) -> WriteError | None:
+    """The one-line error for a failed write of `path` (None when `exc` is not a machine failure)."""
+    if exc.errno not in WRITE_ERRNOS:
+        return None
+    return WriteError(f"cannot write {path}: {exc.strerror or os.strerror(exc.errno)}; {kept}; "
+                      f"{WRITE_ERRNOS[exc.errno]}")
+
+
+def _kept(path: Path) -> str:
+    return f"the previous {path.name} is kept unchanged" if os.path.lexists(path) else f"{path.name} was not written"
+
+
+def _temp_prefix(name: str) -> str:
+    """`.NAME.` with NAME cut to fit: a published name near the file system's limit still gets a temp file."""
+    return "." + name.encode("utf-8")[:TEMP_NAME_ROOM].decode("utf-8", "ignore") + "."
 
 
 @contextlib.contextmanager
@@ -35,19 +64,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with _written_through(Path(path)) as tmp_path:
             yield tmp_path
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    kept = _kept(target)
+    tmp_path = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target.name), suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, target)
         _fsync_dir(target.parent)
+    except OSError as exc:
+        error = write_error(path, exc, kept)
+        if error is None:
+            raise
+        raise error from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
@@ -84,13 +120,18 @@ def publish_target(path: str | Path) -> Path | None:
 @contextlib.contextmanager
 def _written_through(path: Path) -> Iterator[Path]:
     """A temp path in the system temp folder; on success its bytes are copied into `path` (never renamed)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb") as source, open(path, "wb") as sink:
             shutil.copyfileobj(source, sink)
+    except OSError as exc:
+        error = write_error(path, exc, "what it received before the error stays there")
+        if error is None:
+            raise
+        raise error from None
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -22,8 +22,19 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     torch = require("torch", "train", "saving a checkpoint")
     from tledge.atomic import atomic_write_with
 
+    def write(tmp: Path) -> None:
+        """Through a file object, so a failed write (disk full, I/O error) is the OSError with its errno, not
+        torch's "unexpected pos" RuntimeError that follows it."""
+        with open(tmp, "wb") as handle:
+            try:
+                torch.save(state, handle)
+            except RuntimeError as exc:
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                raise
+
     path = Path(path)
-    atomic_write_with(path, lambda tmp: torch.save(state, tmp))
+    atomic_write_with(path, write)
     return path
 
 

@@ -62,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             click.echo(f"interrupted{_by(stop)}", err=True)
             return stop.exit_code or 130
+        except OSError as exc:  # a write the library did not wrap: a full disk is still one line, not a traceback
+            from tledge.atomic import WRITE_ERRNOS
+
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror}; {WRITE_ERRNOS[exc.errno]}", err=True)
+            return 2
     return 0
 
 

@@ -36,6 +36,7 @@ def check_output_file(path: str | Path, option: str) -> Path:
         raise TledgeError(f"{option} {path}: the file exists and is not writable; choose another path or fix its "
                           "permissions")
     _check_parent(path.parent, option, path)
+    _check_name_lengths(path, option)
     return path
 
 
@@ -48,6 +49,7 @@ def check_output_dir(path: str | Path, option: str) -> Path:
         _require_writable(path, option, path)
         return path
     _check_parent(path.parent, option, path)
+    _check_name_lengths(path, option)
     return path
 
 
@@ -141,6 +143,31 @@ def clean_stale_temp_files(folder: str | Path) -> list[Path]:
             except OSError:
                 pass
     return removed
+
+
+def _check_name_lengths(path: Path, option: str) -> None:
+    """Each name in the path within the file system's NAME_MAX, the whole within PATH_MAX (ENAMETOOLONG
+    found before any work, not at the last write)."""
+    ancestor = path.absolute()
+    while not ancestor.exists() and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    name_max, path_max = _limit(ancestor, "PC_NAME_MAX", 255), _limit(ancestor, "PC_PATH_MAX", 4096)
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            raise TledgeError(f"{option} {path}: the name {part[:24]}… is {size} bytes and this file system allows "
+                              f"{name_max}; choose a shorter name")
+    size = len(os.fsencode(str(path.absolute())))
+    if size >= path_max:
+        raise TledgeError(f"{option} {str(path)[:48]}…: the path is {size} bytes and this system allows {path_max - 1}; "
+                          "choose a shorter path")
+
+
+def _limit(folder: Path, name: str, default: int) -> int:
+    try:
+        return int(os.pathconf(folder, name))
+    except (OSError, ValueError, AttributeError):
+        return default
 
 
 def _plain(path: str | Path, option: str) -> str:

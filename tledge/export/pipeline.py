@@ -122,7 +122,8 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         _write_int8_report(job, result)
         echo(result.table())
         result.next_commands = next_commands(result, job.run_dir, job.options.parity_data)
-        echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
+        if result.next_commands:
+            echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
         result.failure = worst_outcome(result)
     finally:
         if created and job.out.is_dir() and not any(job.out.iterdir()):
