@@ -823,3 +823,50 @@ def test_names_too_long_are_found_before_work(base, capsys, tmp_path):
     code, _, err = cli(capsys, "predict", b["onnx"], b["image"], "--warmup", "0", "--summary-json", near)
     assert code == 0, err
     assert json.loads(near.read_text())["items"] == 1 and leftovers(out) == []
+
+
+# --------------------------------------------------------------------------------------------- kind 8
+def exif_rotated_jpeg(path: Path) -> np.ndarray:
+    """A 64x256 JPEG, bright on its left 32 columns as stored, tagged EXIF orientation 6 (a phone held
+    upright: viewers turn it 90°). Returns the stored pixels' layout as RGB."""
+    from PIL import Image
+
+    stored = np.zeros((64, 256, 3), np.uint8)
+    stored[:, :32] = 255
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[274] = 6
+    image.save(path, "JPEG", exif=exif.tobytes())
+    return stored
+
+
+@pytest.mark.parametrize("path_name, decode", [
+    ("full decode", lambda data, path: __import__("tledge.preprocess").preprocess.decode_image(data)),
+    ("reduced 1/2", lambda data, path: __import__("tledge.preprocess").preprocess.decode_image(data, (32, 32))),
+    ("reduced 1/4", lambda data, path: __import__("tledge.preprocess").preprocess.decode_image(data, (16, 16))),
+    ("reduced 1/8", lambda data, path: __import__("tledge.preprocess").preprocess.decode_image(data, (8, 8))),
+    ("load_image --fast-decode", lambda data, path: __import__("tledge.preprocess").preprocess.load_image(path, (8, 8))),
+    ("Pillow fallback", lambda data, path: __import__("tledge.preprocess").preprocess._decode_with_pillow(path)),
+])
+def test_one_orientation_rule_for_every_decode_path(tmp_path, path_name, decode):
+    """EXIF orientation is ignored by every decode path, as training's decode does: --fast-decode no longer
+    turns a phone photo 90° that training saw upright as stored."""
+    path = tmp_path / "phone.jpg"
+    exif_rotated_jpeg(path)
+    image = decode(path.read_bytes(), path)
+    height, width = image.shape[:2]
+    assert width == 4 * height, (path_name, image.shape)  # stored layout (wide), not turned (tall)
+    assert image[:, : width // 16].mean() > 200 and image[:, width // 2:].mean() < 30  # bright stripe on the left
+
+
+def test_fast_decode_predicts_the_stored_orientation(base, capsys, tmp_path):
+    path = tmp_path / "phone.jpg"
+    exif_rotated_jpeg(path)
+    answers = []
+    for extra in ([], ["--fast-decode"]):
+        summary = tmp_path / "s.jsonl"
+        code, _, err = cli(capsys, "predict", base["onnx"], path, "--warmup", "0", "--json", summary, *extra)
+        assert code == 0, err
+        answers.append(json.loads(summary.read_text()))
+    assert answers[0]["label"] == answers[1]["label"]
+    assert answers[0]["prob"] == pytest.approx(answers[1]["prob"], abs=0.05)
