@@ -870,3 +870,64 @@ def test_fast_decode_predicts_the_stored_orientation(base, capsys, tmp_path):
         answers.append(json.loads(summary.read_text()))
     assert answers[0]["label"] == answers[1]["label"]
     assert answers[0]["prob"] == pytest.approx(answers[1]["prob"], abs=0.05)
+
+
+def test_resuming_a_finished_run_touches_nothing(base, capsys, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(base["run"], run)
+    before = contents(run)
+    code, out, err = cli(capsys, "train", "--resume", run)
+    assert code == 0, err
+    assert f"{run} finished already (1 epochs; see metrics.json): nothing to resume, its files are unchanged" in out
+    assert contents(run) == before  # best.pt unchanged: its export is not made stale
+    code, out, err = cli(capsys, "predict", run / "export" / "model.onnx", base["image"], "--warmup", "0")
+    assert code == 0 and "exported from another checkpoint" not in out + err
+
+
+@pytest.mark.parametrize("emptied, warned", [
+    ({"val": ["blue"]}, ["class(es) 'blue' have no val images"]),
+    ({"test": ["blue"]}, ["class(es) 'blue' have no test images"]),
+    ({"test": ["blue", "green"]}, ["class(es) 'blue', 'green' have no test images"]),
+    ({"val": ["red"], "test": ["red"]}, ["class(es) 'red' have no val images", "class(es) 'red' have no test images"]),
+    ({}, []),
+])
+def test_a_class_missing_from_val_or_test_is_warned(make_image_folder, emptied, warned):
+    import shutil
+
+    from tledge.train.data import build_splits
+
+    root = make_image_folder(classes=("red", "green", "blue"), splits={"train": 4, "val": 2, "test": 2})
+    for split, classes in emptied.items():
+        for name in classes:
+            shutil.rmtree(root / split / name)
+            (root / split / name).mkdir()
+    _, report = build_splits(root, (0.8, 0.1, 0.1), 0)
+    got = [w for w in report.warnings if "have no" in w]
+    assert [w.split(":")[0] for w in got] == warned
+    assert all("left out of macro averages" in w for w in got)
+
+
+@pytest.mark.parametrize("y_true, y_pred, macro_f1, unmeasured", [
+    ([0, 0, 1, 1], [0, 0, 1, 1], 1.0, ["c"]),            # c has no images and is never predicted: not a 0
+    ([0, 0, 1], [0, 2, 1], (2 / 3 + 1 + 0) / 3, []),       # c predicted without images: its 0 counts (sklearn)
+    ([0, 1, 2], [0, 1, 2], 1.0, []),
+    ([], [], 0.0, []),
+])
+def test_macro_averages_count_only_classes_that_occur(y_true, y_pred, macro_f1, unmeasured):
+    from tledge.metrics import classification_report
+
+    report = classification_report(y_true, y_pred, ["a", "b", "c"])
+    assert report["macro"]["f1"] == pytest.approx(macro_f1)
+    assert report["unmeasured"] == unmeasured
+
+
+def test_a_missing_provider_is_what_readme_says():
+    from tledge.errors import TledgeError
+    from tledge.runtime.backends import onnxrt
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "(one this onnxruntime does not have\nat all is exit 2 with the install fix)" in readme
+    with pytest.raises(TledgeError, match="'tensorrt' is not available here"):
+        onnxrt.choose_providers(["CPUExecutionProvider"], provider="tensorrt")
