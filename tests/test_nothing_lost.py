@@ -931,3 +931,55 @@ def test_a_missing_provider_is_what_readme_says():
     assert "(one this onnxruntime does not have\nat all is exit 2 with the install fix)" in readme
     with pytest.raises(TledgeError, match="'tensorrt' is not available here"):
         onnxrt.choose_providers(["CPUExecutionProvider"], provider="tensorrt")
+
+
+# --------------------------------------------------------------------------------------------- kind 9
+def test_messages_name_the_option_the_value_and_the_fix(base, capsys, tmp_path, monkeypatch):
+    import shutil
+
+    b = base
+    photo = tmp_path / "photo.jpg"
+    shutil.copy(b["image"], tmp_path / "photo.png")
+    import cv2
+
+    cv2.imwrite(str(photo), cv2.imread(str(b["image"])))
+    # a run whose data folder was moved away after training
+    data, moved = tmp_path / "data", tmp_path / "moved"
+    shutil.copytree(b["data"], data)
+    run = tmp_path / "run"
+    shutil.copytree(b["run"], run, ignore=shutil.ignore_patterns("export"))
+    splits = json.loads((run / "splits.json").read_text())
+    (run / "splits.json").write_text(json.dumps({**splits, "root": str(data)}))
+    data.rename(moved)
+    torch_home = tmp_path / "torch_home"
+    torch_home.write_text("a file where a folder goes\n")
+    project = tmp_path / "p"
+    cases = [
+        (["eval", b["onnx"]], {}, [str(b["onnx"]), "is an ONNX model, not a PyTorch checkpoint", "tledge predict"]),
+        (["export", b["onnx"], "--out", tmp_path / "e"], {}, ["is an ONNX model", "run folder or its best.pt"]),
+        (["eval", photo], {}, [str(photo), "is a JPEG image"]),
+        (["export", tmp_path / "photo.png", "--out", tmp_path / "e"], {}, ["is a PNG image"]),
+        (["train", b["data"], *TINY, "--epochs", "1", "--weights", photo, "--project", project], {},
+         ["--weights", str(photo), "is a JPEG image", "imagenet, none"]),
+        (["train", b["data"], *TINY, "--epochs", "1", "--weights", b["onnx"], "--project", project], {},
+         ["--weights", "is an ONNX model"]),
+        (["export", run, "--formats", "onnx", "--out", tmp_path / "e"], {}, [str(data), "which is gone", "--parity-data"]),
+        (["eval", run], {}, [str(data), "which is gone", "tledge eval RUN DATA"]),
+        (["bench", run / "best.pt", "--iters", "1", "--out", tmp_path / "b"], {}, []),  # a bare .pt: no split used
+        (["bench", run, "--iters", "1", "--warmup", "0", "--batch", "1", "--out", tmp_path / "b2"], {},
+         ["which is gone", "--data DIR"]),
+        (["train", b["data"], "--model", "mobilenet_v2", "--weights", "imagenet", "--img-size", "32", "--epochs", "1",
+          "--workers", "0", "--project", project], {"TORCH_HOME": str(torch_home)},
+         [f"TORCH_HOME={torch_home}", "is a file, not a folder"]),
+    ]
+    for args, env, fragments in cases:
+        with monkeypatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            result = cli(capsys, *args)
+        if not fragments:
+            assert result[0] == 0, result
+            continue
+        err = assert_fails(result, 2, *fragments)
+        assert err.count("\n") == 1 and "weights_only" not in err and "offline" not in err, err
+    assert not project.exists() and not (tmp_path / "e").exists()

@@ -183,6 +183,8 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
                         [("the checkpoint", ckpt), ("--calib-data", o.calib_data), ("--parity-data", o.parity_data),
                          ("--int8-recipe", o.int8_recipe)])
     splits = Splits.load(run_dir) if run_dir is not None and (run_dir / SPLITS_FILE).is_file() else None
+    if splits is not None and o.parity and o.parity_data is None:
+        splits.paths("test")  # a data folder moved since training is one error now, not after the export
     model, card = load_model(ckpt)
     card = card.replace(checkpoint_sha256=file_sha256(ckpt))
 
