@@ -1,9 +1,13 @@
-"""Nothing lost, nothing silent (issue 22): outputs never replace device nodes, FIFOs or symlinks, never
-destroy an input or another output; SIGTERM behaves as Ctrl-C; artifacts are checked when they load;
-options stay finite and bounded; the Python API raises TledgeError.
+"""Nothing lost, nothing silent (issue 22), one section per kind of the issue: (1) outputs never replace
+device nodes, FIFOs or symlinks; (2) never destroy an input or another output; (3) SIGTERM behaves as
+Ctrl-C; (4) artifacts are checked when they load; (5) options stay finite and bounded; (6) a full disk,
+an I/O error or a name too long is one line; (7) the Python API raises TledgeError; (8) no silent wrong
+results (EXIF orientation, finished runs, classes missing from a split); (9) messages name the option, the
+value and the fix.
 
 Each kind is a table of cases. Device nodes are made with os.mknod / os.mkfifo inside pytest's tmp folder
-(a character device with /dev/null's numbers), never the machine's own /dev files.
+(a character device with /dev/null's or /dev/full's numbers), never the machine's own /dev files; the full
+disk is a 4 MiB tmpfs mounted inside tmp_path (skipped where mounting is not allowed).
 """
 
 from __future__ import annotations
@@ -276,7 +280,6 @@ sys.exit(main(sys.argv[5:]))
 
 def run_until_marked(tmp_path: Path, target: str, nth: int, args: list, signum: int) -> tuple[int, str, str]:
     """`tledge ARGS` in a subprocess, sent `signum` once it reaches call `nth` of `target` (module:attr)."""
-    import signal  # noqa: F401 - signal numbers come from the caller
     import subprocess
     import sys
 
@@ -498,8 +501,6 @@ NON_FINITE = [float("inf"), float("-inf"), float("nan")]
 
 def float_options():
     """(job, options class, option) for every float option of every job's options object."""
-    import dataclasses
-
     from tledge.option_tables import JOBS, options_class
     from tledge.options import options_of
 
@@ -840,20 +841,24 @@ def exif_rotated_jpeg(path: Path) -> np.ndarray:
     return stored
 
 
-@pytest.mark.parametrize("path_name, decode", [
-    ("full decode", lambda data, path: __import__("tledge.preprocess").preprocess.decode_image(data)),
-    ("reduced 1/2", lambda data, path: __import__("tledge.preprocess").preprocess.decode_image(data, (32, 32))),
-    ("reduced 1/4", lambda data, path: __import__("tledge.preprocess").preprocess.decode_image(data, (16, 16))),
-    ("reduced 1/8", lambda data, path: __import__("tledge.preprocess").preprocess.decode_image(data, (8, 8))),
-    ("load_image --fast-decode", lambda data, path: __import__("tledge.preprocess").preprocess.load_image(path, (8, 8))),
-    ("Pillow fallback", lambda data, path: __import__("tledge.preprocess").preprocess._decode_with_pillow(path)),
-])
-def test_one_orientation_rule_for_every_decode_path(tmp_path, path_name, decode):
+@pytest.mark.parametrize("path_name", ["full decode", "reduced 1/2", "reduced 1/4", "reduced 1/8",
+                                       "load_image --fast-decode", "Pillow fallback"])
+def test_one_orientation_rule_for_every_decode_path(tmp_path, path_name):
     """EXIF orientation is ignored by every decode path, as training's decode does: --fast-decode no longer
     turns a phone photo 90° that training saw upright as stored."""
+    from tledge.preprocess import _decode_with_pillow, decode_image, load_image
+
+    decoders = {
+        "full decode": lambda path: decode_image(path.read_bytes()),
+        "reduced 1/2": lambda path: decode_image(path.read_bytes(), (32, 32)),
+        "reduced 1/4": lambda path: decode_image(path.read_bytes(), (16, 16)),
+        "reduced 1/8": lambda path: decode_image(path.read_bytes(), (8, 8)),
+        "load_image --fast-decode": lambda path: load_image(path, (8, 8)),
+        "Pillow fallback": _decode_with_pillow,
+    }
     path = tmp_path / "phone.jpg"
     exif_rotated_jpeg(path)
-    image = decode(path.read_bytes(), path)
+    image = decoders[path_name](path)
     height, width = image.shape[:2]
     assert width == 4 * height, (path_name, image.shape)  # stored layout (wide), not turned (tall)
     assert image[:, : width // 16].mean() > 200 and image[:, width // 2:].mean() < 30  # bright stripe on the left
@@ -938,10 +943,10 @@ def test_messages_name_the_option_the_value_and_the_fix(base, capsys, tmp_path, 
     import shutil
 
     b = base
-    photo = tmp_path / "photo.jpg"
-    shutil.copy(b["image"], tmp_path / "photo.png")
     import cv2
 
+    photo = tmp_path / "photo.jpg"
+    shutil.copy(b["image"], tmp_path / "photo.png")
     cv2.imwrite(str(photo), cv2.imread(str(b["image"])))
     # a run whose data folder was moved away after training
     data, moved = tmp_path / "data", tmp_path / "moved"
@@ -963,7 +968,8 @@ def test_messages_name_the_option_the_value_and_the_fix(base, capsys, tmp_path, 
          ["--weights", str(photo), "is a JPEG image", "imagenet, none"]),
         (["train", b["data"], *TINY, "--epochs", "1", "--weights", b["onnx"], "--project", project], {},
          ["--weights", "is an ONNX model"]),
-        (["export", run, "--formats", "onnx", "--out", tmp_path / "e"], {}, [str(data), "which is gone", "--parity-data"]),
+        (["export", run, "--formats", "onnx", "--out", tmp_path / "e"], {},
+         [str(data), "which is gone", "--parity-data"]),
         (["eval", run], {}, [str(data), "which is gone", "tledge eval RUN DATA"]),
         (["bench", run / "best.pt", "--iters", "1", "--out", tmp_path / "b"], {}, []),  # a bare .pt: no split used
         (["bench", run, "--iters", "1", "--warmup", "0", "--batch", "1", "--out", tmp_path / "b2"], {},

@@ -159,8 +159,8 @@ def _check_name_lengths(path: Path, option: str) -> None:
                               f"{name_max}; choose a shorter name")
     size = len(os.fsencode(str(path.absolute())))
     if size >= path_max:
-        raise TledgeError(f"{option} {str(path)[:48]}…: the path is {size} bytes and this system allows {path_max - 1}; "
-                          "choose a shorter path")
+        raise TledgeError(f"{option} {str(path)[:48]}…: the path is {size} bytes and this system allows "
+                          f"{path_max - 1}; choose a shorter path")
 
 
 def _limit(folder: Path, name: str, default: int) -> int:

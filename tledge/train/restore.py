@@ -43,5 +43,6 @@ def _check_run_classes(ckpt_path: Path, card: ModelCard) -> None:
         return  # not readable as a run's splits: nothing to compare with
     if list(names) != list(card.class_names):
         raise TledgeError(f"{ckpt_path}: its model card names {card.num_classes} classes "
-                          f"({', '.join(card.class_names)}) but {splits} has {len(names)} ({', '.join(map(str, names))}): not this run's "
-                          "checkpoint; copy back the run's own best.pt or retrain")
+                          f"({', '.join(card.class_names)}) but {splits} has {len(names)} "
+                          f"({', '.join(map(str, names))}): not this run's checkpoint; copy back the run's own best.pt "
+                          "or retrain")
