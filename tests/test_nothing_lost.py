@@ -329,6 +329,13 @@ def test_sigterm_is_handled_as_ctrl_c(base, capsys, tmp_path, signame, code):
                               tmp_path / "summary.json"]),
         "export": ("tledge.export.onnx_export:export_onnx", 1,
                    ["export", b["run"], "--formats", "onnx", "--no-parity", "--out", tmp_path / "export"]),
+        "predict --serve": ("tledge.runtime.predict:topk_records", 2,
+                            ["predict", b["onnx"], b["data"] / "red", "--warmup", "0", "--serve", "127.0.0.1:0",
+                             "--summary-json", tmp_path / "served.json"]),
+        "sweep": ("tledge.train.epochs:train_one_epoch", 1,
+                  ["sweep", b["data"], "--models", "mobilenet_v2", "--weights", "none", "--img-size", "32",
+                   "--batch-size", "8", "--augment", "none", "--epochs", "1", "--workers", "0", "--project",
+                   tmp_path / "sweeps"]),
     }
     results = {name: run_until_marked(tmp_path, target, nth, args, signum)
                for name, (target, nth, args) in cases.items()}
@@ -351,6 +358,13 @@ def test_sigterm_is_handled_as_ctrl_c(base, capsys, tmp_path, signame, code):
     assert "interrupted" in out.lower() or "1 item" in out
     facts = json.loads((tmp_path / "summary.json").read_text())
     assert facts["interrupted"] is True and facts["items"] == 1
+    # --serve: the same summary
+    served = json.loads((tmp_path / "served.json").read_text())
+    assert served["interrupted"] is True and served["items"] == 1
+    # sweep: the cell stopped, the results written, the resume command printed
+    _, out, _ = results["sweep"]
+    assert f"resume with: tledge sweep --resume {tmp_path / 'sweeps' / 'sweep'}" in out
+    assert (tmp_path / "sweeps" / "sweep" / "results.csv").is_file()
     # export: no output folder, no temp file left
     assert not (tmp_path / "export").exists()
     assert not list(Path(b["run"]).glob(".*.tmp"))
