@@ -1003,3 +1003,40 @@ def test_messages_name_the_option_the_value_and_the_fix(base, capsys, tmp_path, 
         err = assert_fails(result, 2, *fragments)
         assert err.count("\n") == 1 and "weights_only" not in err and "offline" not in err, err
     assert not project.exists() and not (tmp_path / "e").exists()
+
+
+def test_a_finite_http_video_ends(tmp_path):
+    """A video file served over HTTP plays once and ends (it was reopened and replayed forever as if it were
+    a live stream that dropped)."""
+    import functools
+    import http.server
+    import itertools
+    import socketserver
+
+    import cv2
+
+    from tledge.runtime.sources import open_source
+
+    folder = tmp_path / "www"
+    folder.mkdir()
+    writer = cv2.VideoWriter(str(folder / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(6):
+        writer.write(np.full((48, 64, 3), i * 40, np.uint8))
+    writer.release()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *_args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
+        with open_source(url) as source:
+            frames = list(itertools.islice(source, 30))
+        assert source.kind == "video"
+        assert len(frames) == 6
+    finally:
+        server.shutdown()
+        server.server_close()

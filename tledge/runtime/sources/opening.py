@@ -77,6 +77,9 @@ def open_source(spec: str | int, *, prepare: Callable[[np.ndarray], np.ndarray] 
         capture = _open_capture(spec, cv2.CAP_FFMPEG)
         if capture is None:
             raise TledgeError(f"cannot open stream {spec} (unreachable, wrong path, or not a video stream)")
+        if spec.lower().startswith(("http://", "https://")) and (capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) > 0:
+            # a video file served over HTTP has a frame count: it ends, where a live stream would be reopened
+            return VideoFileSource(spec, capture, queue_size=prefetch, prepare=prepare, clock=clock)
         return LiveSource(spec, capture, reopen=lambda: _open_capture(spec, cv2.CAP_FFMPEG), retries=retries,
                           retry_delay=retry_delay, clock=clock)
     path = Path(spec).expanduser()
