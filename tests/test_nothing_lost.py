@@ -1040,3 +1040,31 @@ def test_a_finite_http_video_ends(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_serve_waits_instead_of_spinning_when_out_of_file_descriptors(monkeypatch, capsys):
+    """accept() failing with EMFILE (idle viewers under `ulimit -n 64`) pauses the accept loop each time and
+    warns once; other accept errors are dropped as before, without a pause."""
+    import errno as errnos
+
+    from tledge.runtime import serve
+
+    class FailingSocket:
+        def __init__(self, code):
+            self.code = code
+
+        def accept(self):
+            raise OSError(self.code, os.strerror(self.code))
+
+    pauses = []
+    monkeypatch.setattr(serve.time, "sleep", pauses.append)
+    server = serve._LiveHTTPServer.__new__(serve._LiveHTTPServer)
+    server.connections = {object(), object()}
+    for code, expected_pauses in ((errnos.EMFILE, 3), (errnos.ENFILE, 3), (errnos.ECONNABORTED, 0)):
+        pauses.clear()
+        server.socket = FailingSocket(code)
+        for _ in range(3):
+            server._handle_request_noblock()  # what serve_forever calls when the listening socket is readable
+        assert pauses == [serve._LiveHTTPServer.out_of_files_pause] * expected_pauses, code
+    err = capsys.readouterr().err
+    assert err.count("serve: out of file descriptors (2 connections open; raise `ulimit -n`)") == 1
