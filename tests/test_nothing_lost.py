@@ -471,6 +471,12 @@ def test_artifacts_are_checked_when_they_load(base, capsys, tmp_path):
         assert err.count("\n") == 1, (name, err)  # one line
         with pytest.raises(TledgeError, match=fragment):
             tledge.load(artifact).predict(str(image))
+    # tledge info reads the card only: a malformed one is named with its file too
+    for name, artifact, fragment in cases:
+        if name.startswith(("std", "mean", "input size", "layout", "channel", "format", "repeated", "one class",
+                            "engine", "checkpoint std")):
+            shown = artifact.name + (".json" if artifact.suffix == ".engine" else "")
+            assert_fails(cli(capsys, "info", artifact), 2, fragment, shown)
     # bench runs every row, and the checked ones fail naming the file
     bench_cases = [c for c in cases if c[0] in ("8 classes on 3 outputs", "NaN outputs", "checkpoint with NaN weights")]
     code, out, err = cli(capsys, "bench", *[c[1] for c in bench_cases], "--iters", "1", "--warmup", "0", "--batch",
