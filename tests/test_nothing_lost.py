@@ -1074,3 +1074,27 @@ def test_serve_waits_instead_of_spinning_when_out_of_file_descriptors(monkeypatc
         assert pauses == [serve._LiveHTTPServer.out_of_files_pause] * expected_pauses, code
     err = capsys.readouterr().err
     assert err.count("serve: out of file descriptors (2 connections open; raise `ulimit -n`)") == 1
+
+
+def test_batches_bounded_by_memory(base, capsys, tmp_path, monkeypatch):
+    """A batch whose input alone would not fit is refused before anything is allocated (bench: that row
+    fails, the others run; predict on a video: exit 2); files bound the batch first, so it may fit."""
+    import cv2
+
+    from tledge.runtime.backends import base as backend_base
+
+    monkeypatch.setattr(backend_base, "available_memory", lambda: 8_000_000)  # 8 MB: 4 MB for an input
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 32))
+    for i in range(3):
+        writer.write(np.full((32, 32, 3), 60 * i, np.uint8))
+    writer.release()
+    assert_fails(cli(capsys, "predict", base["onnx"], clip, "--batch", "1000"), 2, "--batch 1000", "use a smaller")
+    code, _, err = cli(capsys, "predict", base["onnx"], base["data"] / "red", "--batch", "1000", "--warmup", "1")
+    assert code == 0, err  # 8 files: a batch of 8
+    code, out, err = cli(capsys, "bench", base["onnx"], "--batch", "1,1000", "--iters", "1", "--warmup", "0",
+                         "--out", tmp_path / "b")
+    assert code == 2
+    rows = json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]
+    assert [(r["batch"], r["status"] == "ok") for r in rows] == [(1, True), (1000, False)]
+    assert rows[1]["status"].startswith("failed: --batch 1000: its input alone needs 0.0 GB (1000 x 3 x 32 x 32")

@@ -21,6 +21,7 @@ from tledge.card import ModelCard
 from tledge.errors import TledgeError
 from tledge.metrics import accuracy, latency_stats
 from tledge.runtime.backends import artifact_kind, load_backend
+from tledge.runtime.backends.base import check_batch_fits
 from tledge.runtime.options import BenchOptions
 from tledge.staleness import stale_reason
 from tledge.table import format_table
@@ -227,6 +228,7 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
                     if backend.max_batch is not None and b > backend.max_batch:
                         raise TledgeError(f"batch {b} exceeds this artifact's maximum {backend.max_batch}")
                     if b not in inputs:
+                        check_batch_fits(b, card.input_size)
                         inputs[b] = timing_batch(card, b, paths)
                     gpu: list[float] = []
                     samples = time_backend(backend, inputs[b], options.iters, options.warmup, options.min_time, clock,

@@ -30,6 +30,7 @@ import numpy as np
 
 from tledge.metrics import latency_stats, softmax
 from tledge.preprocess import preprocess_rgb
+from tledge.runtime.backends.base import check_batch_fits
 from tledge.runtime.sources import Clock, Item, Source
 
 STAGES = ("capture_decode", "preprocess", "queue_wait", "inference", "inference_per_image", "gpu_compute",
@@ -128,6 +129,7 @@ def predict_stream(backend, source: Source | Iterable[Item], options: PredictOpt
     if backend.max_batch is not None:
         batch_size = min(batch_size, backend.max_batch)
     batch_size = min([batch_size, *_known_items(source, options.max_frames)])  # no batch (nor warm-up) beyond the data
+    check_batch_fits(batch_size, card.input_size)
     times = StageTimes()
     meter = _RateMeter()
     skipped: list[dict] = []
