@@ -781,6 +781,8 @@ def test_full_disk_and_write_errors_are_one_line(base, capsys, tmp_path, small_d
         ([*P, b["data"] / "red", "--warmup", "0", "--json", disk / "p.jsonl"], 0, [no_space, "line(s)"]),
         ([*P, b["data"] / "red", "--warmup", "0", "--csv", disk / "p.csv"], 0, [no_space, "p.csv"]),
         (["export", b["run"], "--formats", "onnx", "--no-parity", "--out", disk / "e"], 0, [no_space]),
+        (["bench", b["onnx"], "--iters", "1", "--warmup", "0", "--batch", "1", "--out", disk / "b"], 0,
+         [no_space, "bench.json was not written"]),
         (["train", b["data"], *TINY, "--epochs", "1", "--project", disk / "runs", "--name", "r"], 200_000,
          [no_space, "best.pt"]),
         ([*P, b["image"], "--warmup", "0", "--json", full], None, [no_space, "full"]),
@@ -795,7 +797,7 @@ def test_full_disk_and_write_errors_are_one_line(base, capsys, tmp_path, small_d
         assert leftovers(disk) == [] and leftovers(b["run"]) == [], args
         assert "next:" not in out  # export names no artifact that was not written
     assert (disk / "s.json").read_text() == '{"previous": true}\n'
-    assert not (disk / "e").exists() and not (disk / "runs" / "r").exists()
+    assert not (disk / "e").exists() and not (disk / "runs" / "r").exists() and not (disk / "b" / "bench.json").exists()
     assert stat.S_ISCHR(os.lstat(full).st_mode)
 
     # EIO on the second write of last.pt: last.pt keeps epoch 1, the message says so, and --resume goes on
