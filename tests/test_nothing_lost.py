@@ -25,16 +25,28 @@ import pytest
 from test_bad_input import TINY, assert_fails, base, cli, tree  # noqa: F401 - `base` is the shared run fixture
 
 NULL_DEVICE = os.makedev(1, 3)  # /dev/null's major/minor, made again inside tmp_path
+FULL_DEVICE = os.makedev(1, 7)  # /dev/full's: every write fails with ENOSPC
 PIPES: dict[Path, tuple[int, int]] = {}  # folder -> (read end, write end) of a "link through /proc" case
 
 
 # --------------------------------------------------------------------------------------------- helpers
+def mknod(path: Path, device: int) -> None:
+    """A character device node in the test's folder; skipped where creating one is not allowed (not root)."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, device)
+    except PermissionError:
+        pytest.skip("creating a device node needs root (CAP_MKNOD)")
+
+
 def make_node(folder: Path, kind: str) -> Path:
     """A path of the given kind in `folder`; links point at files/nodes made beside them."""
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "char device":
         path = folder / "null"
-        os.mknod(path, stat.S_IFCHR | 0o666, NULL_DEVICE)
+        mknod(path, NULL_DEVICE)
+    elif kind == "full device":
+        path = folder / "full"
+        mknod(path, FULL_DEVICE)
     elif kind == "fifo":
         path = folder / "pipe"
         os.mkfifo(path)
@@ -43,7 +55,7 @@ def make_node(folder: Path, kind: str) -> Path:
         path = folder / "link"
         os.symlink("target.txt", path)
     elif kind == "link to a char device":
-        os.mknod(folder / "null", stat.S_IFCHR | 0o666, NULL_DEVICE)
+        mknod(folder / "null", NULL_DEVICE)
         path = folder / "link"
         os.symlink(folder / "null", path)
     elif kind == "dangling link":
@@ -764,45 +776,62 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".*.tmp"))
 
 
-def test_full_disk_and_write_errors_are_one_line(base, capsys, tmp_path, small_disk, monkeypatch):
-    """ENOSPC (a real full tmpfs, and a /dev/full node), EIO (injected at fsync) and ENAMETOOLONG: one line,
-    exit 2, naming the file and what was kept; no temp file left; the next run works."""
-    b = base
-    disk = small_disk
-    full = tmp_path / "full"
-    os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # /dev/full's numbers: every write is ENOSPC
-    (disk / "s.json").write_text('{"previous": true}\n')
-    P = ["predict", b["onnx"]]
-    no_space = "No space left on device"
-    cases = [  # (args, bytes left free, fragments)
-        (["eval", b["run"], "--json", disk / "m.json"], 0, [no_space, "m.json was not written"]),
-        ([*P, b["image"], "--warmup", "0", "--summary-json", disk / "s.json"], 0,
-         [no_space, "previous s.json is kept unchanged"]),
-        ([*P, b["data"] / "red", "--warmup", "0", "--json", disk / "p.jsonl"], 0, [no_space, "line(s)"]),
-        ([*P, b["data"] / "red", "--warmup", "0", "--csv", disk / "p.csv"], 0, [no_space, "p.csv"]),
-        (["export", b["run"], "--formats", "onnx", "--no-parity", "--out", disk / "e"], 0, [no_space]),
-        (["bench", b["onnx"], "--iters", "1", "--warmup", "0", "--batch", "1", "--out", disk / "b"], 0,
-         [no_space, "bench.json was not written"]),
-        (["train", b["data"], *TINY, "--epochs", "1", "--project", disk / "runs", "--name", "r"], 200_000,
-         [no_space, "best.pt"]),
-        ([*P, b["image"], "--warmup", "0", "--json", full], None, [no_space, "full"]),
-        ([*P, b["image"], "--warmup", "0", "--summary-json", full], None, [no_space, "full"]),
-        (["eval", b["run"], "--json", full], None, [no_space, "full"]),
-    ]
+NO_SPACE = "No space left on device"
+
+
+def check_write_failures(capsys, cases, disk: Path | None, run: Path) -> None:
     for args, leave, fragments in cases:
         if leave is not None:
             fill(disk, leave)
         code, out, err = cli(capsys, *args)
         assert_fails((code, out, err), 2, *fragments)
-        assert leftovers(disk) == [] and leftovers(b["run"]) == [], args
+        assert (disk is None or leftovers(disk) == []) and leftovers(run) == [], args
         assert "next:" not in out  # export names no artifact that was not written
+
+
+def test_a_full_disk_is_one_line(base, capsys, small_disk):
+    """ENOSPC from a real full tmpfs: one line, exit 2, naming the file and what was kept; no temp file left."""
+    b, disk = base, small_disk
+    (disk / "s.json").write_text('{"previous": true}\n')
+    P = ["predict", b["onnx"]]
+    cases = [  # (args, bytes left free, fragments)
+        (["eval", b["run"], "--json", disk / "m.json"], 0, [NO_SPACE, "m.json was not written"]),
+        ([*P, b["image"], "--warmup", "0", "--summary-json", disk / "s.json"], 0,
+         [NO_SPACE, "previous s.json is kept unchanged"]),
+        ([*P, b["data"] / "red", "--warmup", "0", "--json", disk / "p.jsonl"], 0, [NO_SPACE, "line(s)"]),
+        ([*P, b["data"] / "red", "--warmup", "0", "--csv", disk / "p.csv"], 0, [NO_SPACE, "p.csv"]),
+        (["export", b["run"], "--formats", "onnx", "--no-parity", "--out", disk / "e"], 0, [NO_SPACE]),
+        (["bench", b["onnx"], "--iters", "1", "--warmup", "0", "--batch", "1", "--out", disk / "b"], 0,
+         [NO_SPACE, "bench.json was not written"]),
+        (["train", b["data"], *TINY, "--epochs", "1", "--project", disk / "runs", "--name", "r"], 200_000,
+         [NO_SPACE, "best.pt"]),
+    ]
+    check_write_failures(capsys, cases, disk, b["run"])
     assert (disk / "s.json").read_text() == '{"previous": true}\n'
-    assert not (disk / "e").exists() and not (disk / "runs" / "r").exists() and not (disk / "b" / "bench.json").exists()
+    assert not (disk / "e").exists() and not (disk / "runs" / "r").exists()
+    assert not (disk / "b" / "bench.json").exists()
+
+
+def test_a_device_that_refuses_writes_is_one_line(base, capsys, tmp_path):
+    """ENOSPC from a node with /dev/full's numbers (written through, never replaced)."""
+    b = base
+    full = make_node(tmp_path, "full device")
+    P = ["predict", b["onnx"], b["image"], "--warmup", "0"]
+    cases = [
+        ([*P, "--json", full], None, [NO_SPACE, str(full)]),
+        ([*P, "--summary-json", full], None, [NO_SPACE, str(full)]),
+        (["eval", b["run"], "--json", full], None, [NO_SPACE, str(full)]),
+    ]
+    check_write_failures(capsys, cases, None, b["run"])
     assert stat.S_ISCHR(os.lstat(full).st_mode)
 
-    # EIO on the second write of last.pt: last.pt keeps epoch 1, the message says so, and --resume goes on
+
+def test_an_io_error_during_training_keeps_the_last_checkpoint(base, capsys, tmp_path, monkeypatch):
+    """EIO injected at the fsync of the second last.pt: last.pt keeps epoch 1, the message says so, and
+    --resume goes on once the disk is fixed."""
     import tledge.atomic as atomic
 
+    b = base
     real_fsync, writes = os.fsync, {"last": 0}
 
     def failing_fsync(fd):
