@@ -984,7 +984,7 @@ def test_a_missing_provider_is_what_readme_says():
     from tledge.runtime.backends import onnxrt
 
     readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
-    assert "(one this onnxruntime does not have at all is exit 2 with the install fix)" in readme
+    assert "one this onnxruntime does not have at all is exit 2 with the install fix" in readme
     with pytest.raises(TledgeError, match="'tensorrt' is not available here"):
         onnxrt.choose_providers(["CPUExecutionProvider"], provider="tensorrt")
 
