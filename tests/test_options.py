@@ -157,7 +157,7 @@ def test_numbers_of_the_wrong_type_are_refused():
         TrainConfig(data="d", epochs=2.5)
     with pytest.raises(TledgeError, match="--lr 'fast': must be a number"):
         TrainConfig(data="d", lr="fast")
-    with pytest.raises(TledgeError, match="--lr nan: must be a number"):
+    with pytest.raises(TledgeError, match="--lr nan: must be a finite number"):
         TrainConfig(data="d", lr=float("nan"))
     with pytest.raises(TledgeError, match="--head 'mpl': must be one of linear, mlp .did you mean mlp"):
         TrainConfig(data="d", head="mpl")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -161,8 +162,9 @@ def _type_problem(opt: Option, value: Any) -> str | None:
     if kind is int:
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be a whole number"
     if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
-        return None if ok else "must be a number"
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return "must be a number"
+        return None if math.isfinite(value) else "must be a finite number (not inf or nan)"
     if kind is str:
         return None if isinstance(value, str) else "must be text"
     return None

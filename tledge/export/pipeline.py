@@ -124,7 +124,8 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         _write_int8_report(job, result)
         echo(result.table())
         result.next_commands = next_commands(result, job.run_dir, job.options.parity_data)
-        echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
+        if result.next_commands:
+            echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
         result.failure = worst_outcome(result)
         if job.search is not None and job.search.shown_over and (result.failure is None or result.failure.exit_code in (3, 4)):
             report = Path(o.int8_report) if (o := job.options).int8_report else job.out / "int8_report.md"
@@ -175,7 +176,7 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
         require_gpu()
 
     # Source: a run folder (best.pt + splits.json) or a bare checkpoint. Output paths are checked first.
-    from tledge.paths import check_output_dir, check_output_file
+    from tledge.paths import check_output_dir, check_output_file, check_outputs_apart
     from tledge.staleness import file_sha256
 
     source = Path(source)
@@ -184,7 +185,12 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
     out = check_output_dir(o.out if o.out is not None else (run_dir or ckpt.parent) / "export", "--out")
     if o.int8_report is not None:
         check_output_file(o.int8_report, "--report")
+    check_outputs_apart([("--out", out), ("--report", o.int8_report)],
+                        [("the checkpoint", ckpt), ("--calib-data", o.calib_data), ("--parity-data", o.parity_data),
+                         ("--int8-recipe", o.int8_recipe)])
     splits = Splits.load(run_dir) if run_dir is not None and (run_dir / SPLITS_FILE).is_file() else None
+    if splits is not None and o.parity and o.parity_data is None:
+        splits.paths("test")  # a data folder moved since training is one error now, not after the export
     model, card = load_model(ckpt)
     card = card.replace(checkpoint_sha256=file_sha256(ckpt))
 

@@ -32,7 +32,8 @@ def parse_device(value: Any) -> str:
     return str(value)
 
 
-THREADS_HELP = "CPU threads for ONNX Runtime / PyTorch."
+THREADS_HELP = ("CPU threads for ONNX Runtime / PyTorch (more than the cores this process may use are lowered to them, "
+                "with a warning).")
 
 
 def parse_batches(value: Any) -> tuple[int, ...]:

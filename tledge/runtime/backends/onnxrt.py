@@ -34,7 +34,7 @@ import numpy as np
 
 from tledge.card import ModelCard, card_from_onnx_session
 from tledge.errors import TledgeError, require
-from tledge.runtime.backends.base import Backend
+from tledge.runtime.backends.base import Backend, cap_threads
 
 PROVIDER_ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -176,6 +176,9 @@ class OnnxRuntimeBackend(Backend):
         ort = require("onnxruntime", "cpu", "running an .onnx model")
         self.path = Path(path)
         self.notes: list[str] = []
+        threads, note = cap_threads(threads)
+        if note:
+            self.notes.append(note)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -208,7 +211,7 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(zip(providers, settings)))
         except Exception as exc:  # noqa: BLE001 - protobuf parse errors, invalid graphs
             raise TledgeError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-        self.card: ModelCard = card_from_onnx_session(self.session)
+        self.card: ModelCard = card_from_onnx_session(self.session, self.path)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self._check_graph_matches_card()
@@ -232,7 +235,7 @@ class OnnxRuntimeBackend(Backend):
             session = ort.InferenceSession(str(self.path), sess_options=light, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
             raise TledgeError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-        return card_from_onnx_session(session), session.get_inputs()[0]
+        return card_from_onnx_session(session, self.path), session.get_inputs()[0]
 
     def _check_graph_matches_card(self) -> None:
         shape = self.session.get_inputs()[0].shape
@@ -245,6 +248,11 @@ class OnnxRuntimeBackend(Backend):
                 "re-export it"
             )
         self.max_batch = shape[0] if isinstance(shape[0], int) else None
+        out = self.session.get_outputs()[0].shape
+        width = out[-1] if len(out) == 2 else None
+        if len(out) != 2 or (isinstance(width, int) and width != self.card.num_classes):
+            raise TledgeError(f"{self.path}: the graph gives {out[1:] if len(out) != 2 else width} outputs per image "
+                              f"but its model card names {self.card.num_classes} classes; re-export it")
 
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
