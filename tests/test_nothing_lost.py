@@ -1011,7 +1011,6 @@ def test_messages_name_the_option_the_value_and_the_fix(base, capsys, tmp_path, 
     torch_home.write_text("a file where a folder goes\n")
     project = tmp_path / "p"
     cases = [
-        (["eval", b["onnx"]], {}, [str(b["onnx"]), "is an ONNX model, not a PyTorch checkpoint", "tledge predict"]),
         (["export", b["onnx"], "--out", tmp_path / "e"], {}, ["is an ONNX model", "run folder or its best.pt"]),
         (["eval", photo], {}, [str(photo), "is a JPEG image"]),
         (["export", tmp_path / "photo.png", "--out", tmp_path / "e"], {}, ["is a PNG image"]),

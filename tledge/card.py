@@ -173,8 +173,9 @@ def card_problem(card: ModelCard) -> str | None:
     std = _numbers(card.std, 3)
     if std is None or 0.0 in std:
         return f"std {card.std!r} must be 3 finite, non-zero numbers (R, G, B)"
-    if card.layout not in LAYOUTS:
-        return f"layout {card.layout!r} is not supported; expected {', '.join(LAYOUTS)}"
+    layouts = LAYOUTS + (("NHWC",) if card.input_format == "uint8" else ())  # `export --input uint8` is NHWC
+    if card.layout not in layouts:
+        return f"layout {card.layout!r} is not supported; expected {', '.join(layouts)}"
     if card.channel_order not in CHANNEL_ORDERS:
         return f"channel_order {card.channel_order!r} is not supported; expected {', '.join(CHANNEL_ORDERS)}"
     if card.resize not in RESIZE_POLICIES:
