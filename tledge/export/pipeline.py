@@ -397,6 +397,8 @@ def _write_deploy_files(job: ExportJob, result: ExportResult) -> None:
     paths = [r.path for r in result.rows if r.ok and r.path is not None]
     if job.outputs.get("int8-trt") and job.outputs["int8-trt"] not in paths:
         paths.append(job.outputs["int8-trt"])
+    if not paths:  # nothing was exported: nothing to deploy (and no folder of labels alone left behind)
+        return
     try:
         written = write_deploy_files(job.out, paths, job.card, job.options.max_batch)
     except TledgeError as exc:
