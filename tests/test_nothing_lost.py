@@ -979,12 +979,12 @@ def test_macro_averages_count_only_classes_that_occur(y_true, y_pred, macro_f1, 
     assert report["unmeasured"] == unmeasured
 
 
-def test_a_missing_provider_is_what_readme_says():
+def test_a_missing_provider_is_what_the_reference_says():
     from tledge.errors import TledgeError
     from tledge.runtime.backends import onnxrt
 
-    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
-    assert "one this onnxruntime does not have at all is exit 2 with the install fix" in readme
+    reference = " ".join((Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text().split())
+    assert "one this onnxruntime does not have at all is exit 2 with the install fix" in reference
     with pytest.raises(TledgeError, match="'tensorrt' is not available here"):
         onnxrt.choose_providers(["CPUExecutionProvider"], provider="tensorrt")
 

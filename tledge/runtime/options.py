@@ -1,5 +1,5 @@
 """The options of `tledge predict` and `tledge bench`, each defined once with help and range (see
-tledge.options); the CLI options, the Python API and README's tables come from these fields. No torch here."""
+tledge.options); the CLI options, the Python API and docs/reference.md's tables come from these fields. No torch."""
 
 from __future__ import annotations
 

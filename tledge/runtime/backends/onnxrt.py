@@ -140,7 +140,7 @@ def install_hint() -> str:
     """Which ONNX Runtime is installed, and the one-line fix when it is the wrong one for a GPU."""
     from tledge.runtime.backends.ort_install import diagnose
 
-    return diagnose().fix or "GPU providers need onnxruntime-gpu: see README 'GPU install'"
+    return diagnose().fix or "GPU providers need onnxruntime-gpu: see docs/reference.md 'GPU install'"
 
 
 def fallback_hint() -> str:
@@ -153,7 +153,8 @@ def fallback_hint() -> str:
     version = report.installed.get("onnxruntime-gpu")
     if version and not report.problem:
         return (f"onnxruntime-gpu {version} is installed, but the CUDA/TensorRT libraries its providers link did "
-                "not load: install the tledge GPU extra that matches this torch's CUDA major (README 'GPU install')")
+                "not load: install the tledge GPU extra that matches this torch's CUDA major "
+                "(docs/reference.md 'GPU install')")
     return install_hint()
 
 
