@@ -10,7 +10,7 @@
 # for the files it needs, not for an earlier step's verdict, so a parity gate that is inconclusive on the
 # small demo data (exit 4: recorded as ok, with the reason) does not stop the steps after it.
 # Each step has its own timeout. Prints a table (ok / failed / skipped: reason), writes OUT/gpu_check.json
-# and OUT/gpu_check.md (the README table). Without a CUDA device every step is "skipped: no CUDA device" and
+# and OUT/gpu_check.md (a table for docs/results.md). Without a CUDA device every step is "skipped: no CUDA device" and
 # the exit status is 0; otherwise it is 1 when any step failed.
 #
 # Usage: scripts/gpu_check.sh [--no-install] [--extra gpu|gpu-cu13|jetson] [--data DIR] [--out DIR]
@@ -283,7 +283,7 @@ while IFS=$'\t' read -r name status seconds reason; do
   esac
   printf '%-24s %7s  %s\n' "$name" "$seconds" "$shown"
 done < "$RESULTS"
-echo "json: $OUT/gpu_check.json   README table: $OUT/gpu_check.md"
+echo "json: $OUT/gpu_check.json   table for docs/results.md: $OUT/gpu_check.md"
 [ -f "$OUT/bench/bench.json" ] && { echo; sed -n '/artifact/,$p' "$OUT/bench_gpu_time.log"; }
 if grep -q $'\tfailed\t' "$RESULTS"; then exit 1; fi
 exit 0

@@ -1,4 +1,4 @@
-"""Regenerate README's option tables from the options objects (run from anywhere):
+"""Regenerate the option tables of docs/reference.md from the options objects (run from anywhere):
 python scripts/readme_options.py"""
 
 import sys
@@ -7,9 +7,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's tledge, not an installed one
 
-from tledge.option_tables import update_readme  # noqa: E402
+from tledge.option_tables import REFERENCE, update_tables  # noqa: E402
 
 if __name__ == "__main__":
-    readme = ROOT / "README.md"
-    readme.write_text(update_readme(readme.read_text(encoding="utf-8")), encoding="utf-8")
-    print(f"updated {readme}")
+    reference = ROOT / REFERENCE
+    reference.write_text(update_tables(reference.read_text(encoding="utf-8")), encoding="utf-8")
+    print(f"updated {reference}")

@@ -522,6 +522,7 @@ CRASHING_TRAINER = textwrap.dedent('''
 
     def save(obj, f, *args, **kwargs):
         real_save(obj, f, *args, **kwargs)
+        f = getattr(f, "name", f)  # save_checkpoint hands torch an open file
         if os.path.basename(str(f)).startswith(".last.pt."):
             writes["last"] += 1
             if writes["last"] == 2:

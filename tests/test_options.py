@@ -1,5 +1,6 @@
 """Options defined once: ranges checked up front for every verb (one line, exit 2, nothing written), the click
-options generated from the options objects, README's tables generated from them, old config.json loadable."""
+options generated from the options objects, docs/reference.md's tables generated from them, old config.json
+loadable."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ import tledge
 from tledge.cli import cli, main
 from tledge.errors import TledgeError
 from tledge.export.options import ExportOptions
-from tledge.option_tables import JOBS, options_class, readme_table, render
+from tledge.option_tables import JOBS, REFERENCE, document_table, options_class, render
 from tledge.options import click_options, options_of, validate
 from tledge.runtime.options import BenchOptions, PredictRequest
 from tledge.demo import DemoOptions
 from tledge.train.config import ResumeOptions, TrainConfig
 from tledge.train.eval_options import EvalOptions
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REFERENCE_MD = Path(__file__).resolve().parents[1] / REFERENCE
 
 # (argv after the verb's fixed arguments, text the one-line error must contain)
 TRAIN_CASES = [
@@ -157,7 +158,7 @@ def test_numbers_of_the_wrong_type_are_refused():
         TrainConfig(data="d", epochs=2.5)
     with pytest.raises(TledgeError, match="--lr 'fast': must be a number"):
         TrainConfig(data="d", lr="fast")
-    with pytest.raises(TledgeError, match="--lr nan: must be a number"):
+    with pytest.raises(TledgeError, match="--lr nan: must be a finite number"):
         TrainConfig(data="d", lr=float("nan"))
     with pytest.raises(TledgeError, match="--head 'mpl': must be one of linear, mlp .did you mean mlp"):
         TrainConfig(data="d", head="mpl")
@@ -199,10 +200,10 @@ def test_defaults_parse_and_validate():
 
 
 @pytest.mark.parametrize("job", list(JOBS))
-def test_readme_option_tables_match_the_options_objects(job):
-    table = readme_table(README.read_text(encoding="utf-8"), job)
-    assert table is not None, f"README has no <!-- options:{job} --> block"
-    assert table == render(job), "README is stale: run python scripts/readme_options.py"
+def test_reference_option_tables_match_the_options_objects(job):
+    table = document_table(REFERENCE_MD.read_text(encoding="utf-8"), job)
+    assert table is not None, f"{REFERENCE} has no <!-- options:{job} --> block"
+    assert table == render(job), f"{REFERENCE} is stale: run python scripts/readme_options.py"
 
 
 def test_old_config_json_still_loads():

@@ -42,10 +42,12 @@ def test_no_install_gets_both_onnxruntime_builds():
 
 
 def test_readme_install_commands_pick_one_onnxruntime():
-    readme = (REPO / "README.md").read_text()
-    commands = re.findall(r"""pip install (?:-e )?["']?(?:\.|tledge)\[([a-z0-9,\- ]+)\]""", readme)
+    pattern = r"""pip install (?:-e )?["']?(?:\.|tledge)\[([a-z0-9,\- ]+)\]"""
+    commands = re.findall(pattern, (REPO / "README.md").read_text())
     assert commands, "README has no install commands"
-    for extras in commands:
+    gpu_commands = re.findall(pattern, (REPO / "docs" / "reference.md").read_text())  # GPU and Jetson installs
+    assert {"train,export,gpu", "train,export,gpu-cu13", "jetson"} <= set(gpu_commands), gpu_commands
+    for extras in commands + gpu_commands:
         names = [e.strip() for e in extras.split(",")]
         assert set(names) <= set(EXTRAS), names
         assert len(ort_builds(names)) <= 1, f"[{extras}] installs both onnxruntime builds"
@@ -117,7 +119,7 @@ def test_requires_python_matches_the_code():
     """vermin reads every module and reports the oldest Python that runs it; requires-python must not promise
     less. Modules without postponed annotations are checked with their annotations evaluated too."""
     floor = _floor(META["requires-python"])
-    assert floor == (3, 10)  # JetPack 6's Python; JetPack 5 (3.8) is not supported: see README "Jetson"
+    assert floor == (3, 10)  # JetPack 6's Python; JetPack 5 (3.8) is not supported: see docs/reference.md "Jetson"
     vermin = shutil.which("vermin") or str(Path(sys.executable).with_name("vermin"))
     if not Path(vermin).exists():
         pytest.skip("vermin is not installed (pip install vermin; it is in the dev extra)")

@@ -118,7 +118,9 @@ def export(source: str | os.PathLike, formats: str | Sequence[str] | None = None
     `exp.failure` (and `exp.exit_code`: 3 parity, 2 or 1 a failed step) and prints a warning; with
     `strict=True` that failure is raised instead (what the CLI does)."""
     from tledge.export.pipeline import export_run
+    from tledge.runtime.model import artifact_path
 
+    source = artifact_path(source, "export()")
     if formats is not None:
         options["formats"] = formats
     result = export_run(os.fspath(source), echo=echo, raise_on_failure=strict, **options)
@@ -143,7 +145,11 @@ def bench_result(source: str | os.PathLike | Sequence[str | os.PathLike], option
     """The whole bench result: rows, machine facts, evaluation set, options (what bench.json holds)."""
     from tledge.runtime.bench import bench as run_bench
 
-    items = [os.fspath(source)] if isinstance(source, (str, os.PathLike)) else [os.fspath(s) for s in source]
+    from tledge.runtime.model import artifact_path
+
+    if isinstance(source, (str, os.PathLike)) or source is None or not hasattr(source, "__iter__"):
+        source = [source]
+    items = [str(artifact_path(s, "bench()")) for s in source]
     return run_bench(items, None, options, log=log)
 
 

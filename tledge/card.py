@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,8 @@ ONNX_METADATA_KEY = "tledge.card"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_POLICIES = ("stretch", "center_crop")
+LAYOUTS = ("NCHW",)
+CHANNEL_ORDERS = ("RGB",)
 
 
 @dataclass
@@ -52,14 +56,15 @@ class ModelCard:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def __post_init__(self):
+        """Every field the runtime relies on is checked here, so a damaged or hand-edited card is one line
+        (`card_problem`), not a wrong answer or a crash at the first image."""
+        problem = card_problem(self)
+        if problem:
+            raise TledgeError(f"model card: {problem}")
         self.class_names = [str(c) for c in self.class_names]
         self.input_size = tuple(int(v) for v in self.input_size)
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
-        if len(self.class_names) < 2:
-            raise TledgeError(f"a model card needs at least 2 classes, got {len(self.class_names)}")
-        if self.resize not in RESIZE_POLICIES:
-            raise TledgeError(f"unknown resize policy {self.resize!r}; expected one of {RESIZE_POLICIES}")
 
     @property
     def num_classes(self) -> int:
@@ -87,10 +92,19 @@ class ModelCard:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> "ModelCard":
+        """The card in `data`; a problem is a TledgeError that names `source` (the file it came from)."""
+        if source is not None:
+            try:
+                return cls.from_dict(data)
+            except TledgeError as exc:
+                raise TledgeError(f"{source}: {exc}") from None
         if not isinstance(data, dict) or "arch" not in data or "class_names" not in data:
             raise TledgeError("not a tledge model card (no 'arch' or 'class_names')")
-        version = int(data.get("format_version", 1))
+        version = data.get("format_version", 1)
+        if not _is_int(version) or version < 1:
+            raise TledgeError(f"model card: format_version {version!r} must be a whole number from 1 to "
+                              f"{CARD_FORMAT_VERSION}")
         if version > CARD_FORMAT_VERSION:
             raise TledgeError(
                 f"model card format {version} is newer than this tledge understands ({CARD_FORMAT_VERSION}); "
@@ -106,11 +120,13 @@ class ModelCard:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelCard":
+    def from_json(cls, text: str, source: str | Path | None = None) -> "ModelCard":
         try:
-            return cls.from_dict(json.loads(text))
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise TledgeError(f"model card is not valid JSON: {exc}") from None
+            raise TledgeError(f"{source}: model card is not valid JSON: {exc}" if source is not None
+                              else f"model card is not valid JSON: {exc}") from None
+        return cls.from_dict(data, source)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -122,7 +138,51 @@ class ModelCard:
         path = Path(path)
         if not path.is_file():
             raise TledgeError(f"model card not found: {path}")
-        return cls.from_json(path.read_text())
+        return cls.from_json(path.read_text(), path)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _numbers(value: Any, count: int) -> list[float] | None:
+    """`value` as `count` finite numbers, or None when it is not that."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != count:
+        return None
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return None
+    return [float(v) for v in value]
+
+
+def card_problem(card: ModelCard) -> str | None:
+    """What is wrong with a card's fields (sizes, mean/std, classes, layout, resize policy), or None."""
+    names = card.class_names
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
+        return f"class_names must be a list of names, got {type(names).__name__}"
+    if len(names) < 2:
+        return f"a model card needs at least 2 classes, got {len(names)}"
+    repeated = sorted({str(n) for n in names if [str(m) for m in names].count(str(n)) > 1})
+    if repeated:
+        return f"class_names repeat {', '.join(repeated)}; each class needs its own name"
+    size = card.input_size
+    if (isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2
+            or not all(_is_int(v) and v >= 1 for v in size)):
+        return f"input_size {size!r} must be two positive whole numbers [H, W]"
+    if _numbers(card.mean, 3) is None:
+        return f"mean {card.mean!r} must be 3 finite numbers (R, G, B)"
+    std = _numbers(card.std, 3)
+    if std is None or 0.0 in std:
+        return f"std {card.std!r} must be 3 finite, non-zero numbers (R, G, B)"
+    layouts = LAYOUTS + (("NHWC",) if card.input_format == "uint8" else ())  # `export --input uint8` is NHWC
+    if card.layout not in layouts:
+        return f"layout {card.layout!r} is not supported; expected {', '.join(layouts)}"
+    if card.channel_order not in CHANNEL_ORDERS:
+        return f"channel_order {card.channel_order!r} is not supported; expected {', '.join(CHANNEL_ORDERS)}"
+    if card.resize not in RESIZE_POLICIES:
+        return f"unknown resize policy {card.resize!r}; expected one of {RESIZE_POLICIES}"
+    if not _is_int(card.format_version) or not 1 <= card.format_version <= CARD_FORMAT_VERSION:
+        return f"format_version {card.format_version!r} must be a whole number from 1 to {CARD_FORMAT_VERSION}"
+    return None
 
 
 def card_from_onnx(path: str | Path) -> ModelCard:
@@ -132,16 +192,18 @@ def card_from_onnx(path: str | Path) -> ModelCard:
     model = onnx.load(str(path), load_external_data=False)
     for prop in model.metadata_props:
         if prop.key == ONNX_METADATA_KEY:
-            return ModelCard.from_json(prop.value)
+            return ModelCard.from_json(prop.value, path)
     raise TledgeError(f"{path} has no tledge model card in its metadata; export it with `tledge export`")
 
 
-def card_from_onnx_session(session) -> ModelCard:
-    """Read the card through an onnxruntime session (no `onnx` package needed: works on a bare Jetson)."""
+def card_from_onnx_session(session, source: str | Path | None = None) -> ModelCard:
+    """Read the card through an onnxruntime session (no `onnx` package needed: works on a bare Jetson);
+    problems name `source`, the file."""
     meta = session.get_modelmeta().custom_metadata_map
     if ONNX_METADATA_KEY not in meta:
-        raise TledgeError("this ONNX file has no tledge model card in its metadata; export it with `tledge export`")
-    return ModelCard.from_json(meta[ONNX_METADATA_KEY])
+        what = source if source is not None else "this ONNX file"
+        raise TledgeError(f"{what} has no tledge model card in its metadata; export it with `tledge export`")
+    return ModelCard.from_json(meta[ONNX_METADATA_KEY], source)
 
 
 def embed_in_onnx(model, card: ModelCard) -> None:

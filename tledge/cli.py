@@ -14,6 +14,7 @@ import click
 
 from tledge import __version__
 from tledge.errors import Interrupted, TledgeError, exit_code_table
+from tledge.signals import sigterm_as_interrupt
 
 COMMAND_MODULES = ("tledge.train.cli", "tledge.train.sweep_cli", "tledge.export.cli", "tledge.runtime.cli",
                    "tledge.verification.cli", "tledge.demo")
@@ -42,25 +43,39 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors print one line `error: …` and exit 2 (3 for a failed parity gate)."""
-    try:
-        cli.main(args=argv, prog_name="tledge", standalone_mode=False)
-    except Interrupted as exc:
-        click.echo(f"interrupted: {exc}", err=True)
-        return exc.exit_code
-    except TledgeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
+    """Entry point: user errors print one line `error: …` and exit 2 (3 for a failed parity gate). SIGTERM
+    is handled as Ctrl-C (tledge.signals) and exits 143."""
+    with sigterm_as_interrupt() as stop:
+        try:
+            cli.main(args=argv, prog_name="tledge", standalone_mode=False)
+        except Interrupted as exc:
+            click.echo(f"interrupted{_by(stop)}: {exc}", err=True)
+            return stop.exit_code or exc.exit_code
+        except TledgeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            return exc.exit_code
+        except click.exceptions.Abort:  # click's name for a KeyboardInterrupt that reached it
+            click.echo(f"interrupted{_by(stop)}", err=True)
+            return stop.exit_code or 130
+        except click.ClickException as exc:
+            exc.show()
+            return exc.exit_code
+        except KeyboardInterrupt:
+            click.echo(f"interrupted{_by(stop)}", err=True)
+            return stop.exit_code or 130
+        except OSError as exc:  # a write the library did not wrap: a full disk is still one line, not a traceback
+            from tledge.atomic import WRITE_ERRNOS
+
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror}; {WRITE_ERRNOS[exc.errno]}", err=True)
+            return 2
     return 0
+
+
+def _by(stop) -> str:
+    return f" by {stop.name}" if stop.signum is not None else ""
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def _imagenet_available(model: str) -> bool:
         return True
     except TledgeError as exc:
         click.echo(f"note: no ImageNet weights ({str(exc).split('. ')[0]}); training from scratch. "
-                   "See README 'Offline weights' (tledge weights add).")
+                   "See docs/reference.md 'Offline weights' (tledge weights add).")
         return False
 
 

@@ -5,10 +5,12 @@ One exit-code table for every verb (README and `tledge --help` show it): 1 is le
 
 EXIT_CODES = {
     0: "ok",
-    2: "user error: bad option, path or input (one line `error: ...`)",
+    2: "user error: bad option, path or input (one line `error: ...`); also a write the machine refused (disk full, "
+       "I/O error, name too long): the message names the file and what was kept",
     3: "export: the data show an artifact over its parity gate, or the INT8 budget out of reach",
     4: "export: parity inconclusive, too few images to tell (the message says how many would)",
     130: "interrupted (Ctrl-C); what ran is saved (train: resume with --resume)",
+    143: "stopped by SIGTERM (docker stop, systemd, kill): the same clean-up, summary and resume hint as Ctrl-C",
     1: "a bug in tledge (a traceback): please report it; export: a step crashed (the others ran); sweep: a "
        "cell failed (the rest ran, results written)",
 }
@@ -49,6 +51,11 @@ class ParityInconclusive(TledgeError):
     """Too few parity images to tell whether an artifact keeps its budget (the message says how many). Exit 4."""
 
     exit_code = 4
+
+
+class WriteError(TledgeError):
+    """A file that could not be written (disk full, I/O error, name too long, read-only): what was kept is in the
+    message. Exit code 2."""
 
 
 class MissingDependency(TledgeError):

@@ -43,7 +43,9 @@ def classification_report(
     """Per-class precision/recall/F1/support plus macro and weighted averages, and the confusion matrix.
 
     A class never predicted has precision 0 (not NaN), a class with no samples recall 0, as sklearn's
-    `zero_division=0`.
+    `zero_division=0`. Macro averages, as sklearn's, are over the classes that occur (in the labels or the
+    predictions): a class with no images and never predicted is not counted as an F1 of 0; `unmeasured`
+    names those classes.
     """
     num_classes = len(class_names)
     matrix = confusion_matrix(y_true, y_pred, num_classes)
@@ -56,6 +58,9 @@ def classification_report(
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros(num_classes), where=denom > 0)
     total = support.sum()
     weights = support / total if total > 0 else np.zeros(num_classes)
+    occurs = (support > 0) | (predicted > 0)
+    if not occurs.any():
+        occurs[:] = True
     per_class = {
         name: {
             "precision": float(precision[i]),
@@ -69,10 +74,11 @@ def classification_report(
         "accuracy": float(true_pos.sum() / total) if total > 0 else 0.0,
         "per_class": per_class,
         "macro": {
-            "precision": float(precision.mean()),
-            "recall": float(recall.mean()),
-            "f1": float(f1.mean()),
+            "precision": float(precision[occurs].mean()),
+            "recall": float(recall[occurs].mean()),
+            "f1": float(f1[occurs].mean()),
         },
+        "unmeasured": [name for i, name in enumerate(class_names) if not occurs[i]],
         "weighted": {
             "precision": float((precision * weights).sum()),
             "recall": float((recall * weights).sum()),

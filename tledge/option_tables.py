@@ -1,13 +1,17 @@
-"""README's option tables, generated from the options objects (one per job), between the markers
-`<!-- options:JOB -->` and `<!-- /options:JOB -->`. `python scripts/readme_options.py` rewrites them;
-tests/test_options.py fails when README and the options objects disagree."""
+"""The option tables of docs/reference.md, generated from the options objects (one per job), between the
+markers `<!-- options:JOB -->` and `<!-- /options:JOB -->`. `python scripts/readme_options.py` rewrites them;
+tests/test_options.py fails when docs/reference.md and the options objects disagree (or a table is missing)."""
 
 from __future__ import annotations
 
 import importlib
 import re
+from pathlib import Path
 
 from tledge.options import markdown_table
+
+# The file that holds the tables, relative to the repository root (README.md links to it).
+REFERENCE = Path("docs") / "reference.md"
 
 JOBS = {
     "train": "tledge.train.config:TrainConfig",
@@ -36,14 +40,14 @@ def _block(job: str) -> re.Pattern:
     return re.compile(rf"(<!-- options:{job} -->\n)(.*?)(<!-- /options:{job} -->)", re.S)
 
 
-def update_readme(text: str) -> str:
-    """README text with every marked table regenerated."""
+def update_tables(text: str) -> str:
+    """The reference text with every marked table regenerated."""
     for job in JOBS:
         text = _block(job).sub(lambda m, job=job: m.group(1) + render(job) + "\n" + m.group(3), text)
     return text
 
 
-def readme_table(text: str, job: str) -> str | None:
-    """The table README holds for `job`, or None when the markers are missing."""
+def document_table(text: str, job: str) -> str | None:
+    """The table the reference text holds for `job`, or None when the markers are missing."""
     match = _block(job).search(text)
     return match.group(2).rstrip("\n") if match else None

@@ -1,5 +1,5 @@
 """Options defined once: a job's options are dataclass fields whose metadata holds the help, range and CLI
-spelling. The click options, the up-front range checks and README's option tables are all generated from
+spelling. The click options, the up-front range checks and the option tables of docs/reference.md are all generated from
 those fields, so a name, default or range cannot drift between the CLI, the Python API and sweep grids.
 
     @dataclass
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class OptionSpec:
     argument: bool = False  # a positional CLI argument
     cli: bool = True  # False: Python/config-file only
     parse: Callable[[str], Any] | None = None  # CLI text → value (comma lists, tuples)
-    show: str | None = None  # default as shown in help and README, when str(default) is not it
+    show: str | None = None  # default as shown in help and docs/reference.md, when str(default) is not it
     metavar: str | None = None
     check: Callable[[Any], str | None] | None = None  # a rule ranges cannot say: value → problem text or None
 
@@ -100,7 +101,7 @@ class Option:
 
     @property
     def shown_default(self) -> str:
-        """The default as help and README show it (`show`, when the value alone does not say it)."""
+        """The default as help and docs/reference.md show it (`show`, when the value alone does not say it)."""
         return self.spec.show if self.spec.show is not None else self.default_text
 
     @property
@@ -161,8 +162,9 @@ def _type_problem(opt: Option, value: Any) -> str | None:
     if kind is int:
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be a whole number"
     if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
-        return None if ok else "must be a number"
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return "must be a number"
+        return None if math.isfinite(value) else "must be a finite number (not inf or nan)"
     if kind is str:
         return None if isinstance(value, str) else "must be text"
     return None
@@ -273,9 +275,9 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
-# ------------------------------------------------------------------------------------------------ README
+# ------------------------------------------------------------------------------------- docs/reference.md
 def markdown_table(cls: type, *, skip: Iterable[str] = ()) -> str:
-    """README's option table of one job: option | default | range | meaning."""
+    """docs/reference.md's option table of one job: option | default | range | meaning."""
     skip = set(skip)
     lines = ["| option | default | values | meaning |", "|---|---|---|---|"]
     for opt in options_of(cls):

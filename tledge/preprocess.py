@@ -46,13 +46,16 @@ def decode_image(data: bytes | np.ndarray, min_size: Sequence[int] | None = None
     JPEG at least twice that size is decoded at 1/2, 1/4 or 1/8 scale by the decoder's DCT scaling, never
     below `min_size` (see `reduced_decode_flag`): much less work, and pixels close to, not equal to, a full
     decode followed by an area resize.
+
+    One orientation rule for every decode path (full, reduced, Pillow's fallback): the pixels as stored, EXIF
+    orientation ignored, as training has always seen them; a phone photo reaches the model as it was trained.
     """
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if buf.size == 0:
         return None
     flag = reduced_decode_flag(buf, min_size) if min_size is not None else None
     if flag is not None:
-        image = cv2.imdecode(buf, flag)
+        image = cv2.imdecode(buf, flag | cv2.IMREAD_IGNORE_ORIENTATION)  # REDUCED_* would rotate by EXIF
         if image is not None:
             return to_rgb8(image, already_rgb=False)
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)

@@ -24,7 +24,15 @@ class Splits:
     skipped: list[str] = field(default_factory=list)  # unreadable files, relative to root
 
     def paths(self, split: str) -> list[Path]:
-        return [Path(self.root) / rel for rel, _ in self.items.get(split, [])]
+        """The split's image paths; a data folder that is gone (moved, renamed, unmounted) is one error that says
+        which options give another one, not every image counted as unreadable."""
+        items = self.items.get(split, [])
+        if items and not Path(self.root).is_dir():
+            raise TledgeError(f"the images of this run's {split} split were in {self.root}, which is gone (moved, "
+                              "renamed or unmounted?); move it back, or give a labelled folder instead: "
+                              "--parity-data DIR / --calib-data DIR (export), DATA (tledge eval RUN DATA), "
+                              "--data DIR (bench)")
+        return [Path(self.root) / rel for rel, _ in items]
 
     def labels(self, split: str) -> list[int]:
         return [label for _, label in self.items.get(split, [])]

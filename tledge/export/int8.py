@@ -65,7 +65,7 @@ class Int8Flavour:
 # into int16 (VPMADDUBSW), which saturates above 32767; with VNNI they accumulate in int32. Full-range int8
 # weights (|w| <= 127) can reach 2·255·127 = 64770 and lost 4 points on an AVX2-only machine; 7-bit weights
 # (|w| <= 64, ONNX Runtime's reduce_range) reach at most 2·255·64 = 32640, so the same file computes the same
-# numbers on every x86 kind (measured: FIELD-NOTES 2026-12-02, README "INT8 on both x86 kinds").
+# numbers on every x86 kind (measured: FIELD-NOTES 2026-12-02, docs/results.md "INT8 on both x86 kinds").
 # The TensorRT flavour keeps full-range weights: TensorRT's INT8 kernels accumulate in int32.
 FLAVOURS = {
     "u8s8": Int8Flavour("u8s8", activation_symmetric=False, unsigned_activations=True, role="cpu",

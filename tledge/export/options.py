@@ -1,5 +1,5 @@
 """ExportOptions: every `tledge export` option once, with help and range (see tledge.options). The CLI, the
-Python API (`tledge.export(run, formats=[...], opset=17)`) and README's table come from these fields.
+Python API (`tledge.export(run, formats=[...], opset=17)`) and docs/reference.md's table come from these fields.
 No torch here."""
 
 from __future__ import annotations

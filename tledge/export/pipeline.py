@@ -124,7 +124,8 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         _write_int8_report(job, result)
         echo(result.table())
         result.next_commands = next_commands(result, job.run_dir, job.options.parity_data)
-        echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
+        if result.next_commands:
+            echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
         result.failure = worst_outcome(result)
         _record_in_tracking(job, result, echo)
         if job.search is not None and job.search.shown_over and (result.failure is None or result.failure.exit_code in (3, 4)):
@@ -186,7 +187,7 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
         require_gpu()
 
     # Source: a run folder (best.pt + splits.json) or a bare checkpoint. Output paths are checked first.
-    from tledge.paths import check_output_dir, check_output_file
+    from tledge.paths import check_output_dir, check_output_file, check_outputs_apart
     from tledge.staleness import file_sha256
 
     source = Path(source)
@@ -195,7 +196,12 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
     out = check_output_dir(o.out if o.out is not None else (run_dir or ckpt.parent) / "export", "--out")
     if o.int8_report is not None:
         check_output_file(o.int8_report, "--report")
+    check_outputs_apart([("--out", out), ("--report", o.int8_report)],
+                        [("the checkpoint", ckpt), ("--calib-data", o.calib_data), ("--parity-data", o.parity_data),
+                         ("--int8-recipe", o.int8_recipe)])
     splits = Splits.load(run_dir) if run_dir is not None and (run_dir / SPLITS_FILE).is_file() else None
+    if splits is not None and o.parity and o.parity_data is None:
+        splits.paths("test")  # a data folder moved since training is one error now, not after the export
     model, card = load_model(ckpt)
     card = card.replace(checkpoint_sha256=file_sha256(ckpt))
 
@@ -402,6 +408,8 @@ def _write_deploy_files(job: ExportJob, result: ExportResult) -> None:
     paths = [r.path for r in result.rows if r.ok and r.path is not None]
     if job.outputs.get("int8-trt") and job.outputs["int8-trt"] not in paths:
         paths.append(job.outputs["int8-trt"])
+    if not paths:  # nothing was exported: nothing to deploy (and no folder of labels alone left behind)
+        return
     try:
         written = write_deploy_files(job.out, paths, job.card, job.options.max_batch)
     except TledgeError as exc:

@@ -130,6 +130,8 @@ def worst_outcome(result: ExportResult) -> TledgeError | None:
 def next_commands(result: ExportResult, run_dir: Path | None, parity_data) -> list[str]:
     order = ("trt-fp16", "trt-int8", "int8", "onnx")
     preferred = sorted((r for r in result.rows if r.format in order and r.ok), key=lambda r: order.index(r.format))
+    if not any(r.ok for r in result.rows):
+        return []  # nothing was written: no command to name a file that does not exist
     artifact = preferred[0].path if preferred else result.out_dir / "model.onnx"
     commands = [f"tledge predict {artifact} IMAGE_OR_FOLDER_OR_CAMERA"]
     if run_dir is not None:

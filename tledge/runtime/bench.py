@@ -21,6 +21,7 @@ from tledge.card import ModelCard
 from tledge.errors import TledgeError
 from tledge.metrics import accuracy, latency_stats
 from tledge.runtime.backends import artifact_kind, load_backend
+from tledge.runtime.backends.base import check_batch_fits
 from tledge.verification.verdicts import unverified_here
 from tledge.runtime.options import BenchOptions
 from tledge.staleness import stale_reason
@@ -245,6 +246,7 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
                     if backend.max_batch is not None and b > backend.max_batch:
                         raise TledgeError(f"batch {b} exceeds this artifact's maximum {backend.max_batch}")
                     if b not in inputs:
+                        check_batch_fits(b, card.input_size)
                         inputs[b] = timing_batch(card, b, paths)
                     gpu: list[float] = []
                     samples = time_backend(backend, inputs[b], options.iters, options.warmup, options.min_time, clock,
@@ -274,13 +276,17 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
             "machine": machine_facts()}
 
 
-def bench_out_dir(sources: Sequence[str | Path], out: str | Path | None) -> Path:
-    """Where bench.json goes (RUN/bench, or ./bench for a list of files), checked before any timing."""
-    from tledge.paths import check_output_dir
+def bench_out_dir(sources: Sequence[str | Path], out: str | Path | None, data: str | Path | None = None) -> Path:
+    """Where bench.json goes (RUN/bench, or ./bench for a list of files), checked before any timing: a folder
+    that is not an artifact and not inside --data."""
+    from tledge.paths import check_output_dir, check_outputs_apart
 
     if out is None:
         out = Path(sources[0]) / "bench" if len(sources) == 1 and Path(sources[0]).is_dir() else Path("bench")
-    return check_output_dir(out, "--out")
+    out = check_output_dir(out, "--out")
+    check_outputs_apart([("--out", out)], [("the --data folder", data)] +
+                        [("an artifact", s) for s in sources if not Path(s).is_dir()])
+    return out
 
 
 def check_rows(result: dict) -> None:

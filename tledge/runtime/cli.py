@@ -39,7 +39,7 @@ def bench(sources, **values):
     from tledge.runtime.bench import bench_out_dir, check_rows
 
     options = BenchOptions(**given(values, BenchOptions))
-    out = bench_out_dir(sources, options.out)
+    out = bench_out_dir(sources, options.out, options.data)
     result = bench_result(list(sources), options, log=lambda m: click.echo(m, err=True))
     click.echo(format_bench_table(result))
     json_path, png = write_bench(result, out)

@@ -23,7 +23,7 @@ def read_card(path: str | Path) -> ModelCard:
         state = load_checkpoint(ckpt)
         if "card" not in state:
             raise TledgeError(f"{ckpt} is not a tledge checkpoint (no model card)")
-        return ModelCard.from_dict(state["card"])
+        return ModelCard.from_dict(state["card"], ckpt)
     if kind == "onnxruntime":
         from tledge.card import card_from_onnx_session
         from tledge.errors import require
@@ -33,7 +33,7 @@ def read_card(path: str | Path) -> ModelCard:
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
             raise TledgeError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-        return card_from_onnx_session(session)
+        return card_from_onnx_session(session, path)
     from tledge.runtime.backends.tensorrt_backend import read_engine_sidecar
 
     return read_engine_sidecar(path)

@@ -7,6 +7,7 @@ as `tledge predict`, so the CLI and the API give the same answers for the same i
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from tledge.metrics import softmax
 from tledge.preprocess import load_image, preprocess_rgb
 from tledge.runtime.predict import preprocessor, topk_records
 
-ImageInput = Union[str, Path, np.ndarray]
+ImageInput = Union[str, Path, np.ndarray, "PIL.Image.Image"]  # noqa: F821 - PIL is optional
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Model:
     topk: int = 5
     batch: int = 16
     skipped: list[str] = field(default_factory=list)  # unreadable files of the last predict(), with reasons
+    closed: bool = False
 
     @property
     def card(self):
@@ -54,10 +56,12 @@ class Model:
         return list(self.backend.card.class_names)
 
     def predict(self, images: ImageInput | Sequence[ImageInput]) -> list[Prediction]:
-        """Classify an image path, an HxWx3 uint8 RGB array, a folder (recursive), or a list of these.
+        """Classify an image path, an HxWx3 uint8 RGB array, a PIL image, a folder (recursive), or a list of
+        these.
 
         Unreadable files inside a folder are skipped and listed in `self.skipped`; an unreadable file named
-        directly is a TledgeError."""
+        directly, and anything that is not an image (None, bytes, an empty array), is a TledgeError."""
+        self._check_open()
         self.skipped = []
         items = list(self._expand(images))
         predictions: list[Prediction] = []
@@ -73,6 +77,10 @@ class Model:
         at a time, each with its latency from the frame's arrival (or the file's read) to the answer."""
         from tledge.runtime.sources import open_source
 
+        self._check_open()
+        if isinstance(source, bool) or not isinstance(source, (str, int, os.PathLike)):
+            raise TledgeError(f"stream() takes a camera index, a video, folder or glob path, or a URL; got "
+                              f"{_kind(source)} (use predict() for images and arrays)")
         clock = time.perf_counter
         self.skipped = []
         with open_source(source, prepare=preprocessor(self.card), clock=clock) as frames:
@@ -89,7 +97,14 @@ class Model:
                 yield prediction
 
     def close(self) -> None:
-        self.backend.close()
+        if not self.closed:
+            self.backend.close()
+        self.closed = True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise TledgeError(f"this model ({self.path.name}) was closed; open it again with "
+                              f"tledge.load({str(self.path)!r})")
 
     def __enter__(self) -> "Model":
         return self
@@ -111,12 +126,20 @@ class Model:
 
     def _expand(self, images) -> Iterator[tuple[str | None, np.ndarray]]:
         """(name, preprocessed CHW tensor) for every input; folders expand to their image files."""
-        if isinstance(images, (str, Path, np.ndarray)):
+        if isinstance(images, (str, os.PathLike, np.ndarray)) or _is_pil(images):
             images = [images]
-        for image in images:
+        if images is None or isinstance(images, (bytes, bytearray)) or not hasattr(images, "__iter__"):
+            raise TledgeError(f"predict() takes an image path, an HxWx3 uint8 RGB array, a PIL image, a folder or a "
+                              f"list of these; got {_kind(images)}")
+        for position, image in enumerate(images):
+            if _is_pil(image):
+                image = _pil_rgb(image)
             if isinstance(image, np.ndarray):
                 yield None, preprocess_rgb(_check_array(image), self.card)
                 continue
+            if not isinstance(image, (str, os.PathLike)):
+                raise TledgeError(f"predict(): item {position} is {_kind(image)}; each item must be an image path, "
+                                  "an HxWx3 uint8 RGB array or a PIL image")
             path = Path(image)
             if path.is_dir():
                 from tledge.image_files import find_images
@@ -140,20 +163,41 @@ class Model:
 
 
 def _check_array(image: np.ndarray) -> np.ndarray:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise TledgeError(f"an image array must be HxWx3 uint8 RGB; got shape {image.shape}, dtype {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or image.size == 0:
+        raise TledgeError(f"an image array must be HxWx3 uint8 RGB with at least one pixel; got shape {image.shape}, "
+                          f"dtype {image.dtype}")
     return image
+
+
+def _is_pil(value) -> bool:
+    return type(value).__module__.startswith("PIL.") and hasattr(value, "convert")
+
+
+def _pil_rgb(image) -> np.ndarray:
+    """A PIL image (any mode: L, RGBA, P, I;16...) as HxWx3 uint8 RGB, as training decodes files."""
+    try:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise TledgeError(f"this PIL image cannot be converted to RGB ({exc})") from None
+
+
+def _kind(value) -> str:
+    """How to name a wrong input in a message: None, bytes, an int..."""
+    if value is None:
+        return "None"
+    if isinstance(value, (bytes, bytearray)):
+        return f"{len(value)} bytes (decode them first, e.g. with PIL.Image.open(io.BytesIO(data)))"
+    return f"a {type(value).__name__}"
 
 
 def load(artifact: str | Path, *, device: str = "auto", topk: int = 5, batch: int = 16, **backend_options) -> Model:
     """Open a run folder (its best.pt), a .pt, an .onnx or an .engine for prediction."""
     from tledge.runtime.backends import load_backend
 
-    if topk < 1:
-        raise TledgeError(f"topk {topk}: must be at least 1")
-    if batch < 1:
-        raise TledgeError(f"batch {batch}: must be at least 1")
-    path = Path(artifact)
+    for name, value in (("topk", topk), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TledgeError(f"{name} {value!r}: must be a whole number, at least 1")
+    path = artifact_path(artifact, "load()")
     backend = load_backend(path, device, **backend_options)
     from tledge.verification.verdicts import UnverifiedEnvironment, unverified_here
 
@@ -163,3 +207,11 @@ def load(artifact: str | Path, *, device: str = "auto", topk: int = 5, batch: in
 
         warnings.warn(unverified, UnverifiedEnvironment, stacklevel=2)
     return Model(path, backend, topk=topk, batch=batch)
+
+
+def artifact_path(value, what: str) -> Path:
+    """A path argument of the API (str or PathLike, not empty) as a Path; anything else is a TledgeError."""
+    if isinstance(value, (str, os.PathLike)) and str(os.fspath(value)).strip():
+        return Path(os.fspath(value))
+    raise TledgeError(f"{what} needs a run folder, .pt, .onnx or .engine path; got "
+                      f"{_kind(value) if not isinstance(value, str) else 'an empty string'}")

@@ -1,5 +1,5 @@
 """The options of `tledge predict` and `tledge bench`, each defined once with help and range (see
-tledge.options); the CLI options, the Python API and README's tables come from these fields. No torch here."""
+tledge.options); the CLI options, the Python API and docs/reference.md's tables come from these fields. No torch."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def parse_device(value: Any) -> str:
     return str(value)
 
 
-THREADS_HELP = "CPU threads for ONNX Runtime / PyTorch."
+THREADS_HELP = ("CPU threads for ONNX Runtime / PyTorch (more than the cores this process may use are lowered to them, "
+                "with a warning).")
 
 
 def parse_batches(value: Any) -> tuple[int, ...]:

@@ -13,17 +13,50 @@ from tledge.table import format_table
 TABLE_ROWS_SHOWN = 50
 
 
-def _open_for_writing(path: str | Path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("w", newline="", encoding="utf-8")
+class StreamedFile:
+    """A text file written line by line as the run goes; a failed write (disk full, I/O error) is a one-line
+    WriteError that says how many lines were kept, and closing after it is quiet."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.lines = 0
+        self.failed = False
+        self._call(lambda: self.path.parent.mkdir(parents=True, exist_ok=True))
+        self.file = self._call(lambda: self.path.open("w", newline="", encoding="utf-8"))
+
+    def _call(self, action):
+        try:
+            return action()
+        except OSError as exc:
+            from tledge.atomic import write_error
+
+            self.failed = True
+            error = write_error(self.path, exc, f"at most the {self.lines} line(s) written before it are in the file")
+            if error is None:
+                raise
+            raise error from None
+
+    def write(self, text: str) -> None:
+        self._call(lambda: self.file.write(text))
+        self.lines += text.count("\n")
+
+    def close(self) -> None:
+        if self.file.closed:
+            return
+        if self.failed:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+            return
+        self._call(self.file.close)
 
 
 class JsonlSink(Sink):
     """One JSON object per line: index, source, label, prob, topk [{label, index, prob}], latency_ms, batch."""
 
     def __init__(self, path: str | Path):
-        self.file = _open_for_writing(path)
+        self.file = StreamedFile(path)
 
     def write(self, record: dict, item: Item, status: dict) -> None:
         self.file.write(json.dumps(record) + "\n")
@@ -43,7 +76,7 @@ def csv_header(topk: int) -> list[str]:
 class CsvSink(Sink):
     def __init__(self, path: str | Path, topk: int):
         self.topk = topk
-        self.file = _open_for_writing(path)
+        self.file = StreamedFile(path)
         self.writer = csv.writer(self.file)
         self.writer.writerow(csv_header(topk))
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from tledge.metrics import latency_stats, softmax
 from tledge.preprocess import preprocess_rgb
+from tledge.runtime.backends.base import check_batch_fits
 from tledge.runtime.sources import Clock, Item, Source
 
 STAGES = ("capture_decode", "preprocess", "queue_wait", "inference", "inference_per_image", "gpu_compute",
@@ -108,6 +109,17 @@ def warm_up(backend, batch: int, iterations: int) -> None:
     backend.synchronize()
 
 
+def _known_items(source, max_frames: int | None) -> list[int]:
+    """How many items the run can see at most, where that is known (files, --max-frames); [] otherwise."""
+    known = [max_frames] if max_frames else []
+    if getattr(source, "kind", None) == "images":
+        try:
+            known.append(max(1, len(source)))
+        except TypeError:
+            pass
+    return known
+
+
 def predict_stream(backend, source: Source | Iterable[Item], options: PredictOptions | None = None,
                    sinks: Sequence[Sink] = (), clock: Clock = time.perf_counter) -> dict:
     """Run the loop until the source ends, `max_frames` is reached or Ctrl-C; return the summary dict."""
@@ -116,6 +128,8 @@ def predict_stream(backend, source: Source | Iterable[Item], options: PredictOpt
     batch_size = max(1, int(options.batch))
     if backend.max_batch is not None:
         batch_size = min(batch_size, backend.max_batch)
+    batch_size = min([batch_size, *_known_items(source, options.max_frames)])  # no batch (nor warm-up) beyond the data
+    check_batch_fits(batch_size, card.input_size)
     times = StageTimes()
     meter = _RateMeter()
     skipped: list[dict] = []

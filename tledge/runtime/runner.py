@@ -48,7 +48,7 @@ def _serve_sink(address: tuple[str, int], backend, source, echo):
 
 def check_predict_outputs(request: PredictRequest) -> None:
     """Every output path is checked before the model loads (a one-line error, not a traceback at the end)."""
-    from tledge.paths import check_output_dir, check_output_file
+    from tledge.paths import check_output_dir, check_output_file, check_outputs_apart
     from tledge.runtime.sources import VIDEO_EXTENSIONS
 
     for path, option in ((request.json, "--json"), (request.csv, "--csv"), (request.summary_json, "--summary-json")):
@@ -59,6 +59,18 @@ def check_predict_outputs(request: PredictRequest) -> None:
             check_output_file(request.save, "--save")
         else:
             check_output_dir(request.save, "--save")
+    check_outputs_apart(
+        [("--json", request.json), ("--csv", request.csv), ("--summary-json", request.summary_json),
+         ("--save", request.save)],
+        [("the model", _model_file(request.artifact)), ("the source", request.source)])
+
+
+def _model_file(artifact: str) -> Path:
+    """The file a run folder artifact loads (its best.pt); a file artifact is itself."""
+    from tledge.checkpoint import BEST
+
+    path = Path(artifact)
+    return path / BEST if path.is_dir() else path
 
 
 def open_predict_source(request: PredictRequest, card, clock: Clock = time.perf_counter):

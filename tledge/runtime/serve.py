@@ -288,6 +288,23 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _LiveHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    out_of_files_pause = 0.2  # seconds to wait when accept() fails for want of file descriptors
+    out_of_files_warned = False
+
+    def get_request(self):
+        """accept(); out of file descriptors (EMFILE/ENFILE: many idle viewers under a low `ulimit -n`), the
+        listening socket stays readable and accept keeps failing, so wait a moment instead of spinning a core,
+        and say so once. socketserver drops the failed request either way."""
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                if not self.out_of_files_warned:
+                    self.out_of_files_warned = True
+                    print(f"serve: out of file descriptors ({len(self.connections)} connections open; raise "
+                          "`ulimit -n`): new viewers wait", file=sys.stderr)
+                time.sleep(self.out_of_files_pause)
+            raise
 
     def server_bind(self):
         # HTTPServer.server_bind asks DNS for the host's full name; a device offline would stall on it.

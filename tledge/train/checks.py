@@ -18,6 +18,13 @@ def check_names(config: TrainConfig) -> None:
     parse_policy(config.freeze)
     if config.weights not in ("imagenet", "none") and not Path(config.weights).is_file():
         raise TledgeError(f"--weights {config.weights!r}: file not found (expected imagenet, none or a file)")
+    if config.weights not in ("imagenet", "none"):
+        from tledge.checkpoint import not_a_checkpoint
+
+        kind = not_a_checkpoint(config.weights)
+        if kind is not None:
+            raise TledgeError(f"--weights {config.weights!r} is {kind}, not a weights file; give imagenet, none, a "
+                              "torchvision .pth state dict or a tledge best.pt")
 
 
 def check_model(config: TrainConfig) -> None:
@@ -41,5 +48,9 @@ def check_model(config: TrainConfig) -> None:
 
 def check_config(config: TrainConfig) -> None:
     """Everything about a training config that can be known before reading the data."""
+    from tledge.paths import check_outputs_apart
+
+    check_outputs_apart([("--project", config.project)], [("the DATA folder", config.data),
+                                                          ("--weights", config.weights)])
     check_names(config)
     check_model(config)

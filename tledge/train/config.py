@@ -1,5 +1,5 @@
 """TrainConfig: every training option in one typed dataclass. Each field carries its help, range and CLI
-spelling (tledge.options), so `tledge train`, `tledge.train(...)`, sweep grids and README's table come from
+spelling (tledge.options), so `tledge train`, `tledge.train(...)`, sweep grids and docs/reference.md's table come from
 here. Ranges are checked when a config is made; it is saved in the run (config.json) and in checkpoints,
 so a run can be resumed or reproduced without the command line that started it."""
 

@@ -119,6 +119,12 @@ def warn_empty_splits(report: DataReport, sources: dict[str, Path], ratios: Sequ
     for split, ratio in (("val", ratios[1]), ("test", ratios[2])):
         if report.split_total(split) == 0 and (ratio > 0 or split in sources):
             report.warnings.append(f"the {split} split is empty (too few images per class?)")
+        elif report.split_total(split) > 0:
+            missing = [name for name in report.class_names if not report.counts.get(split, {}).get(name, 0)]
+            if missing:
+                report.warnings.append(
+                    f"class(es) {', '.join(map(repr, missing))} have no {split} images: their {split} scores are not "
+                    f"measured (left out of macro averages); add images or use another --split")
 
 
 def warn_ignored_folders(root: Path, sources: dict[str, Path], report: DataReport) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from tledge.checkpoint import LAST
+from tledge.errors import WriteError
 from tledge.train import distributed
 from tledge.train.dataset import ImageDataset, make_loader
 from tledge.train.device import default_workers
@@ -74,6 +75,7 @@ def run_epochs(session: TrainSession, train_ds, val_ds, log: Log,
 
     interrupted = False
     epochs_without_gain = _epochs_since_best(session)
+    saved = session.start_epoch  # epochs that last.pt holds
     try:
         for epoch in range(session.start_epoch, config.epochs):
             lr = session.optimizer.param_groups[0]["lr"]
@@ -108,6 +110,7 @@ def run_epochs(session: TrainSession, train_ds, val_ds, log: Log,
             improved = _record_best(session, epoch, val_stats)
             epochs_without_gain = 0 if improved else epochs_without_gain + 1
             save_epoch(session, epoch, improved)
+            saved = epoch + 1
             log(_epoch_line(row, config.epochs, improved))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
@@ -121,6 +124,11 @@ def run_epochs(session: TrainSession, train_ds, val_ds, log: Log,
                 f"Resume with: tledge train --resume {session.run_dir}")
         else:
             log("\ninterrupted before the first epoch finished: nothing saved to resume; start the run again")
+    except WriteError:  # disk full, I/O error: say what the run folder holds before the one-line error
+        if saved:
+            log(f"\n{session.run_dir / LAST} holds epoch {saved}; once the disk is fixed, resume with: "
+                f"tledge train --resume {session.run_dir}")
+        raise
     return RunResult(session.run_dir, session.card, session.history, session.best_epoch + 1,
                      session.best_val_acc, session.train_time_s, interrupted=interrupted)
 

@@ -83,13 +83,18 @@ def eval_run(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Evaluate a run folder (or best.pt) on its test split, or on a labelled folder with the same classes."""
-    from tledge.paths import check_output_dir, check_output_file
+    from tledge.checkpoint import BEST
+    from tledge.paths import check_output_dir, check_output_file, check_outputs_apart
+    from tledge.splits import SPLITS_FILE
     from tledge.train.data import read_labelled_folder
 
     if json_path:
         check_output_file(json_path, "--json")
     source = Path(source)
     run_dir = source if source.is_dir() else source.parent
+    check_outputs_apart([("--json", json_path)], [("the model", source / BEST if source.is_dir() else source),
+                                                 ("the run's splits", run_dir / SPLITS_FILE if data is None else None),
+                                                 ("the DATA folder", data)])
     if data is None:
         check_output_dir(run_dir / "eval", "the eval folder")
     else:

@@ -55,51 +55,53 @@ def train_run(
         log = _silent
     succeeded = False
     created: Path | None = None  # the run folder, when this call made it (removed again if nothing was saved)
+    tracker: Tracker | None = None
     try:
-        if resume:
-            run_dir = Path(run_dir)
-            config = _config_of(run_dir)
-            if info.is_main:
-                clean_stale_temp_files(run_dir)
-            if not force:
-                from tledge.train.data_check import check_data_unchanged
+        try:  # a stop at any point before the first checkpoint (an error, Ctrl-C, SIGTERM) removes the new folder
+            if resume:
+                run_dir = Path(run_dir)
+                config = _config_of(run_dir)
+                if info.is_main:
+                    clean_stale_temp_files(run_dir)
+                if not force:
+                    from tledge.train.data_check import check_data_unchanged
 
-                check_data_unchanged(run_dir, config, log)
-            distributed.init(info, device_type(config))
-            session = resume_session(run_dir, log, info)
-        else:
-            if run_dir is None:
-                check_run_target(config.project, config.name, config.exist_ok)
-            distributed.init(info, device_type(config))
-            if splits is None:
-                splits, report = build_splits(config.data, tuple(config.split), config.seed)
-                for line in report.summary_lines():
-                    log(line)
-                fingerprint = report.fingerprint
-            _check_splits_usable(splits)
-            session = new_session(config, None, splits, fingerprint, log, info)
-            if info.is_main:
-                target = Path(run_dir) if run_dir is not None else None
-                if target is None and config.name:
-                    target = Path(config.project) / config.name
-                existed = target is not None and target.exists()
+                    check_data_unchanged(run_dir, config, log)
+                distributed.init(info, device_type(config))
+                session = resume_session(run_dir, log, info)
+            else:
                 if run_dir is None:
-                    run_dir = new_run_dir(config.project, config.name, config.exist_ok)
-                Path(run_dir).mkdir(parents=True, exist_ok=True)
-                created = None if existed else Path(run_dir)
-                clean_stale_temp_files(run_dir)
-                splits.save(run_dir)
-                reports.write_json(Path(run_dir) / CONFIG_FILE, config.to_dict())
-            run_dir = Path(distributed.broadcast(str(run_dir), info))
-            session.run_dir = run_dir
-        tracker = Tracker.open(config.track if info.is_main else (), Path(run_dir), log, parent=parent_tracker,
-                               resume=resume, resume_step=session.start_epoch + 1 if resume else None)
-        if not resume:
-            tracker.log_params(config.to_dict())
-        try:
+                    check_run_target(config.project, config.name, config.exist_ok)
+                distributed.init(info, device_type(config))
+                if splits is None:
+                    splits, report = build_splits(config.data, tuple(config.split), config.seed)
+                    for line in report.summary_lines():
+                        log(line)
+                    fingerprint = report.fingerprint
+                _check_splits_usable(splits)
+                session = new_session(config, None, splits, fingerprint, log, info)
+                if info.is_main:
+                    target = Path(run_dir) if run_dir is not None else None
+                    if target is None and config.name:
+                        target = Path(config.project) / config.name
+                    existed = target is not None and target.exists()
+                    if run_dir is None:
+                        run_dir = new_run_dir(config.project, config.name, config.exist_ok)
+                    Path(run_dir).mkdir(parents=True, exist_ok=True)
+                    created = None if existed else Path(run_dir)
+                    clean_stale_temp_files(run_dir)
+                    splits.save(run_dir)
+                    reports.write_json(Path(run_dir) / CONFIG_FILE, config.to_dict())
+                run_dir = Path(distributed.broadcast(str(run_dir), info))
+                session.run_dir = run_dir
+            tracker = Tracker.open(config.track if info.is_main else (), Path(run_dir), log, parent=parent_tracker,
+                                   resume=resume, resume_step=session.start_epoch + 1 if resume else None)
+            if not resume:
+                tracker.log_params(config.to_dict())
             result = _fit(session, log, on_epoch_end, tracker)
         except BaseException as exc:
-            tracker.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            if tracker is not None:
+                tracker.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             _remove_half_made(created, log)
             raise
         tracker.close("KILLED" if result.interrupted else "FINISHED", announce=parent_tracker is None)

@@ -15,6 +15,24 @@ def cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def cache_problem(folder: Path) -> str | None:
+    """Why torch could not keep downloaded weights in `folder` (a file where a folder goes, no write access),
+    naming TORCH_HOME, or None: an offline machine is not blamed for a cache that cannot exist."""
+    import os
+
+    ancestor = folder
+    while not ancestor.exists() and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    home = os.environ.get("TORCH_HOME")
+    setting = f"TORCH_HOME={home}" if home else "torch's default cache (~/.cache/torch; set TORCH_HOME to move it)"
+    if not ancestor.is_dir():
+        return (f"torch's weight cache {folder} cannot be made: {ancestor} is a file, not a folder ({setting}); "
+                "point TORCH_HOME at a folder, or unset it")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"torch's weight cache {folder} cannot be written: no write access to {ancestor} ({setting})"
+    return None
+
+
 def weights_enum(spec):
     import torchvision
 
@@ -30,6 +48,9 @@ def load_imagenet_model(spec, builder, **arch_kwargs):
         raise TledgeError(
             f"ImageNet weights exist only for the standard {spec.name}; drop {sorted(arch_kwargs)} or use --weights none"
         )
+    problem = cache_problem(cache_dir())
+    if problem and not cached.is_file():
+        raise TledgeError(problem)
     try:
         return builder(weights=enum)
     except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, socket errors, hash mismatch

@@ -45,6 +45,10 @@ def resume_run(run_dir: str | Path, force: bool = False, log: Log = print) -> Re
     if not config_path.is_file():
         raise TledgeError(f"cannot resume {run_dir}: no {CONFIG_FILE} (not a tledge run folder)")
     config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    if not config.kfold or is_fold_dir(run_dir):
+        finished = _finished(run_dir, log)
+        if finished is not None:
+            return Resumed(run_dir, finished)
     if is_fold_dir(run_dir):
         if not (run_dir / LAST).is_file():
             raise TledgeError(f"{run_dir} has not saved a checkpoint yet; resume the k-fold run instead: "
@@ -58,3 +62,20 @@ def resume_run(run_dir: str | Path, force: bool = False, log: Log = print) -> Re
         return Resumed(run_dir, dict(outcome.get("summary", {})), bool(outcome.get("interrupted", False)))
     result = train_run(config, run_dir=run_dir, resume=True, force=force, log=log)
     return Resumed(run_dir, dict(result.test_metrics or {}), result.interrupted)
+
+
+def _finished(run_dir: Path, log: Log) -> dict | None:
+    """The metrics of a run that already finished (metrics.json is its last word), after saying so; None for
+    a run that can go on. Resuming a finished run touches nothing: its best.pt, and so its exports, stay."""
+    from tledge.train.rundir import METRICS_FILE
+
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    log(f"{run_dir} finished already ({metrics.get('epochs_run', '?')} epochs; see {METRICS_FILE}): nothing to "
+        "resume, its files are unchanged. To train longer, start a new run: tledge train DATA --epochs N")
+    return metrics if isinstance(metrics, dict) else {}

@@ -94,9 +94,10 @@ def sweep_cells(sweep_dir: str | Path) -> list[Cell]:
 def start_sweep(base: TrainConfig, axes: dict, project: str | Path = "runs", name: str | None = None,
                 devices: Sequence[str] | None = None) -> tuple[Path, list[Cell]]:
     """Validate the grid, make the sweep folder and save sweep.json; nothing trains yet."""
-    from tledge.paths import check_name_inside, check_output_dir
+    from tledge.paths import check_name_inside, check_output_dir, check_outputs_apart
 
     check_output_dir(project, "--project")
+    check_outputs_apart([("--project", project)], [("the DATA folder", base.data)])
     check_name_inside(project, name)
     cells = expand_grid(base, axes)
     validate_cells(cells)
@@ -357,7 +358,7 @@ def _finish_job(job: _Job, sweep_dir: Path, log: Log) -> tuple[str, str | None]:
     if code == 0 and cell_state(job.cell, cell_dir) == "done":
         log(f"{job.cell.name}: finished on {job.device} in {seconds:.0f} s")
         return "done", None
-    if code in (130, -signal.SIGINT):
+    if code in (130, 143, -signal.SIGINT, -signal.SIGTERM):  # Ctrl-C or SIGTERM (a stopped service's cgroup)
         return "interrupted", None
     status = cell_dir / STATUS_FILE
     reason = reports.read_json(status).get("error") if status.is_file() else None
@@ -396,18 +397,21 @@ def worker_main(argv: Sequence[str]) -> int:
     if name not in cells:
         print(f"error: {sweep_dir} has no cell {name!r}", file=sys.stderr)
         return 2
+    from tledge.signals import sigterm_as_interrupt
+
     # the sweep's records, opened by the parent process (tracking.json): this cell's are a child of them
     tracked = (sweep_dir / TRACKING_FILE).is_file()
     tracker = Tracker.open(cells[name].config.track, sweep_dir, print, resume=True) if tracked else None
     try:
-        status = run_cell(cells[name], sweep_dir, print, device, tracker=tracker)
+        with sigterm_as_interrupt() as stop:  # a SIGTERM to every process (systemd's cgroup) saves last.pt too
+            status = run_cell(cells[name], sweep_dir, print, device, tracker=tracker)
     except KeyboardInterrupt:
-        return 130
+        return stop.exit_code or 130
     except Exception as exc:
         traceback.print_exc()
         reports.write_json(sweep_dir / name / STATUS_FILE, {"status": "failed", "error": _reason(exc)})
         return 1
-    return 130 if status == "interrupted" else 0
+    return (stop.exit_code or 130) if status == "interrupted" else 0
 
 
 if __name__ == "__main__":

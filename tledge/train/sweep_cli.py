@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tledge.errors import TledgeError, require
+from tledge.errors import Interrupted, TledgeError, require
 from tledge.options import click_options, given
 from tledge.train.sweep_options import AXIS_OPTIONS, SweepOptions
 
@@ -113,10 +113,10 @@ def sweep_command(data, **values):
 
 
 def _exit(rows: list[dict]) -> None:
-    """130 when interrupted, 1 when a cell failed (results are written either way), else 0."""
+    """130 when interrupted (143 by SIGTERM), 1 when a cell failed (results are written either way), else 0."""
     statuses = {row["status"] for row in rows}
     if statuses & {"interrupted", "pending", "started", "incomplete"}:
-        sys.exit(130)
+        raise Interrupted("the sweep stopped before every cell finished (the resume command is above)")
     if "failed" in statuses:
         sys.exit(1)
 

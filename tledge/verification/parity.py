@@ -67,6 +67,8 @@ def parse_tolerance(text: str | None) -> dict[str, dict[str, float]]:
             number = float(value)
         except ValueError:
             raise ExportOptionError(f"--tolerance {item!r}: {value!r} is not a number") from None
+        if not np.isfinite(number):
+            raise ExportOptionError(f"--tolerance {item!r}: {value!r} must be a finite number (not inf or nan)")
         tolerances[kind][metric] = number
     return tolerances
 

@@ -129,7 +129,7 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
              f"{environment.short(env)}")
         # the pack's checksums are of the normalized float tensors: a uint8-input model gets those too (its
         # backend turns them back into its pixels)
-        float_card = card.replace(extra={k: v for k, v in card.extra.items() if k != "input"})
+        float_card = card.replace(layout="NCHW", extra={k: v for k, v in card.extra.items() if k != "input"})
         (logits,), info = run_on_images(None, [backend], pack.paths, pack.labels, float_card, VERIFY_BATCH,
                                         pack.source)
     finally:

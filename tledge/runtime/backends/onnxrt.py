@@ -34,7 +34,7 @@ import numpy as np
 
 from tledge.card import ModelCard, card_from_onnx_session
 from tledge.errors import TledgeError, require
-from tledge.runtime.backends.base import Backend
+from tledge.runtime.backends.base import Backend, cap_threads
 
 PROVIDER_ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -140,7 +140,7 @@ def install_hint() -> str:
     """Which ONNX Runtime is installed, and the one-line fix when it is the wrong one for a GPU."""
     from tledge.runtime.backends.ort_install import diagnose
 
-    return diagnose().fix or "GPU providers need onnxruntime-gpu: see README 'GPU install'"
+    return diagnose().fix or "GPU providers need onnxruntime-gpu: see docs/reference.md 'GPU install'"
 
 
 def fallback_hint() -> str:
@@ -153,7 +153,8 @@ def fallback_hint() -> str:
     version = report.installed.get("onnxruntime-gpu")
     if version and not report.problem:
         return (f"onnxruntime-gpu {version} is installed, but the CUDA/TensorRT libraries its providers link did "
-                "not load: install the tledge GPU extra that matches this torch's CUDA major (README 'GPU install')")
+                "not load: install the tledge GPU extra that matches this torch's CUDA major "
+                "(docs/reference.md 'GPU install')")
     return install_hint()
 
 
@@ -176,6 +177,9 @@ class OnnxRuntimeBackend(Backend):
         ort = require("onnxruntime", "cpu", "running an .onnx model")
         self.path = Path(path)
         self.notes: list[str] = []
+        threads, note = cap_threads(threads)
+        if note:
+            self.notes.append(note)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -208,7 +212,7 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(zip(providers, settings)))
         except Exception as exc:  # noqa: BLE001 - protobuf parse errors, invalid graphs
             raise TledgeError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-        self.card: ModelCard = card_from_onnx_session(self.session)
+        self.card: ModelCard = card_from_onnx_session(self.session, self.path)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self._check_graph_matches_card()
@@ -232,7 +236,7 @@ class OnnxRuntimeBackend(Backend):
             session = ort.InferenceSession(str(self.path), sess_options=light, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
             raise TledgeError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-        return card_from_onnx_session(session), session.get_inputs()[0]
+        return card_from_onnx_session(session, self.path), session.get_inputs()[0]
 
     def _check_graph_matches_card(self) -> None:
         shape = self.session.get_inputs()[0].shape
@@ -245,6 +249,11 @@ class OnnxRuntimeBackend(Backend):
                 "re-export it"
             )
         self.max_batch = shape[0] if isinstance(shape[0], int) else None
+        out = self.session.get_outputs()[0].shape
+        width = out[-1] if len(out) == 2 else None
+        if len(out) != 2 or (isinstance(width, int) and width != self.card.num_classes):
+            raise TledgeError(f"{self.path}: the graph gives {out[1:] if len(out) != 2 else width} outputs per image "
+                              f"but its model card names {self.card.num_classes} classes; re-export it")
 
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]

@@ -75,7 +75,8 @@ def diagnose(installed: dict[str, str] | None = None, ort=None) -> OrtInstall:
         report.fix = GPU_FIX
     elif not report.installed and ort is None:
         report.problem = "no ONNX Runtime is installed"
-        report.fix = "pip install 'tledge[cpu]' (or 'tledge[gpu]' on an NVIDIA machine; see README)"
+        report.fix = ("pip install 'tledge[cpu]' (or 'tledge[gpu]' on an NVIDIA machine; "
+                      "see docs/reference.md 'GPU install')")
     elif "onnxruntime-gpu" not in report.installed:
         report.fix = GPU_FIX  # only shown when a GPU provider was asked for
     return report

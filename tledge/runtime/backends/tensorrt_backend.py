@@ -62,7 +62,7 @@ def read_engine_sidecar(engine_path: str | Path) -> ModelCard:
     if not sidecar.is_file():
         raise TledgeError(f"{engine_path}: its model card {sidecar.name} is missing (export writes it next to the engine)")
     try:
-        return ModelCard.from_dict(json.loads(sidecar.read_text()))
+        return ModelCard.from_dict(json.loads(sidecar.read_text()), sidecar)
     except json.JSONDecodeError as exc:
         raise TledgeError(f"{sidecar}: not valid JSON ({exc})") from None
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tledge.errors import require
-from tledge.runtime.backends.base import Backend
+from tledge.runtime.backends.base import Backend, cap_threads
 
 
 def resolve_torch_device(device: str = "auto") -> str:
@@ -31,9 +31,12 @@ class TorchBackend(Backend):
         torch = require("torch", "train", "running a .pt checkpoint")
         from tledge.train.restore import load_model
 
+        threads, note = cap_threads(threads)
+        self.notes = [note] if note else []
         if threads:
             torch.set_num_threads(int(threads))
         self.torch = torch
+        self.path = Path(path)
         self.device = resolve_torch_device(device)
         self.model, self.card = load_model(path, self.device)
         self.amp = bool(amp) and self.device.startswith("cuda")

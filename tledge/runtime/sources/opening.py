@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from tledge.errors import TledgeError
+from tledge.paths import GLOB_CHARS
 from tledge.preprocess import is_image_file
 from tledge.runtime.sources.base import Clock, Source
 from tledge.runtime.sources.images import ImageFilesSource, find_images, find_other_files
@@ -21,7 +22,6 @@ from tledge.runtime.sources.live import LiveSource, csi_pipeline
 from tledge.runtime.sources.video import VIDEO_EXTENSIONS, VideoFileSource
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-GLOB_CHARS = ("*", "?", "[")
 
 
 def _is_url(spec: str) -> bool:
@@ -77,6 +77,9 @@ def open_source(spec: str | int, *, prepare: Callable[[np.ndarray], np.ndarray] 
         capture = _open_capture(spec, cv2.CAP_FFMPEG)
         if capture is None:
             raise TledgeError(f"cannot open stream {spec} (unreachable, wrong path, or not a video stream)")
+        if spec.lower().startswith(("http://", "https://")) and (capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) > 0:
+            # a video file served over HTTP has a frame count: it ends, where a live stream would be reopened
+            return VideoFileSource(spec, capture, queue_size=prefetch, prepare=prepare, clock=clock)
         return LiveSource(spec, capture, reopen=lambda: _open_capture(spec, cv2.CAP_FFMPEG), retries=retries,
                           retry_delay=retry_delay, clock=clock)
     path = Path(spec).expanduser()
