@@ -132,6 +132,18 @@ def test_run_recorded_in_tensorboard_and_mlflow(data, tmp_path):
     assert saved["mlflow"]["run_id"] == record.info.run_id
 
 
+@needs_tensorboard
+def test_python_api_takes_track_as_a_list(data, tmp_path):
+    import tledge
+
+    run = tledge.train(data, track=["tensorboard"], project=str(tmp_path / "runs"), epochs=1, log=lambda s: None,
+                       **{k: v for k, v in TINY.items()})
+    history = read_history_csv(run.dir / "history.csv")
+    assert events(run.dir / "tensorboard").Scalars("val_acc")[0].value == pytest.approx(history[0]["val_acc"],
+                                                                                       rel=1e-6)
+    assert not (run.dir / tracking.MLFLOW_DIR).exists()
+
+
 class Interrupt:
     def __init__(self, after_epoch):
         self.after_epoch = after_epoch
