@@ -7,8 +7,8 @@ EXIT_CODES = {
     0: "ok",
     2: "user error: bad option, path or input (one line `error: ...`); also a write the machine refused (disk full, "
        "I/O error, name too long): the message names the file and what was kept",
-    3: "export: the data show an artifact over its parity gate, or the INT8 budget out of reach",
-    4: "export: parity inconclusive, too few images to tell (the message says how many would)",
+    3: "export, verify: the data show an artifact over its parity gate, or the INT8 budget out of reach",
+    4: "export, verify: parity inconclusive, too few images to tell (the message says how many would)",
     130: "interrupted (Ctrl-C); what ran is saved (train: resume with --resume)",
     143: "stopped by SIGTERM (docker stop, systemd, kill): the same clean-up, summary and resume hint as Ctrl-C",
     1: "a bug in tledge (a traceback): please report it; export: a step crashed (the others ran); sweep: a "
