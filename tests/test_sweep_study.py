@@ -184,3 +184,23 @@ def test_missing_optuna_is_one_line(data, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "optuna" in err[0] and "tledge[sweep]" in err[0], err
     assert not project.exists()
+
+
+def test_pruned_trials_stop_training_and_are_not_chosen(data, tmp_path, capsys, monkeypatch):
+    """A pruner that stops every trial at its first report: each cell stops after epoch 1, its trial is
+    PRUNED, its row says so, and nothing is chosen."""
+    monkeypatch.setattr(sweep_study, "search_pruner", lambda optuna: optuna.pruners.ThresholdPruner(lower=2.0))
+    project = tmp_path / "runs"
+    assert main(["sweep", str(data), *TINY, "--epochs", "2", "--freeze", "none,all", "--search", "tpe",
+                 "--trials", "2", "--project", str(project)]) == 0
+    out = capsys.readouterr().out
+    sweep_dir = project / "sweep"
+    trials = sweep_study.study_trials(sweep_dir)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert list(trials[0].intermediate_values) == [1]  # a later trial of the same cell resumes at epoch 2
+    assert all(len(t.intermediate_values) == 1 for t in trials)
+    result = json.loads((sweep_dir / "results.json").read_text())
+    assert {c["status"] for c in result["cells"]} == {"pruned"} and result["best"] is None
+    assert "pruned after epoch 1" in out and "no cell finished: nothing to choose" in out
+    for cell in result["cells"]:
+        assert not (sweep_dir / cell["cell"] / "metrics.json").exists()

@@ -62,7 +62,7 @@ def load_study(sweep_dir: Path, cells: Sequence[Cell], search: str = "grid", sto
         pruner = optuna.pruners.NopPruner()
     else:
         sampler = optuna.samplers.TPESampler(seed=seed)
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        pruner = search_pruner(optuna)
     try:
         with _locked(sweep_dir):  # two workers creating one SQLite file at once race in its schema setup
             return optuna.create_study(study_name=study_name(sweep_dir, storage), storage=storage_url(sweep_dir, storage),
@@ -70,6 +70,12 @@ def load_study(sweep_dir: Path, cells: Sequence[Cell], search: str = "grid", sto
     except Exception as exc:  # a bad URL, a missing driver, a server that does not answer
         raise TledgeError(f"cannot open the sweep study at {storage or sweep_dir}: "
                           f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+
+
+def search_pruner(optuna):
+    """A search's pruner: stop a trial whose val accuracy at an epoch (after the first) is below the median
+    of the earlier trials' at that epoch, once two trials have finished."""
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
 
 
 def _grid_sampler(optuna):
@@ -214,9 +220,10 @@ def run_worker(sweep_dir: Path, cells: Sequence[Cell], axes: dict, *, search: st
             value = row.get("val_acc")
             if value is None:
                 return
-            trial.report(float(value), epoch)
+            step = int(row.get("epoch", epoch + 1))  # 1-based, as history.csv numbers epochs
+            trial.report(float(value), step)
             if trial.should_prune():
-                raise _Pruned(f"pruned after epoch {epoch} (val acc {float(value):.4f})")
+                raise _Pruned(f"pruned after epoch {step} (val acc {float(value):.4f})")
 
         try:
             status = run_cell(cell, sweep_dir, log, device, cache, tracker, on_epoch_end=report)
