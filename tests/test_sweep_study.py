@@ -168,6 +168,7 @@ def test_unknown_search_is_clicks_usage_error_and_nothing_written(data, tmp_path
     ["--trials", "3"],
     ["--search", "tpe", "--devices", "cpu,cpu"],
     ["--storage", "not a url"],
+    ["--storage", "postgresql://user:pw@127.0.0.1:1/nodb"],  # no driver, or nothing listening: either way
 ])
 def test_bad_study_options_are_one_line_exit_2_and_nothing_written(data, tmp_path, capsys, options):
     project = tmp_path / "runs"

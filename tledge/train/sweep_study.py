@@ -323,15 +323,13 @@ def study_trials(sweep_dir: Path, storage: str | None = None) -> list:
 
 
 def check_storage(storage: str | None) -> None:
-    """A --storage URL must be one SQLAlchemy can parse, before the sweep folder is made."""
+    """A --storage URL must open (parse, driver, server) before the sweep folder is made."""
     if storage is None:
         return
+    optuna = _optuna()
     try:
-        from sqlalchemy.engine import make_url
-
-        make_url(storage)
-    except ImportError:
-        _optuna()
-    except Exception:
-        raise TledgeError(f"bad --storage {storage!r}; expected a database URL such as "
-                          "postgresql://user:password@host/db or sqlite:///path/study.db") from None
+        optuna.storages.RDBStorage(storage)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TledgeError(f"cannot open --storage {storage!r}: {text}; expected a reachable database URL such "
+                          "as postgresql://user:password@host/db (with its driver installed)") from None
