@@ -142,3 +142,12 @@ def test_trackers_are_their_own_extra_and_the_runtime_install_does_not_pull_them
     for extra, requirements in EXTRAS.items():
         if extra not in ("track", "dev"):
             assert not {_name(r) for r in requirements} & trackers, extra
+
+
+def test_optuna_is_the_sweep_extra_and_the_runtime_install_does_not_pull_it():
+    """tledge sweep's study engine comes with `sweep` (and `dev`, for the tests), never with the base install."""
+    assert "optuna" in {_name(r) for r in EXTRAS["sweep"]} and "optuna" in {_name(r) for r in EXTRAS["dev"]}
+    assert "optuna" not in {_name(r) for r in META["dependencies"]}
+    for extra, requirements in EXTRAS.items():
+        if extra not in ("sweep", "dev"):
+            assert "optuna" not in {_name(r) for r in requirements}, extra

@@ -69,11 +69,19 @@ def new_sweep_dir(project: str | Path, name: str | None = None) -> Path:
     return path
 
 
-def save_grid(sweep_dir: Path, base: TrainConfig, axes: dict, devices: Sequence[str] | None = None) -> Path:
+def save_grid(sweep_dir: Path, base: TrainConfig, axes: dict, devices: Sequence[str] | None = None,
+              study: dict | None = None) -> Path:
+    """sweep.json: the grid, the devices, and the study (search: grid or tpe, trials, storage URL or null)."""
     return reports.write_json(Path(sweep_dir) / SWEEP_FILE, {
         "base": base.to_dict(), "axes": normalize_axes(axes), "devices": list(devices or []),
-        "cells": [c.name for c in expand_grid(base, axes)],
+        "cells": [c.name for c in expand_grid(base, axes)], "study": study or {},
     })
+
+
+def load_study_spec(sweep_dir: str | Path) -> dict:
+    """sweep.json's study: {"search": "grid" | "tpe", "trials": N | None, "storage": URL | None}."""
+    spec = reports.read_json(Path(sweep_dir) / SWEEP_FILE).get("study") or {}
+    return {"search": spec.get("search", "grid"), "trials": spec.get("trials"), "storage": spec.get("storage")}
 
 
 def load_grid(sweep_dir: str | Path) -> tuple[TrainConfig, dict, list[str]]:
@@ -92,7 +100,7 @@ def sweep_cells(sweep_dir: str | Path) -> list[Cell]:
 
 
 def start_sweep(base: TrainConfig, axes: dict, project: str | Path = "runs", name: str | None = None,
-                devices: Sequence[str] | None = None) -> tuple[Path, list[Cell]]:
+                devices: Sequence[str] | None = None, study: dict | None = None) -> tuple[Path, list[Cell]]:
     """Validate the grid, make the sweep folder and save sweep.json; nothing trains yet."""
     from tledge.paths import check_name_inside, check_output_dir, check_outputs_apart
 
@@ -103,7 +111,7 @@ def start_sweep(base: TrainConfig, axes: dict, project: str | Path = "runs", nam
     validate_cells(cells)
     sweep_dir = new_sweep_dir(project, name)
     base = dataclasses.replace(base, project=str(sweep_dir))
-    save_grid(sweep_dir, base, axes, devices)
+    save_grid(sweep_dir, base, axes, devices, study)
     return sweep_dir, expand_grid(base, axes)
 
 
@@ -148,9 +156,11 @@ def cell_config(cell: Cell, sweep_dir: Path, device: str | None = None) -> Train
 
 
 def run_cell(cell: Cell, sweep_dir: Path, log: Log = print, device: str | None = None,
-             splits_cache: dict | None = None, tracker: Tracker | None = None) -> str:
+             splits_cache: dict | None = None, tracker: Tracker | None = None,
+             on_epoch_end: Callable[[int, dict], None] | None = None) -> str:
     """Train one cell in sweep_dir/<name> (or read it back, or resume it). Returns 'done' or 'interrupted'.
-    Errors propagate. `tracker`: the sweep's records, of which the cell's are a child."""
+    Errors propagate. `tracker`: the sweep's records, of which the cell's are a child. `on_epoch_end`:
+    called with each epoch's history row (a study's trial reports val_acc there; k-fold cells do not)."""
     from tledge.train.fit import train_run
     from tledge.train.kfold import run_kfold
 
@@ -168,11 +178,12 @@ def run_cell(cell: Cell, sweep_dir: Path, log: Log = print, device: str | None =
         return "interrupted" if outcome.get("interrupted") else "done"
     if state == "started":
         log(f"{cell.name}: resuming from {cell_dir / 'last.pt'}")
-        result = train_run(config, run_dir=cell_dir, resume=True, log=log, parent_tracker=tracker)
+        result = train_run(config, run_dir=cell_dir, resume=True, log=log, parent_tracker=tracker,
+                           on_epoch_end=on_epoch_end)
     else:
         splits, fingerprint = _shared_splits(config, splits_cache, log)
         result = train_run(config, run_dir=cell_dir, splits=splits, fingerprint=fingerprint, log=log,
-                           parent_tracker=tracker)
+                           parent_tracker=tracker, on_epoch_end=on_epoch_end)
     return "interrupted" if result.interrupted else "done"
 
 
@@ -215,6 +226,36 @@ def run_sweep(cells: Sequence[Cell], sweep_dir: str | Path, log: Log = print,
     rows = [cell_result(cell, sweep_dir / cell.name, *outcomes.get(cell.name, ("pending", None))) for cell in cells]
     write_results(rows, sweep_dir)
     _log_summary(rows, sweep_dir, log)
+    files = [sweep_dir / name for name in ("results.csv", "results.md", "results.json", SWEEP_FILE)]
+    tracker.log_final({}, sweep_dir, files)
+    stopped = {row["status"] for row in rows} & {"interrupted", "pending", "started", "incomplete"}
+    tracker.close("KILLED" if stopped else "FINISHED", announce=True)
+    return rows
+
+
+def run_study_sweep(sweep_dir: str | Path, log: Log = print, device: str | None = None) -> list[dict]:
+    """Run the sweep folder's study as one worker (tledge.train.sweep_study): take trials until the grid or
+    the trial budget is done, then write the results over every cell so far, with the cell chosen on val."""
+    from tledge.train import sweep_study
+
+    sweep_dir = Path(sweep_dir)
+    spec = load_study_spec(sweep_dir)
+    _, axes, _ = load_grid(sweep_dir)
+    cells = sweep_cells(sweep_dir)
+    sweep_study.load_study(sweep_dir, cells, spec["search"], spec["storage"])  # a bad storage: before the tracker
+    tracker = _open_sweep_tracker(cells, sweep_dir, log)
+    try:
+        outcomes = sweep_study.run_worker(sweep_dir, cells, normalize_axes(axes), search=spec["search"],
+                                          trials=spec["trials"], storage=spec["storage"], device=device,
+                                          log=log, tracker=tracker)
+    except BaseException:
+        tracker.close("KILLED")
+        raise
+    rows = sweep_study.study_rows(sweep_dir, cells, spec["search"], spec["storage"], outcomes)
+    best = sweep_study.mark_best(rows)
+    write_results(rows, sweep_dir, best=best)
+    _log_summary(rows, sweep_dir, log)
+    log(sweep_study.summary(best))
     files = [sweep_dir / name for name in ("results.csv", "results.md", "results.json", SWEEP_FILE)]
     tracker.log_final({}, sweep_dir, files)
     stopped = {row["status"] for row in rows} & {"interrupted", "pending", "started", "incomplete"}

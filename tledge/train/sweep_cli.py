@@ -11,7 +11,7 @@ import click
 
 from tledge.errors import Interrupted, TledgeError, require
 from tledge.options import click_options, given
-from tledge.train.sweep_options import AXIS_OPTIONS, SweepOptions
+from tledge.train.sweep_options import AXIS_OPTIONS, SweepOptions, check_study_options
 
 # config-file keys that are not TrainConfig options
 SWEEP_KEYS = ("data", "project", "name", "devices")
@@ -83,6 +83,7 @@ def sweep_command(data, **values):
     from tledge.train import sweep
 
     opts = SweepOptions(**given(values, SweepOptions))
+    check_study_options(opts)
     lists = {key: getattr(opts, key) for key in AXIS_OPTIONS}
     if opts.resume is not None:
         resume = Path(opts.resume)
@@ -90,13 +91,19 @@ def sweep_command(data, **values):
             raise TledgeError("--resume takes the grid from the sweep folder; give no DATA, --config or grid options")
         from tledge.paths import clean_stale_temp_files
 
+        if opts.search != "grid" or opts.trials is not None or opts.storage is not None:
+            raise TledgeError("--resume takes --search, --trials and --storage from the sweep folder's sweep.json")
         base, _, saved_devices = sweep.load_grid(resume)
+        devices = sweep.parse_devices(opts.devices) or saved_devices
+        if len(devices) < 2:
+            _need_optuna()
         clean_stale_temp_files(resume)
         cells = sweep.sweep_cells(resume)
         sweep.validate_cells(cells)
-        rows = sweep.run_sweep(cells, resume, devices=sweep.parse_devices(opts.devices) or saved_devices)
-        _exit(rows)
+        _exit(_run(sweep, cells, resume, devices))
         return
+    if len(sweep.parse_devices(opts.devices)) < 2:
+        _need_optuna()
     spec = read_sweep_file(Path(opts.config_file)) if opts.config_file is not None else {}
     given_values = {
         "data": str(data) if data is not None else None, "project": opts.project, "name": opts.name,
@@ -107,9 +114,30 @@ def sweep_command(data, **values):
     spec.update({key: value for key, value in given_values.items() if value is not None})
     base, axes, project, name, devices = build_grid(spec)
     device_list = sweep.parse_devices(devices)
-    sweep_dir, cells = sweep.start_sweep(base, axes, project, name, device_list)
-    click.echo(f"sweep {sweep_dir}: {len(cells)} cells: {', '.join(c.name for c in cells)}")
-    _exit(sweep.run_sweep(cells, sweep_dir, devices=device_list))
+    study = {"search": opts.search, "trials": opts.trials, "storage": opts.storage}
+    if len(device_list) < 2:
+        from tledge.train.sweep_study import check_storage
+
+        check_storage(opts.storage)
+    sweep_dir, cells = sweep.start_sweep(base, axes, project, name, device_list, study)
+    if opts.search == "grid":
+        click.echo(f"sweep {sweep_dir}: {len(cells)} cells: {', '.join(c.name for c in cells)}")
+    else:
+        click.echo(f"sweep {sweep_dir}: {opts.search} search, {opts.trials or len(cells)} trials over "
+                   f"{len(cells)} cells")
+    _exit(_run(sweep, cells, sweep_dir, device_list))
+
+
+def _need_optuna() -> None:
+    """The study needs optuna: say so in one line (exit 2) before anything is written."""
+    require("optuna", "sweep", "tledge sweep")
+
+
+def _run(sweep, cells, sweep_dir: Path, devices: list[str]) -> list[dict]:
+    """Two or more devices: the grid's own parallel runner; otherwise this process is one study worker."""
+    if len(devices) > 1:
+        return sweep.run_sweep(cells, sweep_dir, devices=devices)
+    return sweep.run_study_sweep(sweep_dir, device=devices[0] if devices else None)
 
 
 def _exit(rows: list[dict]) -> None:

@@ -24,7 +24,8 @@ RESULT_FILES = ("results.csv", "results.md", "results.json", "results.png")
 # The numbers every result row carries (k-fold rows: the mean over folds, and a <name>_std column).
 METRICS = ("trainable_params", "total_params", "best_epoch", "epochs_run", "train_time_s", "train_loss",
            "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
-CSV_COLUMNS = ("cell", "status", *AXIS_TYPES, "k", *METRICS, *(f"{m}_std" for m in METRICS), "run_dir", "error")
+CSV_COLUMNS = ("cell", "status", *AXIS_TYPES, "k", *METRICS, *(f"{m}_std" for m in METRICS), "run_dir", "error",
+               "chosen")
 # results.md: (column title, row key, decimals); None = as is.
 TABLE_METRICS = (("trainable", "trainable_params", None), ("best epoch", "best_epoch", 1),
                  ("time s", "train_time_s", 1), ("train loss", "train_loss", 4), ("train acc", "train_acc", 4),
@@ -32,6 +33,8 @@ TABLE_METRICS = (("trainable", "trainable_params", None), ("best epoch", "best_e
                  ("test acc", "test_acc", 4))
 TABLE_LEGEND = ("train loss/acc: last epoch; val loss/acc: best epoch (the weights tested); test: best.pt on "
                 "the test split; time: training + validation seconds. k-fold cells: mean ± std over folds.")
+CHOSEN_LEGEND = ("chosen (*): the best val acc, the only number that chooses; test acc is reported for every "
+                 "cell but not used for choosing.")
 
 
 
@@ -154,20 +157,30 @@ def results_table(rows: Sequence[dict]) -> list[dict]:
             shown["folds"] = row.get("k")
         for title, key, decimals in TABLE_METRICS:
             shown[title] = _display(row.get(key), row.get(f"{key}_std"), decimals)
+        if any("chosen" in r for r in rows):
+            shown["chosen"] = "*" if row.get("chosen") else ""
         shown["status"] = row["status"] if row["status"] == "done" else f"{row['status']}" + (
             f": {row['error']}" if row.get("error") else "")
         table.append(shown)
     return table
 
 
-def write_results(rows: Sequence[dict], sweep_dir: str | Path, plot: bool = True) -> list[Path]:
-    """results.csv (every number, exact), results.json, results.md (the study table) and results.png."""
+def write_results(rows: Sequence[dict], sweep_dir: str | Path, plot: bool = True,
+                  best: dict | None = None) -> list[Path]:
+    """results.csv (every number, exact), results.json, results.md (the study table) and results.png.
+    `best`: the row chosen on val acc (a study's), named in results.json/.md with its export command."""
     sweep_dir = Path(sweep_dir)
     atomic_write_bytes(sweep_dir / "results.csv", _csv_text(rows).encode("utf-8"))
+    chosen = None if best is None else {"cell": best["cell"], "val_acc": best.get("val_acc"),
+                                        "test_acc": best.get("test_acc"), "chosen_by": "val_acc",
+                                        "export": f"tledge export {best['run_dir']}"}
     reports.write_json(sweep_dir / "results.json", {"sweep": str(sweep_dir), "columns": list(CSV_COLUMNS),
-                                                    "cells": list(rows)})
+                                                    "cells": list(rows), "best": chosen})
     table = format_table(results_table(rows), markdown=True)
-    text = f"# Sweep {sweep_dir.name}\n\n{table}\n\n{TABLE_LEGEND}\n"
+    legend = TABLE_LEGEND + (" " + CHOSEN_LEGEND if any("chosen" in r for r in rows) else "")
+    text = f"# Sweep {sweep_dir.name}\n\n{table}\n\n{legend}\n"
+    if chosen is not None:
+        text += f"\nBest cell (by val acc): {chosen['cell']}; export it with: `{chosen['export']}`\n"
     atomic_write_bytes(sweep_dir / "results.md", text.encode("utf-8"))
     written = [sweep_dir / name for name in RESULT_FILES[:3]]
     if plot:
@@ -176,10 +189,10 @@ def write_results(rows: Sequence[dict], sweep_dir: str | Path, plot: bool = True
 
 
 def plot_results(rows: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
-    """A bar per cell: test accuracy (val accuracy when no cell has a test split), with ± std error bars
+    """A bar per cell: validation accuracy (what chooses; the test split must not), with ± std error bars
     for k-fold cells; a cell without results gets an empty slot labelled with its status."""
     plt = pyplot()
-    key = "test_acc" if any(r.get("test_acc") is not None for r in rows) else "val_acc"
+    key = "val_acc"
     names = [r["cell"] for r in rows]
     values = [r.get(key) if r.get(key) is not None else 0.0 for r in rows]
     errors = [r.get(f"{key}_std") or 0.0 for r in rows] if any(r.get("k") for r in rows) else None

@@ -1,0 +1,207 @@
+"""`tledge sweep` on Optuna, on tiny generated images (1-5 epochs, 32 px): two workers sharing one SQLite
+study run every cell once, a killed worker leaves the study resumable, a TPE search keeps its trial budget,
+the chosen cell is chosen on val accuracy only, and bad study options are one line (exit 2, nothing written).
+The trials are read back with Optuna's own API."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from tledge.cli import main  # noqa: E402
+from tledge.train import sweep, sweep_study  # noqa: E402
+from tledge.train.config import TrainConfig  # noqa: E402
+from tledge.train.sweep_results import results_table, write_results  # noqa: E402
+
+TINY = ["--models", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "8", "--augment", "none",
+        "--epochs", "1", "--workers", "0", "--lr", "1e-3"]
+TINY_CONFIG = dict(model="resnet18", weights="none", img_size=32, batch_size=8, augment="none", epochs=1,
+                   workers=0, lr=1e-3)
+ROOT = Path(__file__).resolve().parents[1]
+COMPLETE = optuna.trial.TrialState.COMPLETE
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """12 images per class, 32 px (make_image_folder's images), shared by the module."""
+    import cv2
+    import numpy as np
+    from conftest import CLASS_COLOURS, _class_image
+
+    root = tmp_path_factory.mktemp("studydata") / "images"
+    rng = np.random.default_rng(0)
+    for index, name in enumerate(("red", "green", "blue")):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            cv2.imwrite(str(root / name / f"{name}_{i:03d}.png"), _class_image(CLASS_COLOURS[index], 32, rng))
+    return root
+
+
+def worker(sweep_dir: Path) -> subprocess.Popen:
+    """One more `tledge sweep --resume SWEEP_DIR` process: a worker of the folder's study."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "tledge", "sweep", "--resume", str(sweep_dir)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def completed_cells(sweep_dir: Path, storage=None) -> list[str]:
+    return sorted(t.user_attrs["cell"] for t in sweep_study.study_trials(sweep_dir, storage) if t.state == COMPLETE)
+
+
+def run_two_workers(data, project, storage=None):
+    base = TrainConfig(data=str(data), **TINY_CONFIG)
+    sweep_dir, cells = sweep.start_sweep(base, {"freeze": ["none", "all"], "optimizer": ["adam", "sgd"]}, project,
+                                         study={"search": "grid", "trials": None, "storage": storage})
+    workers = [worker(sweep_dir) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    names = sorted(c.name for c in cells)
+    trials = sweep_study.study_trials(sweep_dir, storage)
+    assert completed_cells(sweep_dir, storage) == names  # each cell exactly once …
+    assert [t.state for t in trials] == [COMPLETE] * len(names)  # … and no other trial (no duplicate)
+    assert len({t.user_attrs["pid"] for t in trials}) <= 2
+    for name in names:
+        assert (sweep_dir / name / "metrics.json").is_file()
+        value = json.loads((sweep_dir / name / "metrics.json").read_text())["best_val_acc"]
+        assert [t.value for t in trials if t.user_attrs["cell"] == name] == [pytest.approx(value)]
+    return sweep_dir, outputs
+
+
+def test_two_workers_share_one_sqlite_study_and_run_each_cell_once(data, tmp_path):
+    sweep_dir, outputs = run_two_workers(data, tmp_path / "runs")
+    assert (sweep_dir / "study.db").is_file()
+    result = json.loads((sweep_dir / "results.json").read_text())
+    assert result["best"]["chosen_by"] == "val_acc"
+    assert result["best"]["export"] == f"tledge export {sweep_dir / result['best']['cell']}"
+
+
+@pytest.mark.skipif(not os.environ.get("TLEDGE_TEST_POSTGRES_URL"),
+                    reason="no PostgreSQL server: .ci/run does not start one (Debian's postgresql is not in its "
+                           "image); set TLEDGE_TEST_POSTGRES_URL=postgresql://user:pw@host/db (with psycopg2) to run it")
+def test_two_workers_share_one_postgresql_study(data, tmp_path):
+    run_two_workers(data, tmp_path / "runs", storage=os.environ["TLEDGE_TEST_POSTGRES_URL"])
+
+
+def test_killed_worker_leaves_the_study_resumable(data, tmp_path, capsys):
+    base = TrainConfig(data=str(data), **TINY_CONFIG)
+    sweep_dir, cells = sweep.start_sweep(base, {"epochs": [10, 1]}, tmp_path / "runs",
+                                         study={"search": "grid", "trials": None, "storage": None})
+    process = worker(sweep_dir)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:  # kill it once it trains the long cell's second epoch
+            history = sweep_dir / cells[0].name / "history.csv"
+            if history.is_file() and len(history.read_text().splitlines()) >= 2:
+                break
+            assert process.poll() is None, process.communicate()[0]
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.communicate(timeout=60)
+    # GridSampler orders the grid by value, so the short cell may have finished before the long one started
+    (killed,) = [t for t in sweep_study.study_trials(sweep_dir) if t.state == optuna.trial.TrialState.RUNNING]
+    assert killed.user_attrs["cell"] == cells[0].name
+    assert not (sweep_dir / cells[0].name / "metrics.json").exists()
+
+    assert main(["sweep", "--resume", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "its worker" in out and "queued again" in out
+    trials = sweep_study.study_trials(sweep_dir)
+    assert trials[killed.number].state == optuna.trial.TrialState.FAIL
+    assert completed_cells(sweep_dir) == sorted(c.name for c in cells)
+    for cell in cells:
+        assert (sweep_dir / cell.name / "metrics.json").is_file()
+
+
+def test_tpe_search_keeps_its_trial_budget_and_names_the_best_cell(data, tmp_path, capsys):
+    project = tmp_path / "runs"
+    assert main(["sweep", str(data), *TINY, "--freeze", "none,all", "--optimizer", "adam,sgd", "--search", "tpe",
+                 "--trials", "3", "--project", str(project)]) == 0
+    out = capsys.readouterr().out
+    sweep_dir = project / "sweep"
+    trials = sweep_study.study_trials(sweep_dir)
+    assert len(trials) == 3 and all(t.state.is_finished() for t in trials)
+    assert set(trials[0].params) == {"freeze", "optimizer"}
+    result = json.loads((sweep_dir / "results.json").read_text())
+    done = [c for c in result["cells"] if c["status"] == "done"]
+    best = max(done, key=lambda c: c["val_acc"])
+    assert result["best"]["cell"] == best["cell"]
+    assert f"export it with: tledge export {sweep_dir / best['cell']}" in out
+    assert {c["cell"] for c in result["cells"]} == {t.user_attrs["cell"] for t in trials}
+
+
+def test_choice_ignores_test_accuracy(tmp_path):
+    rows = [{"cell": "a", "status": "done", "val_acc": 0.90, "test_acc": 0.50, "run_dir": str(tmp_path / "a")},
+            {"cell": "b", "status": "done", "val_acc": 0.80, "test_acc": 1.00, "run_dir": str(tmp_path / "b")},
+            {"cell": "c", "status": "failed", "val_acc": None, "test_acc": None, "run_dir": str(tmp_path / "c")},
+            {"cell": "d", "status": "pruned", "val_acc": 0.95, "test_acc": 0.99, "run_dir": str(tmp_path / "d")}]
+    best = sweep_study.mark_best(rows)
+    assert best["cell"] == "a"
+    assert [row["chosen"] for row in rows] == [True, False, False, False]
+    assert [shown["chosen"] for shown in results_table(rows)] == ["*", "", "", ""]
+    write_results(rows, tmp_path, plot=False, best=best)
+    assert json.loads((tmp_path / "results.json").read_text())["best"] == {
+        "cell": "a", "val_acc": 0.90, "test_acc": 0.50, "chosen_by": "val_acc",
+        "export": f"tledge export {tmp_path / 'a'}"}
+    text = (tmp_path / "results.md").read_text()
+    assert "not used for choosing" in text and f"`tledge export {tmp_path / 'a'}`" in text
+    assert "test acc 0.5000 (reported, not used for choosing)" in sweep_study.summary(best)
+
+
+def test_unknown_search_is_clicks_usage_error_and_nothing_written(data, tmp_path, capsys):
+    project = tmp_path / "runs"
+    assert main(["sweep", str(data), *TINY, "--search", "random", "--project", str(project)]) == 2
+    assert "Invalid value for '--search': 'random' is not one of 'grid', 'tpe'" in capsys.readouterr().err
+    assert not project.exists()
+
+
+@pytest.mark.parametrize("options", [
+    ["--search", "tpe", "--trials", "0"],
+    ["--trials", "3"],
+    ["--search", "tpe", "--devices", "cpu,cpu"],
+    ["--storage", "not a url"],
+    ["--storage", "postgresql://user:pw@127.0.0.1:1/nodb"],  # no driver, or nothing listening: either way
+])
+def test_bad_study_options_are_one_line_exit_2_and_nothing_written(data, tmp_path, capsys, options):
+    project = tmp_path / "runs"
+    assert main(["sweep", str(data), *TINY, "--freeze", "none,all", *options, "--project", str(project)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:"), err
+    assert not project.exists()
+
+
+def test_missing_optuna_is_one_line(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna → ImportError
+    project = tmp_path / "runs"
+    assert main(["sweep", str(data), *TINY, "--project", str(project)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "optuna" in err[0] and "tledge[sweep]" in err[0], err
+    assert not project.exists()
+
+
+def test_pruned_trials_stop_training_and_are_not_chosen(data, tmp_path, capsys, monkeypatch):
+    """A pruner that stops every trial at its first report: each cell stops after epoch 1, its trial is
+    PRUNED, its row says so, and nothing is chosen."""
+    monkeypatch.setattr(sweep_study, "search_pruner", lambda optuna: optuna.pruners.ThresholdPruner(lower=2.0))
+    project = tmp_path / "runs"
+    assert main(["sweep", str(data), *TINY, "--epochs", "2", "--freeze", "none,all", "--search", "tpe",
+                 "--trials", "2", "--project", str(project)]) == 0
+    out = capsys.readouterr().out
+    sweep_dir = project / "sweep"
+    trials = sweep_study.study_trials(sweep_dir)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert list(trials[0].intermediate_values) == [1]  # a later trial of the same cell resumes at epoch 2
+    assert all(len(t.intermediate_values) == 1 for t in trials)
+    result = json.loads((sweep_dir / "results.json").read_text())
+    assert {c["status"] for c in result["cells"]} == {"pruned"} and result["best"] is None
+    assert "pruned after epoch 1" in out and "no cell finished: nothing to choose" in out
+    for cell in result["cells"]:
+        assert not (sweep_dir / cell["cell"] / "metrics.json").exists()
