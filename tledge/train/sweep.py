@@ -247,7 +247,7 @@ def run_study_sweep(sweep_dir: str | Path, log: Log = print, device: str | None 
     try:
         outcomes = sweep_study.run_worker(sweep_dir, cells, normalize_axes(axes), search=spec["search"],
                                           trials=spec["trials"], storage=spec["storage"], device=device,
-                                          log=log, tracker=tracker)
+                                          log=log, tracker=tracker, run_cell=run_cell, reason_of=_reason)
     except BaseException:
         tracker.close("KILLED")
         raise

@@ -181,10 +181,11 @@ def _value(cell: Cell, cell_dir: Path) -> float | None:
 
 def run_worker(sweep_dir: Path, cells: Sequence[Cell], axes: dict, *, search: str = "grid",
                trials: int | None = None, storage: str | None = None, device: str | None = None,
-               log: Log = print, tracker=None, seed: int = 0) -> dict[str, tuple[str, str | None]]:
-    """Take trials until the grid (or the trial budget) is done. Returns this worker's outcomes per cell."""
-    from tledge.train.sweep import _reason, run_cell
-
+               log: Log = print, tracker=None, seed: int = 0, run_cell: Callable, reason_of: Callable[[BaseException], str]
+               ) -> dict[str, tuple[str, str | None]]:
+    """Take trials until the grid (or the trial budget) is done. Returns this worker's outcomes per cell.
+    `run_cell` trains one cell and `reason_of` words a failure: tledge.train.sweep's own (passed in, so this
+    module does not import the sweep that imports it)."""
     optuna = _optuna()
     states = optuna.trial.TrialState
     study = load_study(sweep_dir, cells, search, storage, seed)
@@ -239,7 +240,7 @@ def run_worker(sweep_dir: Path, cells: Sequence[Cell], axes: dict, *, search: st
             log(f"sweep interrupted in {cell.name}; resume with: tledge sweep --resume {sweep_dir}")
             break
         except Exception as exc:
-            reason = _reason(exc)
+            reason = reason_of(exc)
             log(f"{cell.name}: FAILED: {reason}")
             if not isinstance(exc, TledgeError):
                 log(traceback.format_exc().rstrip())
