@@ -51,7 +51,8 @@ def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, dat
          + " (FP32 ONNX on FP32 arithmetic: CPU, or CUDA with TF32 off)")
     for row, parity in zip(rows, results):
         row.parity = parity
-    _write_verification(result, rows, results, info, card, reference, tolerances, pack_images, echo)
+    environments = [describe(p.backend) for p in results]  # once: a GPU provider's facts ask the driver
+    _write_verification(result, rows, results, environments, info, card, reference, tolerances, pack_images, echo)
     result.outcome = combine([p.outcome for p in results])
     result.parity_source = data.source
     if info["skipped"]:
@@ -60,26 +61,25 @@ def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, dat
               "tolerances": tolerances, "outcome": result.outcome, "passed": result.passed,
               "intervals": "95%: Wilson (agreement), Tango paired score (accuracy difference); see tledge/stats.py",
               "results": [{**p.to_dict(), "seconds": round(r.seconds, 3), "size_mb": round(r.size_mb, 3),
-                           "environment": describe(p.backend)} for r, p in zip(rows, results)],
+                           "environment": env} for r, p, env in zip(rows, results, environments)],
               "failed": [{"format": r.format, "status": r.status} for r in result.rows if not r.ok]}
     result.parity_path = result.out_dir / PARITY_FILE
     write_json(result.parity_path, report)
 
 
-def _write_verification(result: ExportResult, rows, results, info, card, reference, tolerances, pack_images: int,
-                        echo) -> None:
+def _write_verification(result: ExportResult, rows, results, environments, info, card, reference, tolerances,
+                        pack_images: int, echo) -> None:
     """The parity pack (what `tledge verify` re-checks with on another device) and each artifact's first verdict,
     with the environment it was obtained in (tledge.verification)."""
-    from tledge.verification import environment, pack, verdicts
+    from tledge.verification import pack, verdicts
 
-    for row, parity in zip(rows, results):
-        verdicts.record(row.path, verdicts.make_verdict(parity, "export", environment.describe(parity.backend),
-                                                         tolerances=tolerances), fresh=True)
+    for row, parity, env in zip(rows, results, environments):
+        verdicts.record(row.path, verdicts.make_verdict(parity, "export", env, tolerances=tolerances), fresh=True)
     if pack_images <= 0:
         return
     folder = pack.write_pack(result.out_dir, info["paths"], info["labels"], info["reference_logits"],
                              info["input_sha"], card, info["source"], tolerances, cap=pack_images, reference=reference)
-    manifest = pack.read_pack(folder).manifest
+    manifest = pack.read_manifest(folder)  # just written: its checksums need no second pass
     echo(f"  parity pack: {folder} ({manifest['sampling']['images']} of {manifest['sampling']['of']} images, "
          f"{pack.pack_size_mb(folder):.1f} MB); on another device: tledge verify {rows[0].path}")
 

@@ -43,19 +43,11 @@ class ArtifactRow:
         return {"within": "ok", "over": "OVER budget", "inconclusive": "inconclusive"}[self.parity.outcome]
 
     def table_row(self) -> dict:
-        p = self.parity
+        from tledge.verification.parity import table_cells
+
         return {"format": self.format, "file": self.path.name if self.path else "-",
                 "size MB": round(self.size_mb, 2) if self.ok else None,
-                "time s": round(self.seconds, 2),
-                "N": None if p is None else p.images,
-                "agreement % (95%)": None if p is None else
-                f"{p.agreement:.2f} ({p.agreement_ci[0]:.1f}-{p.agreement_ci[1]:.1f})",
-                "acc %": None if p is None else round(p.acc_artifact, 2),
-                "Δacc pt (95%)": None if p is None else
-                f"{p.acc_delta:+.2f} ({p.acc_delta_ci[0]:+.2f} to {p.acc_delta_ci[1]:+.2f})",
-                "resolves pt": None if p is None else round(p.resolvable_drop, 2),
-                "max rel Δlogit": None if p is None else float(f"{p.max_rel_diff:.2e}"),
-                "status": self.status}
+                "time s": round(self.seconds, 2), **table_cells(self.parity), "status": self.status}
 
 
 @dataclass

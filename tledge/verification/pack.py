@@ -189,8 +189,8 @@ def find_pack(artifact: Path, pack: str | Path | None = None) -> Path:
     return folder
 
 
-def read_pack(folder: str | Path) -> Pack:
-    """Read and check a pack: every file against its checksum (a damaged or edited pack is refused)."""
+def read_manifest(folder: str | Path) -> dict:
+    """A pack's manifest, checked for shape only (read_pack also checks every file against it)."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -198,6 +198,13 @@ def read_pack(folder: str | Path) -> Pack:
         raise TledgeError(f"{folder / MANIFEST}: not a readable parity pack manifest ({exc})") from None
     if not isinstance(manifest, dict) or "images" not in manifest or "class_names" not in manifest:
         raise TledgeError(f"{folder / MANIFEST}: not a tledge parity pack manifest")
+    return manifest
+
+
+def read_pack(folder: str | Path) -> Pack:
+    """Read and check a pack: every file against its checksum (a damaged or edited pack is refused)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
     if int(manifest.get("format", 0)) > PACK_FORMAT:
         raise TledgeError(f"{folder}: parity pack format {manifest.get('format')} is newer than this tledge reads "
                           f"({PACK_FORMAT}); upgrade tledge")

@@ -131,6 +131,21 @@ class ParityResult:
         return {**self.__dict__, "passed": self.passed}
 
 
+TABLE_COLUMNS = ("N", "agreement % (95%)", "acc %", "Δacc pt (95%)", "resolves pt", "max rel Δlogit")
+
+
+def table_cells(p: ParityResult | None) -> dict:
+    """The parity columns of export's and verify's tables, formatted once (all None without a parity result)."""
+    if p is None:
+        return dict.fromkeys(TABLE_COLUMNS)
+    return {"N": p.images,
+            "agreement % (95%)": f"{p.agreement:.2f} ({p.agreement_ci[0]:.1f}-{p.agreement_ci[1]:.1f})",
+            "acc %": round(p.acc_artifact, 2),
+            "Δacc pt (95%)": f"{p.acc_delta:+.2f} ({p.acc_delta_ci[0]:+.2f} to {p.acc_delta_ci[1]:+.2f})",
+            "resolves pt": round(p.resolvable_drop, 2),
+            "max rel Δlogit": float(f"{p.max_rel_diff:.2e}")}
+
+
 def compare_logits(reference: np.ndarray, logits: np.ndarray, labels: Sequence[int], class_names: Sequence[str]) -> dict:
     """The parity numbers for one artifact's logits against the reference's, on the same images."""
     labels = np.asarray(labels)

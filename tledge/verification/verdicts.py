@@ -20,11 +20,12 @@ from tledge.verification import environment
 SUFFIX = ".verdicts.json"
 
 
-class UnverifiedEnvironment(UserWarning):
-    """tledge.load(): the artifact was verified, but never on an environment that computes like this one."""
-
 NUMBERS = ("images", "agreement", "agreement_ci", "acc_reference", "acc_artifact", "acc_delta", "acc_delta_ci",
            "max_rel_diff", "mean_rel_diff", "gains", "losses", "resolvable_drop", "images_needed")
+
+
+class UnverifiedEnvironment(UserWarning):
+    """tledge.load(): the artifact was verified, but never on an environment that computes like this one."""
 
 
 def verdicts_path(artifact: str | Path) -> Path:
@@ -38,14 +39,15 @@ def artifact_sha(artifact: str | Path) -> str:
     return file_sha256(artifact)
 
 
-def read_verdicts(artifact: str | Path) -> list[dict]:
-    """The verdicts recorded for this exact file (none when absent, unreadable or for an older file)."""
+def read_verdicts(artifact: str | Path, sha: str | None = None) -> list[dict]:
+    """The verdicts recorded for this exact file (none when absent, unreadable or for an older file); `sha` is
+    the artifact's sha256 when the caller already has it."""
     path = verdicts_path(artifact)
     if not path.is_file():
         return []
     try:
         data = json.loads(path.read_text())
-        if data.get("sha256") != artifact_sha(artifact):
+        if data.get("sha256") != (sha or artifact_sha(artifact)):
             return []
         return [v for v in data.get("verdicts", []) if isinstance(v, dict) and "environment" in v]
     except (OSError, ValueError, AttributeError):
@@ -53,7 +55,7 @@ def read_verdicts(artifact: str | Path) -> list[dict]:
 
 
 def make_verdict(parity, by: str, env: dict, pack_images: int | None = None, tolerances: dict | None = None,
-                 decoder_differs: int = 0) -> dict:
+                 inputs_differ: int = 0) -> dict:
     """One verdict entry from a ParityResult (tledge.verification.parity)."""
     numbers = parity.to_dict()
     return {
@@ -68,7 +70,7 @@ def make_verdict(parity, by: str, env: dict, pack_images: int | None = None, tol
         "doubts": list(parity.doubts),
         "pack_images": pack_images,
         "tolerances": tolerances,
-        "inputs_differ": decoder_differs,
+        "inputs_differ": inputs_differ,
     }
 
 
@@ -77,8 +79,8 @@ def record(artifact: str | Path, verdict: dict, fresh: bool = False) -> Path:
     over (a new export of the file)."""
     artifact = Path(artifact)
     sha = artifact_sha(artifact)
-    kept = [] if fresh else [v for v in read_verdicts(artifact)
-                             if environment.numerics_key(v["environment"]) != environment.numerics_key(verdict["environment"])]
+    key = environment.numerics_key(verdict["environment"])
+    kept = [] if fresh else [v for v in read_verdicts(artifact, sha) if environment.numerics_key(v["environment"]) != key]
     return write_json(verdicts_path(artifact), {"artifact": artifact.name, "sha256": sha,
                                                 "verdicts": kept + [verdict]})
 

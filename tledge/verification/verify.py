@@ -19,6 +19,7 @@ from tledge.options import option, validate
 from tledge.runtime.options import DEVICE_HELP, PROVIDERS, THREADS_HELP, parse_device
 
 VERIFY_BATCH = 32
+EXIT_CODES = {"within": 0, "over": ParityError.exit_code, "inconclusive": ParityInconclusive.exit_code}
 
 
 @dataclass
@@ -59,7 +60,7 @@ class VerifyResult:
 
     @property
     def exit_code(self) -> int:
-        return {"within": 0, "over": 3, "inconclusive": 4}[self.parity.outcome]
+        return EXIT_CODES[self.parity.outcome]
 
 
 def verify(artifact: str | Path, *, echo: Callable[[str], None] = print, raise_on_failure: bool = False,
@@ -70,14 +71,19 @@ def verify(artifact: str | Path, *, echo: Callable[[str], None] = print, raise_o
     after every artifact was checked)."""
     from tledge.options import build
 
+    from tledge.stats import combine
+    from tledge.verification import pack as packs
+
     options = build(VerifyOptions, {"artifact": artifact, **values}, "verify option")
     if not Path(options.artifact).is_dir():
         return run_verify(options, echo=echo, raise_on_failure=raise_on_failure)
-    results = [run_verify(dataclasses.replace(options, artifact=str(path)), echo=echo)
-               for path in folder_artifacts(Path(options.artifact))]
-    worst = max(results, key=lambda r: {0: 0, 4: 1, 3: 2}[r.exit_code])
-    if raise_on_failure and worst.exit_code:
-        raise_verdict(worst)
+    artifacts = folder_artifacts(Path(options.artifact))
+    pack = packs.read_pack(packs.find_pack(artifacts[0], options.pack))  # one pack, checked once, for them all
+    results = [run_verify(dataclasses.replace(options, artifact=str(path)), echo=echo, pack=pack)
+               for path in artifacts]
+    worst = combine([r.outcome for r in results])
+    if raise_on_failure and worst != "within":
+        raise_verdict(next(r for r in results if r.outcome == worst))
     return results
 
 
@@ -93,8 +99,9 @@ def folder_artifacts(folder: Path) -> list[Path]:
     return found
 
 
-def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
-               raise_on_failure: bool = False) -> VerifyResult:
+def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print, raise_on_failure: bool = False,
+               pack=None) -> VerifyResult:
+    """Verify one artifact; `pack` is its pack when the caller has already read (and checked) it."""
     from tledge.verification.parity import parity_backend_options, run_on_images, judge, parse_tolerance
     from tledge.runtime.backends import artifact_kind, load_backend
     from tledge.verification import environment, pack as packs, verdicts
@@ -105,8 +112,9 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
     if artifact_kind(path) == "torch":
         raise TledgeError(f"{path}: verify checks exported artifacts (.onnx, .engine) against the PyTorch "
                           "reference; a checkpoint is that reference")
-    folder = packs.find_pack(path, options.pack)
-    pack = packs.read_pack(folder)
+    if pack is None:
+        pack = packs.read_pack(packs.find_pack(path, options.pack))
+    folder = pack.folder
     tolerances = parse_tolerance(options.tolerance) if options.tolerance else (
         pack.manifest.get("tolerances") or parse_tolerance(None))
     backend_options = {"threads": options.threads} if options.threads else {}
@@ -149,7 +157,7 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print,
     if options.record:
         try:
             result.verdict_file = verdicts.record(path, verdicts.make_verdict(
-                parity, "verify", env, pack_images=len(pack.paths), tolerances=tolerances, decoder_differs=differ))
+                parity, "verify", env, pack_images=len(pack.paths), tolerances=tolerances, inputs_differ=differ))
         except OSError as exc:  # a read-only mount: the verdict is still printed
             echo(f"warning: could not write {verdicts.verdicts_path(path)} ({exc.strerror or exc})")
     echo(format_verify(result))
@@ -182,12 +190,11 @@ def format_verify(result: VerifyResult) -> str:
     from tledge.table import format_table
     from tledge.verification import environment
 
+    from tledge.verification.parity import table_cells
+
     p = result.parity
-    row = {"artifact": result.artifact.name, "kind": p.kind, "N": p.images,
-           "agreement % (95%)": f"{p.agreement:.2f} ({p.agreement_ci[0]:.1f}-{p.agreement_ci[1]:.1f})",
-           "acc %": round(p.acc_artifact, 2),
-           "Δacc pt (95%)": f"{p.acc_delta:+.2f} ({p.acc_delta_ci[0]:+.2f} to {p.acc_delta_ci[1]:+.2f})",
-           "max rel Δlogit": float(f"{p.max_rel_diff:.2e}"), "verdict": p.outcome}
+    cells = {k: v for k, v in table_cells(p).items() if k != "resolves pt"}  # verify's table as it was
+    row = {"artifact": result.artifact.name, "kind": p.kind, **cells, "verdict": p.outcome}
     lines = [format_table([row]), f"environment: {environment.short(result.environment)}"]
     lines += [f"  over: {f}" for f in p.failures] + [f"  unsettled: {d}" for d in p.doubts]
     if result.verdict_file:
