@@ -13,6 +13,7 @@ from tledge.errors import TledgeError
 from tledge.train import sweep
 from tledge.train.config import TrainConfig
 from tledge.train.sweep import cell_config, expand_grid, run_sweep, start_sweep, validate_cells
+from test_train import Interrupt  # the one epoch-end callback that stops a run
 
 TINY = ["--models", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "8", "--augment", "none",
         "--epochs", "1", "--workers", "0", "--lr", "1e-3"]
@@ -190,15 +191,6 @@ def test_resume_skips_finished_cells_and_leaves_them_untouched(grid_sweep, tmp_p
     assert {f: f.stat().st_mtime_ns for f in files} == before
     assert read_csv(copy / "results.csv") == [
         {**row, "run_dir": str(copy / row["cell"])} for row in read_csv(grid_sweep / "results.csv")]
-
-
-class Interrupt:
-    def __init__(self, after_epoch):
-        self.after_epoch = after_epoch
-
-    def __call__(self, epoch, row):
-        if epoch == self.after_epoch:
-            raise KeyboardInterrupt
 
 
 def test_interrupted_cell_resumes_from_last_pt(data, tmp_path):

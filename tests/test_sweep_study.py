@@ -19,6 +19,7 @@ from tledge.cli import main  # noqa: E402
 from tledge.train import sweep, sweep_study  # noqa: E402
 from tledge.train.config import TrainConfig  # noqa: E402
 from tledge.train.sweep_results import results_table, write_results  # noqa: E402
+from test_sweep import data  # noqa: E402,F401 - the 12-images-per-class fixture, shared
 
 TINY = ["--models", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "8", "--augment", "none",
         "--epochs", "1", "--workers", "0", "--lr", "1e-3"]
@@ -26,22 +27,6 @@ TINY_CONFIG = dict(model="resnet18", weights="none", img_size=32, batch_size=8, 
                    workers=0, lr=1e-3)
 ROOT = Path(__file__).resolve().parents[1]
 COMPLETE = optuna.trial.TrialState.COMPLETE
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """12 images per class, 32 px (make_image_folder's images), shared by the module."""
-    import cv2
-    import numpy as np
-    from conftest import CLASS_COLOURS, _class_image
-
-    root = tmp_path_factory.mktemp("studydata") / "images"
-    rng = np.random.default_rng(0)
-    for index, name in enumerate(("red", "green", "blue")):
-        (root / name).mkdir(parents=True)
-        for i in range(12):
-            cv2.imwrite(str(root / name / f"{name}_{i:03d}.png"), _class_image(CLASS_COLOURS[index], 32, rng))
-    return root
 
 
 def worker(sweep_dir: Path) -> subprocess.Popen:

@@ -12,6 +12,7 @@ from tledge.train.config import TrainConfig
 from tledge.train.fit import train_run
 from tledge.train.history import read_history_csv
 from tledge.train.kfold import run_kfold
+from test_train import Interrupt  # the one epoch-end callback that stops a run
 
 TINY = dict(model="resnet18", weights="none", img_size=32, batch_size=8, optimizer="adam", lr=1e-3, workers=0,
             augment="none", seed=0)
@@ -142,15 +143,6 @@ def test_python_api_takes_track_as_a_list(data, tmp_path):
     assert events(run.dir / "tensorboard").Scalars("val_acc")[0].value == pytest.approx(history[0]["val_acc"],
                                                                                        rel=1e-6)
     assert not (run.dir / tracking.MLFLOW_DIR).exists()
-
-
-class Interrupt:
-    def __init__(self, after_epoch):
-        self.after_epoch = after_epoch
-
-    def __call__(self, epoch, row):
-        if epoch == self.after_epoch:
-            raise KeyboardInterrupt
 
 
 @needs_tensorboard
