@@ -107,12 +107,12 @@ def load_val(paths: Sequence[Path], labels: Sequence[int], card, source: str,
 
 
 def onnx_logits(path: str | Path, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    from tledge.verification.parity import _predict_any_batch
+    from tledge.verification.parity import predict_any_batch
     from tledge.runtime.backends import load_backend
 
     backend = load_backend(path, device="cpu")
     try:
-        return np.concatenate([_predict_any_batch(backend, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return np.concatenate([predict_any_batch(backend, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
     finally:
         backend.close()
 

@@ -19,12 +19,17 @@ from tledge import metrics as m
 from tledge.errors import TledgeError
 from tledge.splits import SPLITS_FILE, Splits
 
-ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
 SAMPLE_IMAGES = 16
 
 
 def is_artifact(path: str | Path) -> bool:
-    return Path(path).suffix in ARTIFACT_SUFFIXES
+    """An exported file (ONNX or engine), by the one suffix rule of tledge.runtime.backends.artifact_kind."""
+    from tledge.runtime.backends import artifact_kind
+
+    try:
+        return artifact_kind(path) in ("onnxruntime", "tensorrt")
+    except TledgeError:  # not an artifact suffix at all
+        return False
 
 
 def run_of(artifact: Path) -> Path | None:
@@ -99,24 +104,18 @@ def eval_artifact(artifact: str | Path, data: str | Path | None = None, json_pat
         write_json(Path(json_path), report)
     if skipped:
         log(f"warning: {len(skipped)} unreadable image(s) skipped: {', '.join(skipped[:5])}")
-    log(_per_class_table(report))
+    from tledge.train.reports import per_class_table
+
+    log(per_class_table(report))
     log(f"test accuracy {report['accuracy']:.4f}  macro F1 {report['macro']['f1']:.4f}  ({len(kept)} images)")
     log(f"eval results in {out_dir}")
     return report
 
 
-def _per_class_table(report: dict) -> str:
-    from tledge.table import format_table
-
-    rows = [{"class": name, **{k: round(v, 3) if isinstance(v, float) else v for k, v in vals.items()}}
-            for name, vals in report["per_class"].items()]
-    return format_table(rows, ["class", "precision", "recall", "f1", "support"])
-
-
 def _logits(backend, paths, batch_size: int) -> tuple[np.ndarray, list[int], float]:
     """Logits of every readable image (decoded and preprocessed for the artifact's card), the indices kept,
     and the seconds spent in the backend."""
-    from tledge.verification.parity import _predict_any_batch
+    from tledge.verification.parity import predict_any_batch
     from tledge.preprocess import load_batch
 
     chunks, kept, seconds = [], [], 0.0
@@ -126,7 +125,7 @@ def _logits(backend, paths, batch_size: int) -> tuple[np.ndarray, list[int], flo
         if not got:
             continue
         started = time.perf_counter()
-        chunks.append(_predict_any_batch(backend, batch))
+        chunks.append(predict_any_batch(backend, batch))
         seconds += time.perf_counter() - started
         kept += [start + i for i in got]
     empty = np.zeros((0, backend.card.num_classes), np.float32)

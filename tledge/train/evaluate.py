@@ -18,7 +18,6 @@ from tledge.train.restore import load_model
 from tledge.errors import TledgeError
 from tledge.preprocess import load_image, resize_rgb
 from tledge.splits import Splits
-from tledge.table import format_table
 from tledge.train import reports
 from tledge.train.dataset import ImageDataset, make_loader
 from tledge.train.device import DeviceSetup, resolve_device
@@ -50,16 +49,10 @@ def evaluate_and_report(
     reports.plot_confusion_matrix(np.asarray(report["confusion_matrix"]), card.class_names,
                                   out_dir / "confusion_matrix.png")
     _plot_samples(dataset, logits, labels, card, out_dir / "samples.png")
-    log(_per_class_table(report))
+    log(reports.per_class_table(report))
     log(f"test accuracy {report['accuracy']:.4f}  macro F1 {report['macro']['f1']:.4f}  "
         f"({report['num_samples']} images)")
     return report
-
-
-def _per_class_table(report: dict) -> str:
-    rows = [{"class": name, **{k: round(v, 3) if isinstance(v, float) else v for k, v in vals.items()}}
-            for name, vals in report["per_class"].items()]
-    return format_table(rows, ["class", "precision", "recall", "f1", "support"])
 
 
 def _plot_samples(dataset: ImageDataset, logits: np.ndarray, labels: np.ndarray, card: ModelCard, path: Path):

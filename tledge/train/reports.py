@@ -56,6 +56,13 @@ def kfold_table(fold_rows: Sequence[dict]) -> tuple[list[dict], dict]:
     return rows + [display], summary
 
 
+def per_class_table(report: dict) -> str:
+    """Precision, recall, F1 and support per class, as the eval commands print it."""
+    rows = [{"class": name, **{k: round(v, 3) if isinstance(v, float) else v for k, v in vals.items()}}
+            for name, vals in report["per_class"].items()]
+    return format_table(rows, ["class", "precision", "recall", "f1", "support"])
+
+
 def metrics_markdown(report: dict, digits: int = 3) -> str:
     """A Markdown table from metrics.classification_report's dict: per-class precision/recall/F1/support,
     macro and weighted averages (support = all samples), then the overall accuracy line."""

@@ -298,7 +298,7 @@ def run_on_images(reference: Callable[[np.ndarray], np.ndarray] | None, backends
         if reference is not None:
             ref_chunks.append(np.asarray(reference(batch), dtype=np.float32))
         for chunks, backend in zip(art_chunks, backends):
-            chunks.append(_predict_any_batch(backend, batch))
+            chunks.append(predict_any_batch(backend, batch))
         kept_labels += [labels[start + i] for i in kept]
         kept_paths += [Path(chunk[i]) for i in kept]
         input_sha += [tensor_sha(x) for x in batch]
@@ -317,7 +317,7 @@ def parity_backend_options(path, kind: str) -> dict:
     return {"strict_fp32": True} if kind == "fp32" and Path(path).suffix == ".onnx" else {}
 
 
-def _predict_any_batch(backend, batch: np.ndarray) -> np.ndarray:
+def predict_any_batch(backend, batch: np.ndarray) -> np.ndarray:
     """Feed a batch of any size to a backend whose graph may have a fixed or bounded batch."""
     limit = backend.max_batch
     if limit is None or len(batch) == limit:
