@@ -1,6 +1,7 @@
 """`tledge sweep` on tiny generated images: grid naming, up-front validation, results read from each run's
 files, resume (skip finished, continue interrupted), failing cells, JSON config, k-fold cells, and the
-parallel worker path on `--devices cpu,cpu`."""
+one-worker-per-device path on `--devices cpu,cpu`, and the frozen-prefix cache that cells with the same frozen
+part share."""
 
 import csv
 import json
@@ -12,7 +13,7 @@ from tledge.cli import main
 from tledge.errors import TledgeError
 from tledge.train import sweep
 from tledge.train.config import TrainConfig
-from tledge.train.sweep import cell_config, expand_grid, run_sweep, start_sweep, validate_cells
+from tledge.train.sweep import cell_config, expand_grid, run_study_sweep, start_sweep, validate_cells
 from test_train import Interrupt  # the one epoch-end callback that stops a run
 
 TINY = ["--models", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "8", "--augment", "none",
@@ -113,16 +114,14 @@ def test_sweep_worker_gets_the_parents_gpu_not_the_physical_index(monkeypatch, t
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", parent)
-    cell = expand_grid(TrainConfig(data="d", **TINY_CONFIG), {"lr": [0.01]})[0]
-    command, env = sweep.worker_command(tmp_path, cell, device)
-    assert env["CUDA_VISIBLE_DEVICES"] == child and command[-1] == "cuda"
+    command, env = sweep.worker_command(tmp_path, device)
+    assert env["CUDA_VISIBLE_DEVICES"] == child and command[-2:] == [str(tmp_path), "cuda"]
 
 
 def test_sweep_worker_index_outside_the_parents_gpus_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    cell = expand_grid(TrainConfig(data="d", **TINY_CONFIG), {"lr": [0.01]})[0]
     with pytest.raises(TledgeError, match="makes 2 GPU\\(s\\) visible; use indices 0-1"):
-        sweep.worker_command(tmp_path, cell, "cuda:2")
+        sweep.worker_command(tmp_path, "cuda:2")
 
 
 def test_validate_catches_bad_cells_before_training(data):
@@ -203,7 +202,7 @@ def test_interrupted_cell_resumes_from_last_pt(data, tmp_path):
                     on_epoch_end=Interrupt(0))
     assert cut.interrupted and not (sweep_dir / first.name / "metrics.json").exists()
     lines = []
-    rows = run_sweep(sweep.sweep_cells(sweep_dir), sweep_dir, log=lines.append)
+    rows = run_study_sweep(sweep_dir, log=lines.append)
     assert any(f"{first.name}: resuming from" in line for line in lines)
     assert any("resuming" in line and "at epoch 2/2" in line for line in lines)
     assert [r["status"] for r in rows] == ["done"]
@@ -269,21 +268,70 @@ def test_json_config_with_a_kfold_cell(data, tmp_path):
     assert shown["folds"] == "2"
 
 
-def test_parallel_cpu_devices_give_the_same_rows(data, grid_sweep, tmp_path, capsys):
+def test_cpu_devices_run_one_study_worker_each_and_every_cell_once(data, grid_sweep, tmp_path, capsys):
+    from tledge.train import sweep_study
+
     project = tmp_path / "runs"
-    code = main(["sweep", str(data), *TINY, "--freeze", "none,all", "--optimizer", "adam",
+    code = main(["sweep", str(data), *TINY, "--freeze", "none,all", "--optimizer", "adam,sgd",
                  "--project", str(project), "--devices", "cpu,cpu"])
     assert code == 0
-    assert capsys.readouterr().out.count("started on cpu") == 2
+    out = capsys.readouterr().out
+    assert "worker 1 on cpu" in out and "worker 2 on cpu" in out
     parallel = project / "sweep"
+    assert sorted(p.name for p in (parallel / "workers").iterdir()) == ["worker1-cpu.log", "worker2-cpu.log"]
+    trials = sweep_study.study_trials(parallel)
+    names = sorted(r["cell"] for r in read_csv(grid_sweep / "results.csv"))
+    assert sorted(t.user_attrs["cell"] for t in trials) == names  # every cell once, no other trial
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert len({t.user_attrs["pid"] for t in trials}) <= 2
     rows = read_csv(parallel / "results.csv")
-    serial = {(r["freeze"], r["optimizer"]): r for r in read_csv(grid_sweep / "results.csv")}
-    assert [r["cell"] for r in rows] == ["resnet18-freeze_none", "resnet18-freeze_all"]
+    serial = {r["cell"]: r for r in read_csv(grid_sweep / "results.csv")}
+    assert sorted(r["cell"] for r in rows) == names
     for row in rows:
-        ref = serial[(row["freeze"], row["optimizer"])]
-        assert row["status"] == "done" and (parallel / row["cell"] / "sweep.log").is_file()
+        ref = serial[row["cell"]]
+        assert row["status"] == "done"
         assert {k: float(row[k]) for k in NUMBERS} == expected_numbers(parallel / row["cell"])
         for key in ("model", "lr", "epochs", "img_size", "trainable_params", "total_params", "best_epoch"):
             assert row[key] == ref[key], key
         for key in ("train_loss", "val_loss", "test_loss", "test_acc"):  # same seed, data and split
             assert float(row[key]) == pytest.approx(float(ref[key]), rel=1e-3, abs=1e-4), (row["cell"], key)
+
+
+# --------------------------------------------------------------------------------------------- shared trunk cache
+def counting_cache_prefix(monkeypatch):
+    """Count the frozen-prefix passes (one per split a run caches itself)."""
+    import tledge.train.epochs as epochs
+
+    calls = []
+    real = epochs.cache_prefix
+
+    def counted(model, stages, *args, **kwargs):
+        calls.append(stages)
+        return real(model, stages, *args, **kwargs)
+
+    monkeypatch.setattr(epochs, "cache_prefix", counted)
+    return calls
+
+
+def test_cells_with_the_same_frozen_part_cache_it_once(data, tmp_path, monkeypatch, capsys):
+    """freeze {all, stages:3} × lr {1e-3, 1e-2}: the two lr cells of each freeze share its train and val
+    outputs (2 passes per freeze, not 4), the two freezes share nothing, and every cell's numbers are those
+    of the same sweep with --no-shared-cache."""
+    grid = [*TINY, "--freeze", "all,stages:3", "--lr", "1e-3,1e-2"]
+    calls = counting_cache_prefix(monkeypatch)
+    assert main(["sweep", str(data), *grid, "--project", str(tmp_path / "shared")]) == 0
+    assert sorted(calls, key=str) == [3, 3, None, None]  # train and val of each freeze, once
+    shared = tmp_path / "shared" / "sweep"
+    assert len(list((shared / "trunk_cache").glob("*.pt"))) == 4
+    assert capsys.readouterr().out.count("frozen-prefix outputs shared from") == 4  # 2 later cells × 2 splits
+
+    calls.clear()
+    assert main(["sweep", str(data), *grid, "--no-shared-cache", "--project", str(tmp_path / "own")]) == 0
+    assert sorted(calls, key=str) == [3, 3, 3, 3, None, None, None, None]
+    own = tmp_path / "own" / "sweep"
+    assert not (own / "trunk_cache").exists()
+    for cell in ("resnet18-freeze_all-lr0.001", "resnet18-freeze_all-lr0.01", "resnet18-freeze_stages3-lr0.001",
+                 "resnet18-freeze_stages3-lr0.01"):
+        ours, theirs = (json.loads((root / cell / "metrics.json").read_text()) for root in (shared, own))
+        assert ours["best_val_acc"] == theirs["best_val_acc"] and ours["accuracy"] == theirs["accuracy"], cell
+        assert read_csv(shared / cell / "history.csv")[-1]["val_loss"] == read_csv(own / cell / "history.csv")[-1]["val_loss"]

@@ -151,7 +151,6 @@ def test_unknown_search_is_clicks_usage_error_and_nothing_written(data, tmp_path
 @pytest.mark.parametrize("options", [
     ["--search", "tpe", "--trials", "0"],
     ["--trials", "3"],
-    ["--search", "tpe", "--devices", "cpu,cpu"],
     ["--storage", "not a url"],
     ["--storage", "postgresql://user:pw@127.0.0.1:1/nodb"],  # no driver, or nothing listening: either way
 ])

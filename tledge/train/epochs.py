@@ -8,6 +8,7 @@ only the rest.
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from tledge.checkpoint import LAST
@@ -47,12 +48,25 @@ def _cache_split(session: TrainSession, dataset, label: str, views: int, log: Lo
     from tledge.progress import progress_bar
 
     stages = prefix_stages(session)
-    loader = _loader(session, dataset, False)
-    with progress_bar(len(loader), f"caching {label}") as bar:
-        cached, engine, seconds = cache_prefix(
-            session.model, stages, loader, session.setup, views=views,
-            dtype="float32" if stages is None else STAGE_CACHE_DTYPE, progress=lambda step: bar.update(1), log=log,
-        )
+    dtype = "float32" if stages is None else STAGE_CACHE_DTYPE
+
+    def compute():
+        loader = _loader(session, dataset, False)
+        with progress_bar(len(loader), f"caching {label}") as bar:
+            return cache_prefix(session.model, stages, loader, session.setup, views=views, dtype=dtype,
+                                progress=lambda step: bar.update(1), log=log)
+
+    if session.feature_cache is None:
+        return compute()
+    from tledge.train import trunk_cache
+
+    key = trunk_cache.feature_key(session.model, stages, dataset, views, dtype, session.setup,
+                                  session.card.dataset_fingerprint)
+    started = time.perf_counter()
+    cached, engine, seconds, reused = trunk_cache.shared_features(session.feature_cache, key, compute, log)
+    if reused:  # this run's cost is the wait and the load, not the first run's computing
+        log(f"{label}: frozen-prefix outputs shared from {session.feature_cache / key}.pt")
+        return cached, f"{engine}, shared", time.perf_counter() - started
     return cached, engine, seconds
 
 

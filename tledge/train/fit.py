@@ -38,6 +38,7 @@ def train_run(
     log: Log = print,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     parent_tracker: Tracker | None = None,
+    feature_cache: Path | None = None,
 ) -> RunResult:
     """Train one model. `splits`/`run_dir` are given by k-fold; otherwise the data are scanned here.
 
@@ -46,7 +47,8 @@ def train_run(
     leaves no folder behind. Resuming refuses data that changed since the run started, unless `force`.
     Under torchrun every rank calls this; only rank 0 logs and writes (see tledge.train.distributed).
     With `config.track` the run is recorded (tledge.train.tracking); k-fold gives its own records as
-    `parent_tracker`, and each fold is recorded as a child of them.
+    `parent_tracker`, and each fold is recorded as a child of them. `feature_cache`: a folder where runs
+    with the same frozen prefix share its cached outputs (a sweep's; tledge.train.trunk_cache).
     """
     from tledge.paths import clean_stale_temp_files
 
@@ -94,6 +96,7 @@ def train_run(
                     reports.write_json(Path(run_dir) / CONFIG_FILE, config.to_dict())
                 run_dir = Path(distributed.broadcast(str(run_dir), info))
                 session.run_dir = run_dir
+            session.feature_cache = Path(feature_cache) if feature_cache is not None else None
             tracker = Tracker.open(config.track if info.is_main else (), Path(run_dir), log, parent=parent_tracker,
                                    resume=resume, resume_step=session.start_epoch + 1 if resume else None)
             if not resume:

@@ -67,6 +67,7 @@ class TrainSession:
     best_val_loss: float = float("inf")
     best_state: dict | None = None
     train_time_s: float = 0.0
+    feature_cache: Path | None = None  # a folder of prefix outputs shared between runs (tledge.train.trunk_cache)
 
 
 def weights_origin(weights: str) -> str:

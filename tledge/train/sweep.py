@@ -5,20 +5,22 @@ comparison table (results.csv/.md/.json) and plot (results.png) over all of them
                                                                  "freeze": ["none", "all"]})
     validate_cells(cells)                  # bad names, bad freeze, too-small input: before any training
     sweep_dir = start_sweep(base, axes, "runs")             # runs/sweep, runs/sweep2 … with sweep.json
-    rows = run_sweep(cells, sweep_dir)                      # runs/sweepN/<cell>/ per cell
+    rows = run_study_sweep(sweep_dir)                       # runs/sweepN/<cell>/ per cell
 
-The grid is in tledge.train.sweep_grid, the results table in tledge.train.sweep_results; this module
-keeps the sweep folder and the running of cells (serial, or parallel worker processes).
+The grid is in tledge.train.sweep_grid, the results table in tledge.train.sweep_results, the Optuna study
+(grid sampler or TPE, the trials, the chosen cell) in tledge.train.sweep_study; this module keeps the sweep
+folder and the running of cells by the study's workers.
 
-A sweep folder holds sweep.json (the grid), one run folder per cell (resnet18-freeze_all-sgd/ …, or a
-k-fold run with fold1/ … foldK/) and the results files. Rerunning the same sweep (`resume_sweep`) skips
-cells whose metrics.json (k-fold: kfold.json) exists, resumes a cell that has last.pt, and retries failed
-ones. Every number in the results is read from the cells' own metrics.json / history.csv / kfold.json;
-k-fold cells show mean ± sample std over their folds.
+A sweep folder holds sweep.json (the grid and the study's options), one run folder per cell
+(resnet18-freeze_all-sgd/ …, or a k-fold run with fold1/ … foldK/), study.db, trunk_cache/ (frozen-prefix
+outputs that cells with the same frozen part share) and the results files. Rerunning the same sweep
+(`tledge sweep --resume`) skips finished cells, resumes a cell that has last.pt, and retries failed ones.
+Every number in the results is read from the cells' own metrics.json / history.csv / kfold.json; k-fold
+cells show mean ± sample std over their folds.
 
-With several devices (`devices=["cuda:0", "cuda:1"]`, or `["cpu", "cpu"]`), cells run in parallel, one
-per device, each in its own process (`python -m tledge.train.sweep SWEEP_DIR CELL DEVICE`) that writes its
-output to <cell>/sweep.log.
+With several devices (`devices=["cuda:0", "cuda:1"]`, or `["cpu", "cpu"]`), one study worker process runs
+per device (`python -m tledge.train.sweep SWEEP_DIR DEVICE`, output in SWEEP_DIR/workers/), all taking
+trials from the same study, as workers on other machines do with a shared --storage.
 
 Nothing here imports torch at import time; running cells does.
 """
@@ -31,9 +33,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -52,8 +51,7 @@ from tledge.train.sweep_results import (  # noqa: F401 - the results' public nam
 Log = Callable[[str], None]
 
 SWEEP_FILE = "sweep.json"
-STATUS_FILE = "sweep_status.json"  # written by a worker process when its cell fails
-WORKER_LOG = "sweep.log"
+WORKER_LOGS = "workers"  # SWEEP_DIR/workers/worker1-cuda0.log …: the output of --devices' worker processes
 
 # --------------------------------------------------------------------------------------------- sweep folder
 def new_sweep_dir(project: str | Path, name: str | None = None) -> Path:
@@ -79,9 +77,11 @@ def save_grid(sweep_dir: Path, base: TrainConfig, axes: dict, devices: Sequence[
 
 
 def load_study_spec(sweep_dir: str | Path) -> dict:
-    """sweep.json's study: {"search": "grid" | "tpe", "trials": N | None, "storage": URL | None}."""
+    """sweep.json's study: {"search": "grid" | "tpe", "trials": N | None, "storage": URL | None,
+    "shared_cache": whether cells share frozen-prefix outputs (True unless --no-shared-cache)}."""
     spec = reports.read_json(Path(sweep_dir) / SWEEP_FILE).get("study") or {}
-    return {"search": spec.get("search", "grid"), "trials": spec.get("trials"), "storage": spec.get("storage")}
+    return {"search": spec.get("search", "grid"), "trials": spec.get("trials"), "storage": spec.get("storage"),
+            "shared_cache": bool(spec.get("shared_cache", True))}
 
 
 def load_grid(sweep_dir: str | Path) -> tuple[TrainConfig, dict, list[str]]:
@@ -157,10 +157,11 @@ def cell_config(cell: Cell, sweep_dir: Path, device: str | None = None) -> Train
 
 def run_cell(cell: Cell, sweep_dir: Path, log: Log = print, device: str | None = None,
              splits_cache: dict | None = None, tracker: Tracker | None = None,
-             on_epoch_end: Callable[[int, dict], None] | None = None) -> str:
+             on_epoch_end: Callable[[int, dict], None] | None = None, feature_cache: Path | None = None) -> str:
     """Train one cell in sweep_dir/<name> (or read it back, or resume it). Returns 'done' or 'interrupted'.
     Errors propagate. `tracker`: the sweep's records, of which the cell's are a child. `on_epoch_end`:
-    called with each epoch's history row (a study's trial reports val_acc there; k-fold cells do not)."""
+    called with each epoch's history row (a study's trial reports val_acc there; k-fold cells do not).
+    `feature_cache`: the folder where cells with the same frozen part share its cached outputs."""
     from tledge.train.fit import train_run
     from tledge.train.kfold import run_kfold
 
@@ -179,11 +180,11 @@ def run_cell(cell: Cell, sweep_dir: Path, log: Log = print, device: str | None =
     if state == "started":
         log(f"{cell.name}: resuming from {cell_dir / 'last.pt'}")
         result = train_run(config, run_dir=cell_dir, resume=True, log=log, parent_tracker=tracker,
-                           on_epoch_end=on_epoch_end)
+                           on_epoch_end=on_epoch_end, feature_cache=feature_cache)
     else:
         splits, fingerprint = _shared_splits(config, splits_cache, log)
         result = train_run(config, run_dir=cell_dir, splits=splits, fingerprint=fingerprint, log=log,
-                           parent_tracker=tracker, on_epoch_end=on_epoch_end)
+                           parent_tracker=tracker, on_epoch_end=on_epoch_end, feature_cache=feature_cache)
     return "interrupted" if result.interrupted else "done"
 
 
@@ -203,51 +204,31 @@ def _shared_splits(config: TrainConfig, cache: dict | None, log: Log):
     return cache[key]
 
 
-def run_sweep(cells: Sequence[Cell], sweep_dir: str | Path, log: Log = print,
-              devices: Sequence[str] | None = None) -> list[dict]:
-    """Run every cell (skipping finished ones, resuming started ones), then write the results files.
+def feature_cache_dir(sweep_dir: str | Path) -> Path | None:
+    """SWEEP_DIR/trunk_cache, unless the sweep was started with --no-shared-cache."""
+    from tledge.train.trunk_cache import FOLDER
 
-    A cell that raises is recorded as failed with its reason and the sweep goes on; an interrupted
-    cell (Ctrl-C) stops the sweep, with the results so far written. `devices` with two or more entries
-    runs cells in parallel worker processes, one per device. Returns the result rows (see `cell_result`).
-    """
-    sweep_dir = Path(sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    devices = parse_devices(devices)
-    tracker = _open_sweep_tracker(cells, sweep_dir, log)
-    try:
-        if len(devices) > 1:
-            outcomes = _run_parallel(cells, sweep_dir, list(devices), log)
-        else:
-            outcomes = _run_serial(cells, sweep_dir, devices[0] if devices else None, log, tracker)
-    except BaseException:
-        tracker.close("KILLED")
-        raise
-    rows = [cell_result(cell, sweep_dir / cell.name, *outcomes.get(cell.name, ("pending", None))) for cell in cells]
-    write_results(rows, sweep_dir)
-    _log_summary(rows, sweep_dir, log)
-    files = [sweep_dir / name for name in ("results.csv", "results.md", "results.json", SWEEP_FILE)]
-    tracker.log_final({}, sweep_dir, files)
-    stopped = {row["status"] for row in rows} & {"interrupted", "pending", "started", "incomplete"}
-    tracker.close("KILLED" if stopped else "FINISHED", announce=True)
-    return rows
+    return Path(sweep_dir) / FOLDER if load_study_spec(sweep_dir)["shared_cache"] else None
 
 
-def run_study_sweep(sweep_dir: str | Path, log: Log = print, device: str | None = None) -> list[dict]:
-    """Run the sweep folder's study as one worker (tledge.train.sweep_study): take trials until the grid or
-    the trial budget is done, then write the results over every cell so far, with the cell chosen on val."""
+def run_study_sweep(sweep_dir: str | Path, log: Log = print, device: str | None = None,
+                    devices: Sequence[str] | None = None) -> list[dict]:
+    """Run the sweep folder's study (tledge.train.sweep_study) until the grid or the trial budget is done,
+    then write the results over every cell so far, with the cell chosen on val. One worker in this process,
+    on `device`; or, with two or more `devices`, one worker process per device against the same study."""
     from tledge.train import sweep_study
 
     sweep_dir = Path(sweep_dir)
     spec = load_study_spec(sweep_dir)
-    _, axes, _ = load_grid(sweep_dir)
     cells = sweep_cells(sweep_dir)
+    devices = parse_devices(devices)
     sweep_study.load_study(sweep_dir, cells, spec["search"], spec["storage"])  # a bad storage: before the tracker
     tracker = _open_sweep_tracker(cells, sweep_dir, log)
     try:
-        outcomes = sweep_study.run_worker(sweep_dir, cells, normalize_axes(axes), search=spec["search"],
-                                          trials=spec["trials"], storage=spec["storage"], device=device,
-                                          log=log, tracker=tracker, run_cell=run_cell, reason_of=_reason)
+        if len(devices) > 1:
+            outcomes = _run_device_workers(sweep_dir, devices, log)
+        else:
+            outcomes = _study_worker(sweep_dir, cells, devices[0] if devices else device, log, tracker)
     except BaseException:
         tracker.close("KILLED")
         raise
@@ -263,6 +244,21 @@ def run_study_sweep(sweep_dir: str | Path, log: Log = print, device: str | None 
     return rows
 
 
+def _study_worker(sweep_dir: Path, cells: Sequence[Cell], device: str | None, log: Log,
+                  tracker: Tracker | None) -> dict[str, tuple[str, str | None]]:
+    """This process as one worker of the sweep's study: take trials until none is left."""
+    from functools import partial
+
+    from tledge.train import sweep_study
+
+    spec = load_study_spec(sweep_dir)
+    _, axes, _ = load_grid(sweep_dir)
+    runner = partial(run_cell, feature_cache=feature_cache_dir(sweep_dir))
+    return sweep_study.run_worker(sweep_dir, cells, normalize_axes(axes), search=spec["search"],
+                                  trials=spec["trials"], storage=spec["storage"], device=device, log=log,
+                                  tracker=tracker, run_cell=runner, reason_of=_reason)
+
+
 def _open_sweep_tracker(cells: Sequence[Cell], sweep_dir: Path, log: Log) -> Tracker:
     """The sweep's own records (the parent of every cell's), when its cells are tracked: the base options
     with each grid axis as its comma list."""
@@ -275,47 +271,12 @@ def _open_sweep_tracker(cells: Sequence[Cell], sweep_dir: Path, log: Log) -> Tra
     return tracker
 
 
-def _run_serial(cells, sweep_dir: Path, device: str | None, log: Log,
-                tracker: Tracker | None = None) -> dict[str, tuple[str, str | None]]:
-    outcomes: dict[str, tuple[str, str | None]] = {}
-    cache: dict = {}
-    for index, cell in enumerate(cells, 1):
-        log(f"\n=== sweep cell {index}/{len(cells)}: {cell.name} ===")
-        try:
-            status = run_cell(cell, sweep_dir, log, device, cache, tracker)
-        except KeyboardInterrupt:
-            status = "interrupted"
-        except Exception as exc:  # one bad cell (OOM, a bad file) must not sink the rest of the grid
-            reason = _reason(exc)
-            log(f"{cell.name}: FAILED: {reason}")
-            if not isinstance(exc, TledgeError):
-                log(traceback.format_exc().rstrip())
-            outcomes[cell.name] = ("failed", reason)
-            continue
-        outcomes[cell.name] = (status, None)
-        if status == "interrupted":
-            log(f"sweep interrupted in {cell.name}; resume with: tledge sweep --resume {sweep_dir}")
-            break
-        # after each cell, so a killed sweep still leaves a table of what finished
-        write_results([cell_result(c, sweep_dir / c.name, *outcomes.get(c.name, ("pending", None)))
-                       for c in cells], sweep_dir, plot=False)
-    return outcomes
-
-
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text if isinstance(exc, TledgeError) else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
-@dataclass
-class _Job:
-    cell: Cell
-    device: str
-    process: subprocess.Popen
-    log_file: Any
-    started: float
-
-
+# --------------------------------------------------------------------------------------------- one worker per device
 def visible_device(index: int, parent_visible: str | None) -> str:
     """The CUDA_VISIBLE_DEVICES entry for the parent's GPU `index`. --devices indices are the parent's view
     (torch numbers the GPUs it sees from 0, and check_devices_exist counts them), so with the parent at
@@ -331,9 +292,10 @@ def visible_device(index: int, parent_visible: str | None) -> str:
     return visible[index]
 
 
-def worker_command(sweep_dir: Path, cell: Cell, device: str) -> tuple[list[str], dict]:
-    """The command and environment that train one cell in its own process. A CUDA device is given to the
-    process as its only visible GPU (so no process touches another's GPU), then used as 'cuda'."""
+def worker_command(sweep_dir: Path, device: str, threads: int | None = None) -> tuple[list[str], dict]:
+    """The command and environment of one study worker pinned to `device`. A CUDA device is given to the
+    process as its only visible GPU (so no worker touches another's GPU), then used as 'cuda'; a CPU worker
+    gets `threads` threads (the cores shared between the CPU workers)."""
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
@@ -341,83 +303,54 @@ def worker_command(sweep_dir: Path, cell: Cell, device: str) -> tuple[list[str],
     if match:
         env["CUDA_VISIBLE_DEVICES"] = visible_device(int(match.group(1)), os.environ.get("CUDA_VISIBLE_DEVICES"))
         device = "cuda"
-    return [sys.executable, "-m", "tledge.train.sweep", str(sweep_dir), cell.name, device], env
-
-
-def _run_parallel(cells, sweep_dir: Path, devices: list[str], log: Log) -> dict[str, tuple[str, str | None]]:
-    outcomes: dict[str, tuple[str, str | None]] = {}
-    queue = []
-    for cell in cells:
-        if cell_state(cell, sweep_dir / cell.name) == "done":
-            log(f"{cell.name}: already finished, skipping")
-            outcomes[cell.name] = ("done", None)
-        else:
-            queue.append(cell)
-    cpu_slots = sum(1 for d in devices if d == "cpu")
-    threads = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
-    free = list(devices)
-    running: list[_Job] = []
-    try:
-        while queue or running:
-            while queue and free:
-                cell, device = queue.pop(0), free.pop(0)
-                running.append(_start_job(cell, device, sweep_dir, threads, log))
-            time.sleep(0.2)
-            for job in [j for j in running if j.process.poll() is not None]:
-                running.remove(job)
-                free.append(job.device)
-                outcomes[job.cell.name] = _finish_job(job, sweep_dir, log)
-                if outcomes[job.cell.name][0] == "interrupted":
-                    raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        log(f"sweep interrupted: stopping {len(running)} running cell(s); "
-            f"resume with: tledge sweep --resume {sweep_dir}")
-        for job in running:
-            _stop_job(job)
-            outcomes[job.cell.name] = ("interrupted", None)
-    return outcomes
-
-
-def _start_job(cell: Cell, device: str, sweep_dir: Path, threads: int, log: Log) -> _Job:
-    cell_dir = sweep_dir / cell.name
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    (cell_dir / STATUS_FILE).unlink(missing_ok=True)
-    command, env = worker_command(sweep_dir, cell, device)
-    if device == "cpu":
+    elif device == "cpu" and threads:
         env.setdefault("OMP_NUM_THREADS", str(threads))
-    log_file = open(cell_dir / WORKER_LOG, "a", encoding="utf-8")
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    log(f"{cell.name}: started on {device} (pid {process.pid}, log {cell_dir / WORKER_LOG})")
-    return _Job(cell, device, process, log_file, time.perf_counter())
+    return [sys.executable, "-m", "tledge.train.sweep", str(sweep_dir), device], env
 
 
-def _finish_job(job: _Job, sweep_dir: Path, log: Log) -> tuple[str, str | None]:
-    job.log_file.close()
-    cell_dir = sweep_dir / job.cell.name
-    code = job.process.returncode
-    seconds = time.perf_counter() - job.started
-    if code == 0 and cell_state(job.cell, cell_dir) == "done":
-        log(f"{job.cell.name}: finished on {job.device} in {seconds:.0f} s")
-        return "done", None
-    if code in (130, 143, -signal.SIGINT, -signal.SIGTERM):  # Ctrl-C or SIGTERM (a stopped service's cgroup)
-        return "interrupted", None
-    status = cell_dir / STATUS_FILE
-    reason = reports.read_json(status).get("error") if status.is_file() else None
-    reason = reason or f"worker exited with code {code}: {_last_line(cell_dir / WORKER_LOG)}"
-    log(f"{job.cell.name}: FAILED on {job.device}: {reason} (log: {cell_dir / WORKER_LOG})")
-    return "failed", reason
+def _run_device_workers(sweep_dir: Path, devices: list[str], log: Log) -> dict[str, tuple[str, str | None]]:
+    """One study worker process per device; wait for all. Their trials (and failures) are in the study; a
+    worker stopped by Ctrl-C or SIGTERM leaves its cell interrupted (the next --resume continues it)."""
+    cpu_workers = sum(1 for d in devices if d == "cpu")
+    threads = max(1, (os.cpu_count() or 1) // max(cpu_workers, 1))
+    logs = sweep_dir / WORKER_LOGS
+    logs.mkdir(exist_ok=True)
+    workers: list[tuple[str, subprocess.Popen, Any, Path]] = []
+    try:
+        for index, device in enumerate(devices, 1):
+            command, env = worker_command(sweep_dir, device, threads)
+            path = logs / f"worker{index}-{device.replace(':', '')}.log"
+            handle = open(path, "a", encoding="utf-8")
+            workers.append((device, subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env),
+                            handle, path))
+            log(f"worker {index} on {device}: pid {workers[-1][1].pid}, log {path}")
+        interrupted = False
+        for index, (device, process, handle, path) in enumerate(workers, 1):
+            code = process.wait()
+            handle.close()
+            if code in (130, 143, -signal.SIGINT, -signal.SIGTERM):
+                interrupted = True
+            elif code != 0:
+                log(f"worker {index} on {device} exited with code {code}: {_last_line(path)} (log: {path})")
+        if interrupted:
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        log(f"sweep interrupted: stopping {len(workers)} worker(s); resume with: tledge sweep --resume {sweep_dir}")
+        for _, process, handle, _ in workers:
+            _stop_worker(process)
+            handle.close()
+    return {}
 
 
-def _stop_job(job: _Job) -> None:
-    """Ctrl-C the worker (it saves last.pt and exits), then kill it if it does not within 60 s."""
-    if job.process.poll() is None:
-        job.process.send_signal(signal.SIGINT)
+def _stop_worker(process: subprocess.Popen) -> None:
+    """Ctrl-C the worker (it saves last.pt and marks its trial), then kill it if it does not within 60 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
         try:
-            job.process.wait(timeout=60)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            job.process.kill()
-            job.process.wait()
-    job.log_file.close()
+            process.kill()
+            process.wait()
 
 
 def _last_line(path: Path) -> str:
@@ -429,30 +362,25 @@ def _last_line(path: Path) -> str:
 
 
 def worker_main(argv: Sequence[str]) -> int:
-    """`python -m tledge.train.sweep SWEEP_DIR CELL DEVICE`: train one cell of a saved sweep."""
-    if len(argv) != 3:
-        print("usage: python -m tledge.train.sweep SWEEP_DIR CELL DEVICE", file=sys.stderr)
+    """`python -m tledge.train.sweep SWEEP_DIR DEVICE`: one study worker of a saved sweep, on DEVICE."""
+    if len(argv) != 2:
+        print("usage: python -m tledge.train.sweep SWEEP_DIR DEVICE", file=sys.stderr)
         return 2
-    sweep_dir, name, device = Path(argv[0]), argv[1], argv[2]
-    cells = {c.name: c for c in sweep_cells(sweep_dir)}
-    if name not in cells:
-        print(f"error: {sweep_dir} has no cell {name!r}", file=sys.stderr)
-        return 2
+    sweep_dir, device = Path(argv[0]), argv[1]
+    cells = sweep_cells(sweep_dir)
     from tledge.signals import sigterm_as_interrupt
 
-    # the sweep's records, opened by the parent process (tracking.json): this cell's are a child of them
-    tracked = (sweep_dir / TRACKING_FILE).is_file()
-    tracker = Tracker.open(cells[name].config.track, sweep_dir, print, resume=True) if tracked else None
-    try:
-        with sigterm_as_interrupt() as stop:  # a SIGTERM to every process (systemd's cgroup) saves last.pt too
-            status = run_cell(cells[name], sweep_dir, print, device, tracker=tracker)
-    except KeyboardInterrupt:
+    # the sweep's records, opened by the parent process (tracking.json): the cells' are children of them
+    tracked = (sweep_dir / TRACKING_FILE).is_file() and bool(cells)
+    tracker = Tracker.open(cells[0].config.track, sweep_dir, print, resume=True) if tracked else None
+    with sigterm_as_interrupt() as stop:  # a SIGTERM to every process (systemd's cgroup) saves last.pt too
+        try:
+            outcomes = _study_worker(sweep_dir, cells, device, print, tracker)
+        except KeyboardInterrupt:
+            return stop.exit_code or 130
+    if any(status == "interrupted" for status, _ in outcomes.values()):
         return stop.exit_code or 130
-    except Exception as exc:
-        traceback.print_exc()
-        reports.write_json(sweep_dir / name / STATUS_FILE, {"status": "failed", "error": _reason(exc)})
-        return 1
-    return (stop.exit_code or 130) if status == "interrupted" else 0
+    return 0
 
 
 if __name__ == "__main__":

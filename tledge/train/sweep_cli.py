@@ -91,19 +91,18 @@ def sweep_command(data, **values):
             raise TledgeError("--resume takes the grid from the sweep folder; give no DATA, --config or grid options")
         from tledge.paths import clean_stale_temp_files
 
-        if opts.search != "grid" or opts.trials is not None or opts.storage is not None:
-            raise TledgeError("--resume takes --search, --trials and --storage from the sweep folder's sweep.json")
+        if opts.search != "grid" or opts.trials is not None or opts.storage is not None or not opts.shared_cache:
+            raise TledgeError("--resume takes --search, --trials, --storage and --no-shared-cache from the sweep "
+                              "folder's sweep.json")
         base, _, saved_devices = sweep.load_grid(resume)
         devices = sweep.parse_devices(opts.devices) or saved_devices
-        if len(devices) < 2:
-            _need_optuna()
+        _need_optuna()
         clean_stale_temp_files(resume)
         cells = sweep.sweep_cells(resume)
         sweep.validate_cells(cells)
         _exit(_run(sweep, cells, resume, devices))
         return
-    if len(sweep.parse_devices(opts.devices)) < 2:
-        _need_optuna()
+    _need_optuna()
     spec = read_sweep_file(Path(opts.config_file)) if opts.config_file is not None else {}
     given_values = {
         "data": str(data) if data is not None else None, "project": opts.project, "name": opts.name,
@@ -114,11 +113,10 @@ def sweep_command(data, **values):
     spec.update({key: value for key, value in given_values.items() if value is not None})
     base, axes, project, name, devices = build_grid(spec)
     device_list = sweep.parse_devices(devices)
-    study = {"search": opts.search, "trials": opts.trials, "storage": opts.storage}
-    if len(device_list) < 2:
-        from tledge.train.sweep_study import check_storage
+    study = {"search": opts.search, "trials": opts.trials, "storage": opts.storage, "shared_cache": opts.shared_cache}
+    from tledge.train.sweep_study import check_storage
 
-        check_storage(opts.storage)
+    check_storage(opts.storage)
     sweep_dir, cells = sweep.start_sweep(base, axes, project, name, device_list, study)
     if opts.search == "grid":
         click.echo(f"sweep {sweep_dir}: {len(cells)} cells: {', '.join(c.name for c in cells)}")
@@ -134,10 +132,8 @@ def _need_optuna() -> None:
 
 
 def _run(sweep, cells, sweep_dir: Path, devices: list[str]) -> list[dict]:
-    """Two or more devices: the grid's own parallel runner; otherwise this process is one study worker."""
-    if len(devices) > 1:
-        return sweep.run_sweep(cells, sweep_dir, devices=devices)
-    return sweep.run_study_sweep(sweep_dir, device=devices[0] if devices else None)
+    """This process as the study's one worker, or (two or more devices) one worker process per device."""
+    return sweep.run_study_sweep(sweep_dir, devices=devices)
 
 
 def _exit(rows: list[dict]) -> None:

@@ -52,14 +52,16 @@ class SweepOptions:
     amp: bool = option(True, "Train in float32 on CUDA too.", flag="--no-amp", negate=True)
     project: str | None = option(None, "Folder that holds the sweep folder (default runs).")
     name: str | None = option(None, "Sweep folder name (default sweep, sweep2, ...).")
-    devices: str | None = option(None, "Run cells in parallel, one per device: GPU indices (0,1) or cpu,cpu "
-                                 "(grid only, without the study). Default: one at a time, as an Optuna study.")
+    devices: str | None = option(None, "One study worker process per device, pinned to it: GPU indices (0,1) "
+                                 "or cpu,cpu. Default: one worker, this process.")
     search: str = option("grid", "grid: every cell (Optuna's GridSampler); tpe: a TPE search over the same values "
                          "with a trial budget and pruning on per-epoch val accuracy.", choices=("grid", "tpe"))
     trials: int | None = option(None, "Trial budget of --search tpe (default: the grid's size).", min=1)
     storage: str | None = option(None, "Study storage URL (postgresql://…, mysql://…) shared by workers that "
                                  "run the same command on other machines. Default: SQLite in the sweep folder.",
                                  metavar="URL")
+    shared_cache: bool = option(True, "Cache the frozen part in every cell instead of sharing one cache "
+                                "between cells with the same frozen part.", flag="--no-shared-cache", negate=True)
     track: tuple[str, ...] = reuse(TrainConfig, "track")  # the sweep is the parent run, each cell a child
 
     def __post_init__(self) -> None:
@@ -70,9 +72,6 @@ def check_study_options(opts: SweepOptions) -> None:
     """Options that only make sense together (checked by the CLI before anything is written)."""
     if opts.trials is not None and opts.search == "grid":
         raise TledgeError("--trials is the budget of --search tpe; a grid runs every cell")
-    if opts.devices and "," in opts.devices and (opts.search != "grid" or opts.storage):
-        raise TledgeError("--devices runs grid cells in parallel without a study; for --search tpe or "
-                          "--storage, start one `tledge sweep` worker per device instead")
 
 
 # Sweep option → TrainConfig field of its grid axis.

@@ -4,9 +4,10 @@ SWEEP_DIR/<cell>/), and its value is the cell's best validation accuracy: the te
 
 The study lives in SWEEP_DIR/study.db (SQLite, nothing to start) unless sweep.json names a storage URL
 (--storage postgresql://…), which lets `tledge sweep --resume SWEEP_DIR` run as one more worker of the same
-study, on this machine or another. Workers on one machine take trials under a file lock in the sweep folder,
-so no cell runs twice; a worker that dies mid-trial (same host, its pid gone) has its trial marked failed by
-the next worker, which queues the cell again and resumes it from its last.pt.
+study, on this machine or another; `--devices 0,1` starts one worker process per device. Workers on one
+machine take trials under a file lock in the sweep folder, so no cell runs twice; a worker that dies
+mid-trial (same host, its pid gone) has its trial marked failed by the next worker, which queues the cell
+again and resumes it from its last.pt.
 
     run_study(sweep_dir)      # trains until the grid / trial budget is done, writes results.*, returns rows
 
@@ -235,6 +236,7 @@ def run_worker(sweep_dir: Path, cells: Sequence[Cell], axes: dict, *, search: st
             outcomes[cell.name] = ("pruned", str(exc))
             continue
         except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
             study.tell(trial, state=states.FAIL)
             outcomes[cell.name] = ("interrupted", None)
             log(f"sweep interrupted in {cell.name}; resume with: tledge sweep --resume {sweep_dir}")
@@ -249,6 +251,7 @@ def run_worker(sweep_dir: Path, cells: Sequence[Cell], axes: dict, *, search: st
             outcomes[cell.name] = ("failed", reason)
             continue
         if status == "interrupted":
+            trial.set_user_attr("interrupted", True)
             study.tell(trial, state=states.FAIL)
             outcomes[cell.name] = ("interrupted", None)
             log(f"sweep interrupted in {cell.name}; resume with: tledge sweep --resume {sweep_dir}")
@@ -283,6 +286,8 @@ def study_rows(sweep_dir: Path, cells: Sequence[Cell], search: str = "grid", sto
         if trial is not None and (outcomes or {}).get(cell.name) is None:
             status = {states.PRUNED: "pruned", states.FAIL: "failed", states.RUNNING: "running",
                       states.COMPLETE: "done"}.get(trial.state, "pending")
+            if trial.state == states.FAIL and trial.user_attrs.get("interrupted"):
+                status = "interrupted"  # stopped by Ctrl-C/SIGTERM in a worker process; --resume continues it
             error = trial.user_attrs.get("error")
         rows.append(cell_result(cell, Path(sweep_dir) / cell.name, status, error))
     return rows
