@@ -68,11 +68,78 @@ def test_two_workers_share_one_sqlite_study_and_run_each_cell_once(data, tmp_pat
     assert result["best"]["export"] == f"tledge export {sweep_dir / result['best']['cell']}"
 
 
-@pytest.mark.skipif(not os.environ.get("TLEDGE_TEST_POSTGRES_URL"),
-                    reason="no PostgreSQL server: .ci/run does not start one (Debian's postgresql is not in its "
-                           "image); set TLEDGE_TEST_POSTGRES_URL=postgresql://user:pw@host/db (with psycopg2) to run it")
-def test_two_workers_share_one_postgresql_study(data, tmp_path):
-    run_two_workers(data, tmp_path / "runs", storage=os.environ["TLEDGE_TEST_POSTGRES_URL"])
+def postgres_binaries() -> tuple[str, str] | None:
+    """(initdb, pg_ctl): on PATH, or where Debian's postgresql puts them (/usr/lib/postgresql/N/bin)."""
+    import glob
+    import shutil
+
+    for folder in [None, *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]:
+        initdb, pg_ctl = (shutil.which(name, path=folder) for name in ("initdb", "pg_ctl"))
+        if initdb and pg_ctl:
+            return initdb, pg_ctl
+    return None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server (initdb + pg_ctl in a temp folder, trust auth on 127.0.0.1, a free port),
+    stopped and removed afterwards; or the server TLEDGE_TEST_POSTGRES_URL names. PostgreSQL refuses to run
+    as root, so as root the server runs as the `postgres` user (runuser)."""
+    import shutil
+    import tempfile
+
+    if os.environ.get("TLEDGE_TEST_POSTGRES_URL"):
+        yield os.environ["TLEDGE_TEST_POSTGRES_URL"]
+        return
+    binaries = postgres_binaries()
+    if binaries is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): install Debian's postgresql (.ci/run does) "
+                    "or set TLEDGE_TEST_POSTGRES_URL=postgresql://user:pw@host/db")
+    try:
+        import psycopg  # noqa: F401 - SQLAlchemy 2's driver for postgresql:// URLs
+    except ImportError:
+        pytest.fail("psycopg is missing (part of the dev extra): pip install -e '.[dev]'")
+    initdb, pg_ctl = binaries
+    as_user: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="tledge-pg-"))
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail("running as root, and there is no postgres user to run the server as")
+        as_user = [shutil.which("runuser") or "runuser", "-u", "postgres", "--"]
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    data, port = folder / "data", free_port()
+    try:
+        subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                       check=True, capture_output=True, text=True)
+        options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder} -c fsync=off"
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w",
+                        "start"], check=True, capture_output=True, text=True, timeout=120)
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.fail(f"could not start a throwaway PostgreSQL server: {exc.cmd[len(as_user)]} said: {exc.stderr or exc.stdout}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_share_one_postgresql_study(data, tmp_path, postgres_url):
+    sweep_dir, _ = run_two_workers(data, tmp_path / "runs", storage=postgres_url)
+    assert not (sweep_dir / "study.db").exists()  # the study is on the server
+    assert sweep_study.study_name(sweep_dir, postgres_url) in optuna.get_all_study_names(postgres_url)
 
 
 def test_killed_worker_leaves_the_study_resumable(data, tmp_path, capsys):
