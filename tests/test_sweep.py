@@ -334,4 +334,5 @@ def test_cells_with_the_same_frozen_part_cache_it_once(data, tmp_path, monkeypat
                  "resnet18-freeze_stages3-lr0.01"):
         ours, theirs = (json.loads((root / cell / "metrics.json").read_text()) for root in (shared, own))
         assert ours["best_val_acc"] == theirs["best_val_acc"] and ours["accuracy"] == theirs["accuracy"], cell
-        assert read_csv(shared / cell / "history.csv")[-1]["val_loss"] == read_csv(own / cell / "history.csv")[-1]["val_loss"]
+        ours, theirs = (read_csv(root / cell / "history.csv")[-1] for root in (shared, own))
+        assert ours["val_loss"] == theirs["val_loss"], cell

@@ -128,7 +128,8 @@ def postgres_url():
                         "start"], check=True, capture_output=True, text=True, timeout=120)
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        pytest.fail(f"could not start a throwaway PostgreSQL server: {exc.cmd[len(as_user)]} said: {exc.stderr or exc.stdout}")
+        said = exc.stderr or exc.stdout
+        pytest.fail(f"could not start a throwaway PostgreSQL server: {exc.cmd[len(as_user)]} said: {said}")
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
