@@ -336,3 +336,47 @@ def test_cells_with_the_same_frozen_part_cache_it_once(data, tmp_path, monkeypat
         assert ours["best_val_acc"] == theirs["best_val_acc"] and ours["accuracy"] == theirs["accuracy"], cell
         ours, theirs = (read_csv(root / cell / "history.csv")[-1] for root in (shared, own))
         assert ours["val_loss"] == theirs["val_loss"], cell
+
+
+def test_a_second_worker_waits_for_the_first_and_loads_its_outputs(tmp_path):
+    """Two callers of one key: the second blocks on the lock while the first computes, then loads its file
+    (never computing, never reading half of it); a first caller that fails leaves the key to the next."""
+    import threading
+
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from tledge.train import trunk_cache
+
+    outputs, labels = torch.arange(12, dtype=torch.float32).reshape(4, 3), torch.tensor([0, 1, 0, 1])
+    started, release, second_computed = threading.Event(), threading.Event(), []
+
+    def slow():
+        started.set()
+        release.wait(60)
+        return TensorDataset(outputs, labels), "pytorch", 1.5
+
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("first", trunk_cache.shared_features(
+        tmp_path, "k", slow, log=lambda s: None)))
+    first.start()
+    started.wait(60)
+    second = threading.Thread(target=lambda: results.setdefault("second", trunk_cache.shared_features(
+        tmp_path, "k", lambda: second_computed.append(1), log=lambda s: None)))
+    second.start()
+    release.set()
+    first.join(60), second.join(60)
+    assert second_computed == [] and results["first"][3] is False and results["second"][3] is True
+    loaded, engine, seconds, _ = results["second"]
+    assert torch.equal(loaded.tensors[0], outputs) and torch.equal(loaded.tensors[1], labels)
+    assert (engine, seconds) == ("pytorch", 1.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.lock", "k.pt"]  # no temp file left
+
+    def broken():
+        raise RuntimeError("worker died")
+
+    with pytest.raises(RuntimeError):
+        trunk_cache.shared_features(tmp_path, "other", broken, log=lambda s: None)
+    assert not (tmp_path / "other.pt").exists()
+    *_, reused = trunk_cache.shared_features(tmp_path, "other", slow, log=lambda s: None)
+    assert reused is False and (tmp_path / "other.pt").is_file()
