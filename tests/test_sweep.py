@@ -10,9 +10,9 @@ import pytest
 
 from tledge.cli import main
 from tledge.errors import TledgeError
-from tledge.train import sweep
-from tledge.train.config import TrainConfig
-from tledge.train.sweep import cell_config, expand_grid, run_sweep, start_sweep, validate_cells
+from tledge.training import sweep
+from tledge.training.config import TrainConfig
+from tledge.training.sweep import cell_config, expand_grid, run_sweep, start_sweep, validate_cells
 from test_train import Interrupt  # the one epoch-end callback that stops a run
 
 TINY = ["--models", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "8", "--augment", "none",
@@ -194,7 +194,7 @@ def test_resume_skips_finished_cells_and_leaves_them_untouched(grid_sweep, tmp_p
 
 
 def test_interrupted_cell_resumes_from_last_pt(data, tmp_path):
-    from tledge.train.fit import train_run
+    from tledge.training.fit import train_run
 
     base = TrainConfig(data=str(data), **{**TINY_CONFIG, "epochs": 2})
     sweep_dir, cells = start_sweep(base, {"freeze": ["stages:5"]}, tmp_path / "runs")
@@ -214,7 +214,7 @@ def test_interrupted_cell_resumes_from_last_pt(data, tmp_path):
 
 
 def test_failing_cell_is_reported_and_the_others_run(data, tmp_path, monkeypatch, capsys):
-    import tledge.train.fit as fit
+    import tledge.training.fit as fit
 
     real = fit.train_run
 

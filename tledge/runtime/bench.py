@@ -22,7 +22,7 @@ from tledge.errors import TledgeError
 from tledge.metrics import accuracy, latency_stats
 from tledge.runtime.backends import artifact_kind, load_backend
 from tledge.runtime.backends.base import check_batch_fits
-from tledge.verification.verdicts import unverified_here
+from tledge.provenance.verdicts import unverified_here
 from tledge.runtime.options import BenchOptions
 from tledge.staleness import stale_reason
 from tledge.table import format_table
@@ -69,8 +69,8 @@ def artifact_format(path: Path) -> str:
 
 def labelled_images(data: str | Path, class_names: Sequence[str]) -> tuple[list[Path], list[int], list[str]]:
     """A folder of class subfolders → (paths, label indices in the card's class order, skipped files), read
-    by the one labelled-folder reader training and parity use (tledge.train.data.read_labelled_folder)."""
-    from tledge.train.data import read_labelled_folder
+    by the one labelled-folder reader training and parity use (tledge.datasets.folders.read_labelled_folder)."""
+    from tledge.datasets.folders import read_labelled_folder
 
     try:
         items, skipped = read_labelled_folder(data, class_names)
@@ -93,7 +93,7 @@ def evaluation_set(card: ModelCard, data: str | Path | None, run: Path | None,
         if splits.items.get("test"):
             return splits.paths("test"), splits.labels("test"), f"{run}/splits.json:test"
     if artifact is not None:
-        from tledge.verification.pack import MANIFEST, PACK_DIR, read_pack
+        from tledge.provenance.pack import MANIFEST, PACK_DIR, read_pack
 
         folder = Path(artifact).parent / PACK_DIR
         if (folder / MANIFEST).is_file():

@@ -199,7 +199,7 @@ def load(artifact: str | Path, *, device: str = "auto", topk: int = 5, batch: in
             raise TledgeError(f"{name} {value!r}: must be a whole number, at least 1")
     path = artifact_path(artifact, "load()")
     backend = load_backend(path, device, **backend_options)
-    from tledge.verification.verdicts import UnverifiedEnvironment, unverified_here
+    from tledge.provenance.verdicts import UnverifiedEnvironment, unverified_here
 
     unverified = unverified_here(path, backend.name)
     if unverified:

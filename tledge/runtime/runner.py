@@ -96,7 +96,7 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
     stale = stale_reason(request.artifact, backend.card)
     if stale:
         echo(f"warning: {stale}")
-    from tledge.verification.verdicts import unverified_here
+    from tledge.provenance.verdicts import unverified_here
 
     unverified = unverified_here(request.artifact, backend.name)
     if unverified:

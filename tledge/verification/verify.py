@@ -1,6 +1,6 @@
 """`tledge verify ARTIFACT`: re-run an artifact's parity check where it runs, from the parity pack beside it.
 
-The pack (tledge.verification.pack) holds the labelled photos, and the PyTorch FP32 logits the exporting
+The pack (tledge.provenance.pack) holds the labelled photos, and the PyTorch FP32 logits the exporting
 machine computed for them, so a device needs neither torch nor the dataset: the artifact runs through the
 same backend `tledge predict` uses, and its logits are judged by the same function and gate as export's
 parity (tledge.verification.parity.judge: agreement and accuracy difference with 95% intervals; within → exit 0,
@@ -16,7 +16,8 @@ from typing import Callable
 
 from tledge.errors import ParityError, ParityInconclusive, TledgeError
 from tledge.options import option, validate
-from tledge.runtime.options import DEVICE_HELP, PROVIDERS, THREADS_HELP, parse_device
+from tledge.devices import DEVICE_HELP, THREADS_HELP, parse_device
+from tledge.runtime.options import PROVIDERS
 
 VERIFY_BATCH = 32
 EXIT_CODES = {"within": 0, "over": ParityError.exit_code, "inconclusive": ParityInconclusive.exit_code}
@@ -72,7 +73,7 @@ def verify(artifact: str | Path, *, echo: Callable[[str], None] = print, raise_o
     from tledge.options import build
 
     from tledge.stats import combine
-    from tledge.verification import pack as packs
+    from tledge.provenance import pack as packs
 
     options = build(VerifyOptions, {"artifact": artifact, **values}, "verify option")
     if not Path(options.artifact).is_dir():
@@ -89,7 +90,7 @@ def verify(artifact: str | Path, *, echo: Callable[[str], None] = print, raise_o
 
 def folder_artifacts(folder: Path) -> list[Path]:
     """The artifacts of an export folder that export judged (those with a verdict file), in name order."""
-    from tledge.verification.verdicts import SUFFIX
+    from tledge.provenance.verdicts import SUFFIX
 
     found = sorted(p for p in folder.iterdir() if p.suffix in (".onnx", ".engine")
                    and p.with_name(p.name + SUFFIX).is_file())
@@ -104,7 +105,7 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print, rais
     """Verify one artifact; `pack` is its pack when the caller has already read (and checked) it."""
     from tledge.verification.parity import parity_backend_options, run_on_images, judge, parse_tolerance
     from tledge.runtime.backends import artifact_kind, load_backend
-    from tledge.verification import environment, pack as packs, verdicts
+    from tledge.provenance import environment, pack as packs, verdicts
 
     path = Path(options.artifact)
     if not path.exists():
@@ -188,7 +189,7 @@ def _check_pack_matches(path: Path, card, pack) -> None:
 
 def format_verify(result: VerifyResult) -> str:
     from tledge.table import format_table
-    from tledge.verification import environment
+    from tledge.provenance import environment
 
     from tledge.verification.parity import table_cells
 

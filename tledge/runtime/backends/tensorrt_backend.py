@@ -26,7 +26,7 @@ import numpy as np
 
 from tledge.card import ModelCard, engine_sidecar_path
 from tledge.errors import MissingDependency, TledgeError
-from tledge.runtime.backends import cuda_runtime
+from tledge import cuda_runtime
 from tledge.runtime.backends.base import Backend
 
 # Attribute names this module uses on TensorRT objects. A test checks each appears in the identifier

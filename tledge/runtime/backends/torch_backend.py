@@ -14,7 +14,7 @@ from tledge.runtime.backends.base import Backend, cap_threads
 def resolve_torch_device(device: str = "auto") -> str:
     """The torch device string for `device` (auto, cpu, cuda, cuda:N), by the one resolver training uses."""
     require("torch", "train", "running a .pt checkpoint")
-    from tledge.train.device import resolve_device
+    from tledge.models.device import resolve_device
 
     return str(resolve_device(device, amp=False).device)
 
@@ -29,7 +29,7 @@ def disable_tf32(torch) -> None:
 class TorchBackend(Backend):
     def __init__(self, path: str | Path, device: str = "auto", amp: bool = False, threads: int | None = None):
         torch = require("torch", "train", "running a .pt checkpoint")
-        from tledge.train.restore import load_model
+        from tledge.models.restore import load_model
 
         threads, note = cap_threads(threads)
         self.notes = [note] if note else []

@@ -1,0 +1,459 @@
+"""Experiment grids: every combination of a few training options, each an ordinary tledge run, then one
+comparison table (results.csv/.md/.json) and plot (results.png) over all of them.
+
+    cells = expand_grid(TrainConfig(data="flowers", epochs=25), {"model": ["resnet18", "alexnet"],
+                                                                 "freeze": ["none", "all"]})
+    validate_cells(cells)                  # bad names, bad freeze, too-small input: before any training
+    sweep_dir = start_sweep(base, axes, "runs")             # runs/sweep, runs/sweep2 … with sweep.json
+    rows = run_sweep(cells, sweep_dir)                      # runs/sweepN/<cell>/ per cell
+
+The grid is in tledge.training.sweep_grid, the results table in tledge.training.sweep_results; this module
+keeps the sweep folder and the running of cells (serial, or parallel worker processes).
+
+A sweep folder holds sweep.json (the grid), one run folder per cell (resnet18-freeze_all-sgd/ …, or a
+k-fold run with fold1/ … foldK/) and the results files. Rerunning the same sweep (`resume_sweep`) skips
+cells whose metrics.json (k-fold: kfold.json) exists, resumes a cell that has last.pt, and retries failed
+ones. Every number in the results is read from the cells' own metrics.json / history.csv / kfold.json;
+k-fold cells show mean ± sample std over their folds.
+
+With several devices (`devices=["cuda:0", "cuda:1"]`, or `["cpu", "cpu"]`), cells run in parallel, one
+per device, each in its own process (`python -m tledge.training.sweep SWEEP_DIR CELL DEVICE`) that writes its
+output to <cell>/sweep.log.
+
+Nothing here imports torch at import time; running cells does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from tledge.errors import TledgeError
+from tledge.training import reports
+from tledge.training.config import TrainConfig
+from tledge.devices import device_problem
+from tledge.training.rundir import next_free_name
+from tledge.training.tracking import TRACKING_FILE, Tracker
+from tledge.training.sweep_grid import (  # noqa: F401 - the grid's public names, re-exported
+    AXES, AXIS_ALIASES, AXIS_TYPES, NAME_PREFIX, Cell, coerce, expand_grid, normalize_axes, validate_cells)
+from tledge.training.sweep_results import (  # noqa: F401 - the results' public names, re-exported
+    CSV_COLUMNS, KFOLD_FILE, METRICS, RESULT_FILES, TABLE_LEGEND, TABLE_METRICS, _log_summary, cell_result,
+    cell_state, plot_results, results_table, write_results)
+
+Log = Callable[[str], None]
+
+SWEEP_FILE = "sweep.json"
+STATUS_FILE = "sweep_status.json"  # written by a worker process when its cell fails
+WORKER_LOG = "sweep.log"
+
+# --------------------------------------------------------------------------------------------- sweep folder
+def new_sweep_dir(project: str | Path, name: str | None = None) -> Path:
+    """runs/sweep, runs/sweep2, … or runs/NAME (which must not hold a sweep yet)."""
+    project = Path(project)
+    if name:
+        path = project / name
+        if (path / SWEEP_FILE).is_file():
+            raise TledgeError(f"{path} already holds a sweep; resume it with: tledge sweep --resume {path}")
+    else:
+        path = project / next_free_name(project, "sweep")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_grid(sweep_dir: Path, base: TrainConfig, axes: dict, devices: Sequence[str] | None = None,
+              study: dict | None = None) -> Path:
+    """sweep.json: the grid, the devices, and the study (search: grid or tpe, trials, storage URL or null)."""
+    return reports.write_json(Path(sweep_dir) / SWEEP_FILE, {
+        "base": base.to_dict(), "axes": normalize_axes(axes), "devices": list(devices or []),
+        "cells": [c.name for c in expand_grid(base, axes)], "study": study or {},
+    })
+
+
+def load_study_spec(sweep_dir: str | Path) -> dict:
+    """sweep.json's study: {"search": "grid" | "tpe", "trials": N | None, "storage": URL | None}."""
+    spec = reports.read_json(Path(sweep_dir) / SWEEP_FILE).get("study") or {}
+    return {"search": spec.get("search", "grid"), "trials": spec.get("trials"), "storage": spec.get("storage")}
+
+
+def load_grid(sweep_dir: str | Path) -> tuple[TrainConfig, dict, list[str]]:
+    """(base config, axes, devices) from a sweep folder's sweep.json."""
+    path = Path(sweep_dir) / SWEEP_FILE
+    if not path.is_file():
+        raise TledgeError(f"{sweep_dir} is not a sweep folder (no {SWEEP_FILE})")
+    grid = reports.read_json(path)
+    return TrainConfig.from_dict(grid["base"]), grid["axes"], list(grid.get("devices") or [])
+
+
+def sweep_cells(sweep_dir: str | Path) -> list[Cell]:
+    """The cells of a saved sweep, each set to train in its folder under `sweep_dir`."""
+    base, axes, _ = load_grid(sweep_dir)
+    return expand_grid(dataclasses.replace(base, project=str(sweep_dir)), axes)
+
+
+def start_sweep(base: TrainConfig, axes: dict, project: str | Path = "runs", name: str | None = None,
+                devices: Sequence[str] | None = None, study: dict | None = None) -> tuple[Path, list[Cell]]:
+    """Validate the grid, make the sweep folder and save sweep.json; nothing trains yet."""
+    from tledge.paths import check_name_inside, check_output_dir, check_outputs_apart
+
+    check_output_dir(project, "--project")
+    check_outputs_apart([("--project", project)], [("the DATA folder", base.data)])
+    check_name_inside(project, name)
+    cells = expand_grid(base, axes)
+    validate_cells(cells)
+    sweep_dir = new_sweep_dir(project, name)
+    base = dataclasses.replace(base, project=str(sweep_dir))
+    save_grid(sweep_dir, base, axes, devices, study)
+    return sweep_dir, expand_grid(base, axes)
+
+
+# --------------------------------------------------------------------------------------------- running
+def parse_devices(devices: str | Sequence[str] | None) -> list[str]:
+    """'0,1' / ['cuda:0', 'cuda:1'] / 'cpu,cpu' → ['cuda:0', 'cuda:1'] / ['cpu', 'cpu']; None/'' → []."""
+    if not devices:
+        return []
+    items = devices.split(",") if isinstance(devices, str) else [str(d) for d in devices]
+    result = []
+    for item in (i.strip().lower() for i in items):
+        if item.isdigit():
+            item = f"cuda:{item}"
+        if item == "auto" or device_problem(item):  # --device's rule, without auto (a cell needs one device)
+            raise TledgeError(f"bad device {item!r} in --devices; expected GPU indices (0,1), cuda:N or cpu")
+        result.append(item)
+    check_devices_exist(result)
+    return result
+
+
+def check_devices_exist(devices: Sequence[str]) -> None:
+    """Every cuda device named must be one torch can see, before any cell starts."""
+    wanted = [d for d in devices if d.startswith("cuda")]
+    if not wanted:
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for device in wanted:
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= count:
+            seen = f"GPUs 0-{count - 1}" if count else "no CUDA GPU"
+            raise TledgeError(f"--devices names {device}, but torch sees {seen}; use existing GPU indices or cpu")
+        visible_device(index, os.environ.get("CUDA_VISIBLE_DEVICES"))  # maps, or says why not, before any cell
+
+
+def cell_config(cell: Cell, sweep_dir: Path, device: str | None = None) -> TrainConfig:
+    changes: dict[str, Any] = {"project": str(sweep_dir), "name": cell.name, "exist_ok": True}
+    if device is not None:
+        changes["device"] = device
+    return dataclasses.replace(cell.config, **changes)
+
+
+def run_cell(cell: Cell, sweep_dir: Path, log: Log = print, device: str | None = None,
+             splits_cache: dict | None = None, tracker: Tracker | None = None,
+             on_epoch_end: Callable[[int, dict], None] | None = None) -> str:
+    """Train one cell in sweep_dir/<name> (or read it back, or resume it). Returns 'done' or 'interrupted'.
+    Errors propagate. `tracker`: the sweep's records, of which the cell's are a child. `on_epoch_end`:
+    called with each epoch's history row (a study's trial reports val_acc there; k-fold cells do not)."""
+    from tledge.training.fit import train_run
+    from tledge.training.kfold import run_kfold
+
+    cell_dir = Path(sweep_dir) / cell.name
+    config = cell_config(cell, Path(sweep_dir), device)
+    state = cell_state(cell, cell_dir)
+    if state == "done":
+        log(f"{cell.name}: already finished, skipping")
+        return "done"
+    if config.kfold:
+        if state == "started":
+            log(f"{cell.name}: resuming k-fold run")
+        outcome = run_kfold(config, log, resume_dir=cell_dir if state == "started" else None,
+                            parent_tracker=tracker)
+        return "interrupted" if outcome.get("interrupted") else "done"
+    if state == "started":
+        log(f"{cell.name}: resuming from {cell_dir / 'last.pt'}")
+        result = train_run(config, run_dir=cell_dir, resume=True, log=log, parent_tracker=tracker,
+                           on_epoch_end=on_epoch_end)
+    else:
+        splits, fingerprint = _shared_splits(config, splits_cache, log)
+        result = train_run(config, run_dir=cell_dir, splits=splits, fingerprint=fingerprint, log=log,
+                           parent_tracker=tracker, on_epoch_end=on_epoch_end)
+    return "interrupted" if result.interrupted else "done"
+
+
+def _shared_splits(config: TrainConfig, cache: dict | None, log: Log):
+    """Scan the data once per (data, split, seed) and share the split between cells: every cell of a sweep
+    sees the same images (the same seed gives the same split anyway; this only saves the scan)."""
+    if cache is None:
+        return None, ""
+    from tledge.datasets.folders import build_splits
+
+    key = (config.data, tuple(config.split), config.seed)
+    if key not in cache:
+        splits, report = build_splits(config.data, tuple(config.split), config.seed)
+        for line in report.summary_lines():
+            log(line)
+        cache[key] = (splits, report.fingerprint)
+    return cache[key]
+
+
+def run_sweep(cells: Sequence[Cell], sweep_dir: str | Path, log: Log = print,
+              devices: Sequence[str] | None = None) -> list[dict]:
+    """Run every cell (skipping finished ones, resuming started ones), then write the results files.
+
+    A cell that raises is recorded as failed with its reason and the sweep goes on; an interrupted
+    cell (Ctrl-C) stops the sweep, with the results so far written. `devices` with two or more entries
+    runs cells in parallel worker processes, one per device. Returns the result rows (see `cell_result`).
+    """
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    devices = parse_devices(devices)
+    tracker = _open_sweep_tracker(cells, sweep_dir, log)
+    try:
+        if len(devices) > 1:
+            outcomes = _run_parallel(cells, sweep_dir, list(devices), log)
+        else:
+            outcomes = _run_serial(cells, sweep_dir, devices[0] if devices else None, log, tracker)
+    except BaseException:
+        tracker.close("KILLED")
+        raise
+    rows = [cell_result(cell, sweep_dir / cell.name, *outcomes.get(cell.name, ("pending", None))) for cell in cells]
+    write_results(rows, sweep_dir)
+    _log_summary(rows, sweep_dir, log)
+    files = [sweep_dir / name for name in ("results.csv", "results.md", "results.json", SWEEP_FILE)]
+    tracker.log_final({}, sweep_dir, files)
+    stopped = {row["status"] for row in rows} & {"interrupted", "pending", "started", "incomplete"}
+    tracker.close("KILLED" if stopped else "FINISHED", announce=True)
+    return rows
+
+
+def run_study_sweep(sweep_dir: str | Path, log: Log = print, device: str | None = None) -> list[dict]:
+    """Run the sweep folder's study as one worker (tledge.training.sweep_study): take trials until the grid or
+    the trial budget is done, then write the results over every cell so far, with the cell chosen on val."""
+    from tledge.training import sweep_study
+
+    sweep_dir = Path(sweep_dir)
+    spec = load_study_spec(sweep_dir)
+    _, axes, _ = load_grid(sweep_dir)
+    cells = sweep_cells(sweep_dir)
+    sweep_study.load_study(sweep_dir, cells, spec["search"], spec["storage"])  # a bad storage: before the tracker
+    tracker = _open_sweep_tracker(cells, sweep_dir, log)
+    try:
+        outcomes = sweep_study.run_worker(sweep_dir, cells, normalize_axes(axes), search=spec["search"],
+                                          trials=spec["trials"], storage=spec["storage"], device=device,
+                                          log=log, tracker=tracker, run_cell=run_cell, reason_of=_reason)
+    except BaseException:
+        tracker.close("KILLED")
+        raise
+    rows = sweep_study.study_rows(sweep_dir, cells, spec["search"], spec["storage"], outcomes)
+    best = sweep_study.mark_best(rows)
+    write_results(rows, sweep_dir, best=best)
+    _log_summary(rows, sweep_dir, log)
+    log(sweep_study.summary(best))
+    files = [sweep_dir / name for name in ("results.csv", "results.md", "results.json", SWEEP_FILE)]
+    tracker.log_final({}, sweep_dir, files)
+    stopped = {row["status"] for row in rows} & {"interrupted", "pending", "started", "incomplete"}
+    tracker.close("KILLED" if stopped else "FINISHED", announce=True)
+    return rows
+
+
+def _open_sweep_tracker(cells: Sequence[Cell], sweep_dir: Path, log: Log) -> Tracker:
+    """The sweep's own records (the parent of every cell's), when its cells are tracked: the base options
+    with each grid axis as its comma list."""
+    names = cells[0].config.track if cells else ()
+    resumed = any(cell_state(cell, sweep_dir / cell.name) != "new" for cell in cells)
+    tracker = Tracker.open(names, sweep_dir, log, resume=resumed)
+    if tracker.active and (sweep_dir / SWEEP_FILE).is_file():
+        base, axes, _ = load_grid(sweep_dir)
+        tracker.log_params({**base.to_dict(), **axes, "cells": len(cells)})
+    return tracker
+
+
+def _run_serial(cells, sweep_dir: Path, device: str | None, log: Log,
+                tracker: Tracker | None = None) -> dict[str, tuple[str, str | None]]:
+    outcomes: dict[str, tuple[str, str | None]] = {}
+    cache: dict = {}
+    for index, cell in enumerate(cells, 1):
+        log(f"\n=== sweep cell {index}/{len(cells)}: {cell.name} ===")
+        try:
+            status = run_cell(cell, sweep_dir, log, device, cache, tracker)
+        except KeyboardInterrupt:
+            status = "interrupted"
+        except Exception as exc:  # one bad cell (OOM, a bad file) must not sink the rest of the grid
+            reason = _reason(exc)
+            log(f"{cell.name}: FAILED: {reason}")
+            if not isinstance(exc, TledgeError):
+                log(traceback.format_exc().rstrip())
+            outcomes[cell.name] = ("failed", reason)
+            continue
+        outcomes[cell.name] = (status, None)
+        if status == "interrupted":
+            log(f"sweep interrupted in {cell.name}; resume with: tledge sweep --resume {sweep_dir}")
+            break
+        # after each cell, so a killed sweep still leaves a table of what finished
+        write_results([cell_result(c, sweep_dir / c.name, *outcomes.get(c.name, ("pending", None)))
+                       for c in cells], sweep_dir, plot=False)
+    return outcomes
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, TledgeError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+@dataclass
+class _Job:
+    cell: Cell
+    device: str
+    process: subprocess.Popen
+    log_file: Any
+    started: float
+
+
+def visible_device(index: int, parent_visible: str | None) -> str:
+    """The CUDA_VISIBLE_DEVICES entry for the parent's GPU `index`. --devices indices are the parent's view
+    (torch numbers the GPUs it sees from 0, and check_devices_exist counts them), so with the parent at
+    "2,3" its cuda:0 is physical GPU 2: the child gets "2", not "0". Entries may be indices, GPU-UUIDs or
+    MIG ids; they are passed on as written."""
+    if parent_visible is None:
+        return str(index)
+    visible = [item.strip() for item in parent_visible.split(",") if item.strip()]
+    if index >= len(visible):
+        raise TledgeError(f"--devices names cuda:{index}, but CUDA_VISIBLE_DEVICES={parent_visible!r} makes "
+                          f"{len(visible)} GPU(s) visible; use indices 0-{len(visible) - 1}" if visible else
+                          f"--devices names cuda:{index}, but CUDA_VISIBLE_DEVICES={parent_visible!r} hides every GPU")
+    return visible[index]
+
+
+def worker_command(sweep_dir: Path, cell: Cell, device: str) -> tuple[list[str], dict]:
+    """The command and environment that train one cell in its own process. A CUDA device is given to the
+    process as its only visible GPU (so no process touches another's GPU), then used as 'cuda'."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    match = re.fullmatch(r"(?:cuda:)?(\d+)", device)
+    if match:
+        env["CUDA_VISIBLE_DEVICES"] = visible_device(int(match.group(1)), os.environ.get("CUDA_VISIBLE_DEVICES"))
+        device = "cuda"
+    return [sys.executable, "-m", "tledge.training.sweep", str(sweep_dir), cell.name, device], env
+
+
+def _run_parallel(cells, sweep_dir: Path, devices: list[str], log: Log) -> dict[str, tuple[str, str | None]]:
+    outcomes: dict[str, tuple[str, str | None]] = {}
+    queue = []
+    for cell in cells:
+        if cell_state(cell, sweep_dir / cell.name) == "done":
+            log(f"{cell.name}: already finished, skipping")
+            outcomes[cell.name] = ("done", None)
+        else:
+            queue.append(cell)
+    cpu_slots = sum(1 for d in devices if d == "cpu")
+    threads = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
+    free = list(devices)
+    running: list[_Job] = []
+    try:
+        while queue or running:
+            while queue and free:
+                cell, device = queue.pop(0), free.pop(0)
+                running.append(_start_job(cell, device, sweep_dir, threads, log))
+            time.sleep(0.2)
+            for job in [j for j in running if j.process.poll() is not None]:
+                running.remove(job)
+                free.append(job.device)
+                outcomes[job.cell.name] = _finish_job(job, sweep_dir, log)
+                if outcomes[job.cell.name][0] == "interrupted":
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        log(f"sweep interrupted: stopping {len(running)} running cell(s); "
+            f"resume with: tledge sweep --resume {sweep_dir}")
+        for job in running:
+            _stop_job(job)
+            outcomes[job.cell.name] = ("interrupted", None)
+    return outcomes
+
+
+def _start_job(cell: Cell, device: str, sweep_dir: Path, threads: int, log: Log) -> _Job:
+    cell_dir = sweep_dir / cell.name
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    (cell_dir / STATUS_FILE).unlink(missing_ok=True)
+    command, env = worker_command(sweep_dir, cell, device)
+    if device == "cpu":
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    log_file = open(cell_dir / WORKER_LOG, "a", encoding="utf-8")
+    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    log(f"{cell.name}: started on {device} (pid {process.pid}, log {cell_dir / WORKER_LOG})")
+    return _Job(cell, device, process, log_file, time.perf_counter())
+
+
+def _finish_job(job: _Job, sweep_dir: Path, log: Log) -> tuple[str, str | None]:
+    job.log_file.close()
+    cell_dir = sweep_dir / job.cell.name
+    code = job.process.returncode
+    seconds = time.perf_counter() - job.started
+    if code == 0 and cell_state(job.cell, cell_dir) == "done":
+        log(f"{job.cell.name}: finished on {job.device} in {seconds:.0f} s")
+        return "done", None
+    if code in (130, 143, -signal.SIGINT, -signal.SIGTERM):  # Ctrl-C or SIGTERM (a stopped service's cgroup)
+        return "interrupted", None
+    status = cell_dir / STATUS_FILE
+    reason = reports.read_json(status).get("error") if status.is_file() else None
+    reason = reason or f"worker exited with code {code}: {_last_line(cell_dir / WORKER_LOG)}"
+    log(f"{job.cell.name}: FAILED on {job.device}: {reason} (log: {cell_dir / WORKER_LOG})")
+    return "failed", reason
+
+
+def _stop_job(job: _Job) -> None:
+    """Ctrl-C the worker (it saves last.pt and exits), then kill it if it does not within 60 s."""
+    if job.process.poll() is None:
+        job.process.send_signal(signal.SIGINT)
+        try:
+            job.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            job.process.kill()
+            job.process.wait()
+    job.log_file.close()
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    """`python -m tledge.training.sweep SWEEP_DIR CELL DEVICE`: train one cell of a saved sweep."""
+    if len(argv) != 3:
+        print("usage: python -m tledge.training.sweep SWEEP_DIR CELL DEVICE", file=sys.stderr)
+        return 2
+    sweep_dir, name, device = Path(argv[0]), argv[1], argv[2]
+    cells = {c.name: c for c in sweep_cells(sweep_dir)}
+    if name not in cells:
+        print(f"error: {sweep_dir} has no cell {name!r}", file=sys.stderr)
+        return 2
+    from tledge.signals import sigterm_as_interrupt
+
+    # the sweep's records, opened by the parent process (tracking.json): this cell's are a child of them
+    tracked = (sweep_dir / TRACKING_FILE).is_file()
+    tracker = Tracker.open(cells[name].config.track, sweep_dir, print, resume=True) if tracked else None
+    try:
+        with sigterm_as_interrupt() as stop:  # a SIGTERM to every process (systemd's cgroup) saves last.pt too
+            status = run_cell(cells[name], sweep_dir, print, device, tracker=tracker)
+    except KeyboardInterrupt:
+        return stop.exit_code or 130
+    except Exception as exc:
+        traceback.print_exc()
+        reports.write_json(sweep_dir / name / STATUS_FILE, {"status": "failed", "error": _reason(exc)})
+        return 1
+    return (stop.exit_code or 130) if status == "interrupted" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
