@@ -23,11 +23,11 @@ SAMPLE_IMAGES = 16
 
 
 def is_artifact(path: str | Path) -> bool:
-    """An exported file (ONNX or engine), by the one suffix rule of tledge.runtime.backends.artifact_kind."""
-    from tledge.runtime.backends import artifact_kind
+    """An exported file (ONNX, engine, ...), as the artifact-kind table (tledge.runtime.backends) says."""
+    from tledge.runtime.backends import kind_of
 
     try:
-        return artifact_kind(path) in ("onnxruntime", "tensorrt")
+        return kind_of(path).exported
     except TledgeError:  # not an artifact suffix at all
         return False
 

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from tledge.devices import DEVICE_HELP, THREADS_HELP, parse_device
 from tledge.errors import TledgeError
 from tledge.options import option, validate
+from tledge.runtime.backends import artifact_types
 
 PROVIDERS = ("tensorrt", "cuda", "cpu")
 CACHE_HELP = "ONNX Runtime's TensorRT provider engine cache folder (default: MODEL.onnx.trt-cache next to the model)."
@@ -31,7 +32,7 @@ def parse_batches(value: Any) -> tuple[int, ...]:
 class PredictRequest:
     """Everything `tledge predict ARTIFACT SOURCE` takes."""
 
-    artifact: str = option(help="Run folder, .pt, .onnx or .engine.", argument=True)
+    artifact: str = option(help=artifact_types().capitalize() + ".", argument=True)
     source: str = option(help="Camera, video, image, folder, glob or URL.", argument=True)
     topk: int = option(5, "How many classes to report per item.", min=1)
     batch: int = option(1, "Items per inference call (files and video).", min=1)
@@ -92,7 +93,7 @@ class BenchOptions:
 class InfoOptions:
     """Everything `tledge info ARTIFACT` takes."""
 
-    artifact: str = option(help="Run folder, .pt, .onnx or .engine.", argument=True)
+    artifact: str = option(help=artifact_types().capitalize() + ".", argument=True)
     json: bool = option(False, "Print the card as JSON.")
 
     def __post_init__(self) -> None:

@@ -315,7 +315,9 @@ def parity_backend_options(path, kind: str) -> dict:
     """FP32 parity runs where the arithmetic is FP32: ONNX Runtime's CPU provider or CUDA with TF32 off,
     never the TensorRT EP (FP16/TF32 kernels would fail the FP32 gate for the wrong reason); the backend
     name in the result says which. FP16/INT8 artifacts run on the GPU provider they were made for."""
-    return {"strict_fp32": True} if kind == "fp32" and Path(path).suffix == ".onnx" else {}
+    from tledge.runtime.backends import backend_options
+
+    return backend_options(path, defaults={"strict_fp32": kind == "fp32" or None})
 
 
 def parity_message(results: Sequence[ParityResult]) -> str:

@@ -66,6 +66,16 @@ class Backend:
 
     _answered = False  # set once the first output passed _check_output
 
+    @classmethod
+    def read_card(cls, path) -> ModelCard:  # pragma: no cover - abstract
+        """The artifact's model card without building the model (tledge info, verify, eval)."""
+        raise NotImplementedError
+
+    @classmethod
+    def format_label(cls, path) -> str:  # pragma: no cover - abstract
+        """What bench's format column calls this file (onnx-int8, tensorrt-fp16, pytorch)."""
+        raise NotImplementedError
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Logits [N, C] for a normalized float32 NCHW batch, or for the card's own uint8 input (a model with
         its normalization in the graph); a softmax-output model's probabilities come back as their log, so

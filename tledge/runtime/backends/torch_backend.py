@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tledge.errors import require
+from tledge.card import ModelCard
+from tledge.errors import TledgeError, require
 from tledge.runtime.backends.base import Backend, cap_threads
 
 
@@ -27,6 +28,21 @@ def disable_tf32(torch) -> None:
 
 
 class TorchBackend(Backend):
+    @classmethod
+    def read_card(cls, path) -> ModelCard:
+        """The card in the checkpoint dict (no model is built)."""
+        from tledge.checkpoint import load_checkpoint, resolve_checkpoint
+
+        ckpt = resolve_checkpoint(path)
+        state = load_checkpoint(ckpt)
+        if "card" not in state:
+            raise TledgeError(f"{ckpt} is not a tledge checkpoint (no model card)")
+        return ModelCard.from_dict(state["card"], ckpt)
+
+    @classmethod
+    def format_label(cls, path) -> str:
+        return "pytorch"
+
     def __init__(self, path: str | Path, device: str = "auto", amp: bool = False, threads: int | None = None):
         torch = require("torch", "train", "running a .pt checkpoint")
         from tledge.models.restore import load_model
