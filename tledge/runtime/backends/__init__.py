@@ -28,7 +28,6 @@ class ArtifactKind:
     name: str  # the runtime: first word of every backend name it makes (onnxruntime-cpu-int8), bench's backend column
     suffixes: tuple[str, ...]  # file suffixes it opens; the first row naming a suffix is that suffix's default
     backend: type[Backend]
-    needs_torch: bool = False  # a training-side artifact: runs only where torch is installed
     folder: bool = False  # a run folder (its best.pt) opens as this kind
     exported: bool = True  # written by `tledge export`: bench finds it under RUN/export, eval and verify take it
 
@@ -42,7 +41,7 @@ class ArtifactKind:
 
 
 KINDS: tuple[ArtifactKind, ...] = (
-    ArtifactKind("torch", (".pt", ".pth"), TorchBackend, needs_torch=True, folder=True, exported=False),
+    ArtifactKind("torch", (".pt", ".pth"), TorchBackend, folder=True, exported=False),
     ArtifactKind("onnxruntime", (".onnx",), OnnxRuntimeBackend),
     ArtifactKind("tensorrt", (".engine", ".plan", ".trt"), TensorRTBackend),
 )
