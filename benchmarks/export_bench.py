@@ -55,13 +55,13 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     from tledge.card import ModelCard
-    from tledge.export.int8 import quantize_int8
-    from tledge.export.onnx_export import export_onnx
+    from tledge.exporting.int8 import quantize_int8
+    from tledge.exporting.onnx_export import export_onnx
     from tledge.verification.parity import ParityData, run_parity
     from tledge.preprocess import is_image_file, load_image, preprocess_batch
     from tledge.runtime.backends import load_backend
     from tledge.table import format_table
-    from tledge.train.backbones import create_model
+    from tledge.models.backbones import create_model
 
     classes = sorted(p.name for p in args.data.iterdir() if p.is_dir())
     items = [(f, i) for i, c in enumerate(classes) for f in sorted((args.data / c).iterdir()) if is_image_file(f)]

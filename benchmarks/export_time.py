@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tledge.card import card_from_onnx
 from tledge.errors import TledgeError
-from tledge.export.pipeline import export_run
+from tledge.exporting.pipeline import export_run
 
 
 def one_export(run: Path, mode: str | None) -> dict:

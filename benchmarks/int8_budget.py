@@ -1,7 +1,7 @@
 """INT8 with an accuracy budget (issue 7): MobileNetV2 at 224 px, real ImageNet weights, real scene photos.
 
 Rows: ONNX FP32, plain INT8 (U8S8 MinMax), the searched INT8 (`--int8-budget`, val split), and optionally
-QAT + search. Each INT8 row is made by `tledge.export.pipeline.export_run` on a real run folder
+QAT + search. Each INT8 row is made by `tledge.exporting.pipeline.export_run` on a real run folder
 (best.pt + splits.json), exactly as `tledge export RUN ...` would; test accuracy and agreement come from its
 parity check on the run's test split; latency is measured here at batch 1 and 16 (2 threads, medians).
 
@@ -80,12 +80,12 @@ def main(argv=None) -> dict:
     from tledge.card import ModelCard, card_from_onnx
     from tledge.checkpoint import save_checkpoint
     from tledge.errors import ParityError
-    from tledge.export.pipeline import export_run
+    from tledge.exporting.pipeline import export_run
     from tledge.preprocess import load_image, preprocess_batch
     from tledge.runtime.backends import load_backend
     from tledge.splits import Splits
     from tledge.table import format_table
-    from tledge.train.backbones import create_model
+    from tledge.models.backbones import create_model
 
     log = lambda m: print(m, flush=True)  # noqa: E731
     started_all = time.perf_counter()

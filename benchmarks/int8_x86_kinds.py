@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from tledge.card import card_from_onnx
-from tledge.export.int8 import quantize_int8, select_calibration_images
+from tledge.exporting.int8 import quantize_int8, select_calibration_images
 from tledge.splits import Splits
-from tledge.verification.environment import cpu_kernels, cpu_model
+from tledge.provenance.environment import cpu_kernels, cpu_model
 
 QEMU = ["qemu-x86_64", "-cpu", "Haswell,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm"]
 VERIFY = ("import json, sys, tledge\n"

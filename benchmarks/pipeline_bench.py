@@ -57,7 +57,7 @@ def export_fp32(classes: list[str], size: int, folder: Path) -> Path:
     import onnx
     import torch
 
-    from tledge.train.backbones import create_model
+    from tledge.models.backbones import create_model
 
     torch.manual_seed(0)
     model = create_model("mobilenet_v2", len(classes)).eval()
@@ -73,7 +73,7 @@ def export_fp32(classes: list[str], size: int, folder: Path) -> Path:
 
 
 def export_int8(fp32: Path, calibration: list[Path]) -> Path:
-    from tledge.export.int8 import quantize_int8
+    from tledge.exporting.int8 import quantize_int8
 
     return quantize_int8(fp32, fp32.with_name("model.int8.onnx"), calibration)
 

@@ -39,10 +39,10 @@ def main() -> int:
     import torch
 
     from tledge.card import ModelCard
-    from tledge.train.backbones import create_model
-    from tledge.train.dataset import ImageDataset, make_loader
-    from tledge.train.device import resolve_device
-    from tledge.train.prefix import FrozenPrefix, _torch_engine, onnxruntime_engine, relative_difference
+    from tledge.models.backbones import create_model
+    from tledge.training.dataset import ImageDataset, make_loader
+    from tledge.models.device import resolve_device
+    from tledge.training.prefix import FrozenPrefix, _torch_engine, onnxruntime_engine, relative_difference
 
     root = args.data / "train" if (args.data / "train").is_dir() else args.data
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())

@@ -52,13 +52,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tledge-train-speed-"))
     if args.imagenet_weights:
         os.environ["TORCH_HOME"] = str(work / "torch")
-        from tledge.train.weights import add_weights
+        from tledge.models.weights import add_weights
 
         add_weights(args.imagenet_weights)
     import torch
 
-    from tledge.train.config import TrainConfig
-    from tledge.train.fit import train_run
+    from tledge.training.config import TrainConfig
+    from tledge.training.fit import train_run
 
     data = link_subset(args.data, work / "data", args.images, seed=0)
     common = dict(data=str(data), model="mobilenet_v2", weights="imagenet", img_size=args.img_size,

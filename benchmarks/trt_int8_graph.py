@@ -45,12 +45,12 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from tledge.export import int8 as int8_mod
-    from tledge.export.fp16 import convert_to_fp16
-    from tledge.export.onnx_export import export_onnx
-    from tledge.export.qdq_check import check_qdq
-    from tledge.export.tensorrt_build import QDQ_FP16_OPSET
-    from tledge.train.backbones import create_model
+    from tledge.exporting import int8 as int8_mod
+    from tledge.exporting.fp16 import convert_to_fp16
+    from tledge.exporting.onnx_export import export_onnx
+    from tledge.exporting.qdq_check import check_qdq
+    from tledge.exporting.tensorrt_build import QDQ_FP16_OPSET
+    from tledge.models.backbones import create_model
 
     torch.set_num_threads(2)
     root = Path(args.data)

@@ -31,12 +31,12 @@ def main() -> None:
     import torch
 
     from tledge.card import ModelCard
-    from tledge.export.onnx_export import export_onnx
-    from tledge.export.preprocess_graph import add_preprocessing
+    from tledge.exporting.onnx_export import export_onnx
+    from tledge.exporting.preprocess_graph import add_preprocessing
     from tledge.preprocess import preprocess_rgb
     from tledge.runtime.backends import load_backend
     from tledge.timing import medians, time_calls
-    from tledge.train.backbones import create_model
+    from tledge.models.backbones import create_model
 
     torch.manual_seed(0)
     card = ModelCard("mobilenet_v2", ["a", "b", "c", "d", "e", "f"], input_size=(224, 224))

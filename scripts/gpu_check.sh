@@ -131,8 +131,8 @@ why["setuptools"] = missing("setuptools")
 why["imagenet"] = why["torch"]
 if not why["imagenet"]:
     try:
-        from tledge.train.backbones import get_spec
-        from tledge.train.imagenet import cache_dir, weights_enum
+        from tledge.models.backbones import get_spec
+        from tledge.models.imagenet import cache_dir, weights_enum
 
         name = weights_enum(get_spec("mobilenet_v2")).url.rsplit("/", 1)[-1]
         if not (cache_dir() / name).is_file():
@@ -233,7 +233,7 @@ step check_amp_log 30 step:train_cuda_amp grep -q "AMP" "$OUT/train_cuda_amp.log
 step export_engines_parity 600 pkg:tledge,pkg:torch,pkg:onnx,pkg:ort,file:"$RUN/best.pt",parity \
   "${TL[@]}" export "$RUN" "${EXPORT_ARGS[@]}" --int8-flavours both --parity-data "$DATA"
 step qdq_check_trt_int8 60 pkg:onnx,file:"$EXPORT/model.int8.trt.onnx" "$PY" -c \
-  "from tledge.export.qdq_check import require_qdq_ok; require_qdq_ok('$EXPORT/model.int8.trt.onnx', 'tensorrt')"
+  "from tledge.exporting.qdq_check import require_qdq_ok; require_qdq_ok('$EXPORT/model.int8.trt.onnx', 'tensorrt')"
 step predict_torch_cuda 180 pkg:cuda,file:"$RUN/best.pt",provider:cuda \
   "${TL[@]}" predict "$RUN" "$DATA" --device cuda --batch 16 --max-frames 200 --summary-json "$OUT/predict_torch.json"
 step predict_ort_cuda 180 pkg:ort_cuda,file:"$EXPORT/model.onnx",provider:cuda \

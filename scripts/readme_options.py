@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's tledge, not an installed one
 
-from tledge.option_tables import REFERENCE, update_tables  # noqa: E402
+from tledge.cli.option_tables import REFERENCE, update_tables  # noqa: E402
 
 if __name__ == "__main__":
     reference = ROOT / REFERENCE

@@ -1,4 +1,4 @@
-"""A call-recording stand-in for the `tensorrt` builder API, for testing tledge.export.tensorrt_build's logic
+"""A call-recording stand-in for the `tensorrt` builder API, for testing tledge.exporting.tensorrt_build's logic
 (era detection, flags per era, profile shapes, workspace, timing-cache reuse, sidecar, error paths) on
 machines without a GPU.
 

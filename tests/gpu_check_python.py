@@ -4,7 +4,7 @@ step waits for, skip reasons, exit codes, provider checks, no network.
 
 It is NOT tledge on a GPU. For `-m tledge CMD` it writes the files that command would write and prints the
 lines the script reads, as tledge prints them (predict's "(batch N, provider P)" from
-tledge.runtime.predict.format_summary; "AMP bf16" from tledge.train.device; export's exit 4 and "parity
+tledge.runtime.predict.format_summary; "AMP bf16" from tledge.models.device; export's exit 4 and "parity
 inconclusive" from tledge.verification.parity). Every call is appended to $STANDIN_LOG as JSON.
 
 Knobs (environment): STANDIN_MISSING="tensorrt,ort_trt" probe keys reported as not installed;

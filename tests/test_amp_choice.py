@@ -4,7 +4,7 @@ emulation on pre-Ampere GPUs). CUDA is mocked: these run on any machine."""
 import pytest
 import torch
 
-from tledge.train import device as device_mod
+from tledge.models import device as device_mod
 
 
 @pytest.mark.parametrize("capability, name, expected, scaled", [

@@ -19,7 +19,7 @@ from tledge.preprocess import load_image
 
 
 def _imagenet_cached() -> bool:
-    from tledge.train.imagenet import cache_dir
+    from tledge.models.imagenet import cache_dir
 
     return (cache_dir() / "mobilenet_v2-b0353104.pth").is_file()
 

@@ -1,4 +1,4 @@
-"""Training augmentation (tledge/train/augment.py): shape, dtype, determinism, levels."""
+"""Training augmentation (tledge/training/augment.py): shape, dtype, determinism, levels."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tledge.errors import TledgeError
-from tledge.train.augment import LEVELS, make_augmenter
+from tledge.training.augment import LEVELS, make_augmenter
 
 
 @pytest.fixture

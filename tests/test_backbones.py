@@ -3,7 +3,7 @@ import torch
 
 from tledge.card import ModelCard
 from tledge.errors import TledgeError, UnknownBackbone
-from tledge.train.backbones import create_model, list_backbones, model_from_card
+from tledge.models.backbones import create_model, list_backbones, model_from_card
 
 EXPECTED_STAGES = {"mobilenet_v2": 19, "resnet18": 5, "vgg16": 5, "alexnet": 5, "efficientnet_b0": 9,
                    "mobilenet_v3_small": 13}

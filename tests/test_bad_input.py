@@ -264,7 +264,7 @@ def test_half_made_runs_table(base, capsys, tmp_path):
 
 
 def test_interrupt_before_first_checkpoint_leaves_no_folder(base, tmp_path, monkeypatch):
-    from tledge.train import epochs
+    from tledge.training import epochs
 
     def stop(*_args, **_kwargs):
         raise KeyboardInterrupt
@@ -302,9 +302,9 @@ def test_stale_artifacts_warned_in_predict_and_refused_in_bench(base, capsys, tm
 
 def interrupted_run(data: Path, project: Path, name: str, epochs: int, kfold: int = 0) -> Path:
     """A run stopped by Ctrl-C after its first epoch (last.pt holds epoch 1)."""
-    from tledge.train.config import TrainConfig
-    from tledge.train.fit import train_run
-    from tledge.train.kfold import run_kfold
+    from tledge.training.config import TrainConfig
+    from tledge.training.fit import train_run
+    from tledge.training.kfold import run_kfold
 
     def stop(epoch, _row):
         if epoch == 0:
@@ -314,7 +314,7 @@ def interrupted_run(data: Path, project: Path, name: str, epochs: int, kfold: in
                          arch_kwargs={"width_mult": 0.25}, img_size=32, batch_size=8, epochs=epochs, workers=0,
                          augment="none", kfold=kfold)
     if kfold:
-        import tledge.train.kfold as kfold_mod
+        import tledge.training.kfold as kfold_mod
 
         original = kfold_mod.train_run
         kfold_mod.train_run = lambda *a, **k: original(*a, **{**k, "on_epoch_end": stop})
@@ -416,7 +416,7 @@ def test_ctrl_c_in_predict_exits_130_with_summary(base, capsys, tmp_path, monkey
 
 # --------------------------------------------------------------------------------------------- kind 6
 def test_every_skipped_training_file_is_counted_with_its_reason(base, tmp_path):
-    from tledge.train.data import build_splits
+    from tledge.datasets.folders import build_splits
 
     data = tmp_path / "data"
     shutil.copytree(base["data"], data)
@@ -532,8 +532,8 @@ CRASHING_TRAINER = textwrap.dedent('''
                 time.sleep(300)
 
     torch.save = save
-    from tledge.train.config import TrainConfig
-    from tledge.train.fit import train_run
+    from tledge.training.config import TrainConfig
+    from tledge.training.fit import train_run
 
     train_run(TrainConfig(data=sys.argv[1], project=sys.argv[2], name="crash", model="mobilenet_v2",
                           weights="none", arch_kwargs={"width_mult": 0.25}, img_size=32, batch_size=8, epochs=2,

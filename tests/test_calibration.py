@@ -12,11 +12,11 @@ import torch
 from onnxruntime.quantization.calibrate import load_tensors_data
 
 from test_export import ARCH_KWARGS, _card, _train_briefly, _write_images
-from tledge.export import calibration as calibration_mod
-from tledge.export.calibration import HIST_BINS, Calibration
-from tledge.export.int8 import quantize_int8
-from tledge.export.onnx_export import export_onnx
-from tledge.train.backbones import create_model
+from tledge.exporting import calibration as calibration_mod
+from tledge.exporting.calibration import HIST_BINS, Calibration
+from tledge.exporting.int8 import quantize_int8
+from tledge.exporting.onnx_export import export_onnx
+from tledge.models.backbones import create_model
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import torch
 
 from tledge.card import ModelCard
 from tledge.checkpoint import load_checkpoint, save_checkpoint
-from tledge.train.restore import load_model
+from tledge.models.restore import load_model
 from tledge.errors import TledgeError
-from tledge.train.backbones import create_model
+from tledge.models.backbones import create_model
 
 
 def tiny_checkpoint(tmp_path):

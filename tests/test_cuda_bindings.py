@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import fake_tensorrt_runtime as fake_trt
-from tledge.runtime.backends import cuda_runtime
+from tledge import cuda_runtime
 
 
 @pytest.fixture(scope="module")

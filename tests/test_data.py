@@ -1,4 +1,4 @@
-"""Data discovery, splits and the data report (tledge/train/data.py and its data_* modules)."""
+"""Data discovery, splits and the data report (tledge/datasets/folders.py and its data_* modules)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from tledge.errors import TledgeError
 from tledge.splits import Splits
-from tledge.train.data import build_splits, missing_classes, read_labelled_folder
-from tledge.train.data_split import split_counts, stratified_kfold
+from tledge.datasets.folders import build_splits, missing_classes, read_labelled_folder
+from tledge.datasets.split import split_counts, stratified_kfold
 
 
 def per_class(splits: Splits, split: str) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""torch Dataset/DataLoader for training (tledge/train/dataset.py): parity, determinism, errors."""
+"""torch Dataset/DataLoader for training (tledge/training/dataset.py): parity, determinism, errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from tledge.card import ModelCard
 from tledge.errors import TledgeError
 from tledge.preprocess import preprocess_file
-from tledge.train.data import build_splits
-from tledge.train.dataset import ImageDataset, make_loader
+from tledge.datasets.folders import build_splits
+from tledge.training.dataset import ImageDataset, make_loader
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 
 from test_export import CLASSES, SIZE, _card, tiny_run  # noqa: F401 - the shared module-scoped fixture
 from tledge.card import card_from_onnx
-from tledge.export.pipeline import export_run
+from tledge.exporting.pipeline import export_run
 
 TRITON_DESCRIPTOR = Path(__file__).parent / "data" / "triton_model_config.desc"
 

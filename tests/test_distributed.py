@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from tledge.train.distributed import DistInfo, ShardedSampler
+from tledge.training.distributed import DistInfo, ShardedSampler
 
 ARGS = ["--model", "resnet18", "--weights", "none", "--img-size", "32", "--epochs", "2", "--batch-size", "8",
         "--workers", "0", "--augment", "none", "--device", "cpu"]
@@ -77,7 +77,7 @@ class RecordingDist:
 
 @pytest.fixture
 def recorded(monkeypatch):
-    from tledge.train import distributed
+    from tledge.training import distributed
 
     calls = []
     monkeypatch.setattr(distributed, "dist", RecordingDist(calls))
@@ -86,7 +86,7 @@ def recorded(monkeypatch):
 
 
 def test_each_rank_selects_its_gpu_before_nccl_starts(recorded):
-    from tledge.train import distributed
+    from tledge.training import distributed
 
     distributed.init(DistInfo(rank=3, world_size=4, local_rank=1), "cuda")
     assert [c[0] for c in recorded] == ["set_device", "init_process_group"]
@@ -97,14 +97,14 @@ def test_each_rank_selects_its_gpu_before_nccl_starts(recorded):
 
 
 def test_gloo_does_not_touch_cuda(recorded):
-    from tledge.train import distributed
+    from tledge.training import distributed
 
     distributed.init(DistInfo(rank=0, world_size=2, local_rank=0), "cpu")
     assert [c[0] for c in recorded] == ["init_process_group"] and recorded[0][1] == "gloo"
 
 
 def test_shutdown_barrier_only_after_success(recorded):
-    from tledge.train import distributed
+    from tledge.training import distributed
 
     distributed.init(DistInfo(0, 2, 0), "cpu")
     distributed.shutdown(success=False)
@@ -118,9 +118,9 @@ def test_rank0_error_leaves_the_group_without_a_collective(recorded, monkeypatch
     """Rank 0 fails after the process group exists: its error must come out, not a barrier that waits for
     ranks sitting in a broadcast or an all-reduce."""
     from tledge.errors import TledgeError
-    from tledge.train import fit
-    from tledge.train.config import TrainConfig
-    from tledge.train.fit import train_run
+    from tledge.training import fit
+    from tledge.training.config import TrainConfig
+    from tledge.training.fit import train_run
 
     def refuse(*args, **kwargs):  # a failure after the group exists (unreadable data, disk full, ...)
         raise TledgeError("taken: the data folder vanished")

@@ -21,14 +21,14 @@ from tledge.card import ModelCard, card_from_onnx
 from tledge.checkpoint import save_checkpoint
 from tledge.cli import main
 from tledge.errors import ExportOptionError, TledgeError
-from tledge.export.formats import FORMATS, parse_formats
-from tledge.export.options import check_options
-from tledge.export.int8 import quantize_int8, select_calibration_images
-from tledge.export.onnx_export import choose_exporter, export_onnx
+from tledge.exporting.formats import FORMATS, parse_formats
+from tledge.exporting.options import check_options
+from tledge.exporting.int8 import quantize_int8, select_calibration_images
+from tledge.exporting.onnx_export import choose_exporter, export_onnx
 from tledge.verification.parity import compare_logits, gate, parse_tolerance
-from tledge.export.pipeline import export_run
+from tledge.exporting.pipeline import export_run
 from tledge.splits import Splits
-from tledge.train.backbones import create_model
+from tledge.models.backbones import create_model
 
 CLASSES = ["red", "green", "blue"]
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230)]
@@ -101,7 +101,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_run):
-    from tledge.train.restore import load_model
+    from tledge.models.restore import load_model
 
     return load_model(tiny_run)
 
@@ -339,7 +339,7 @@ def test_gate_catches_a_perturbed_artifact(exported, tiny_model, tiny_run, tmp_p
 
 
 def test_cli_exit_3_on_perturbed_artifact(tiny_run, tmp_path, monkeypatch, capsys):
-    import tledge.export.onnx_export as onnx_export
+    import tledge.exporting.onnx_export as onnx_export
 
     real_export = onnx_export.export_onnx
 
@@ -443,6 +443,6 @@ def test_cli_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, tledge.export.cli, tledge.export.formats; print('torch' in sys.modules)"
+    code = "import sys, tledge.cli.export, tledge.exporting.formats; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

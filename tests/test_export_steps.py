@@ -13,8 +13,8 @@ import tledge
 from test_export import tiny_run  # noqa: F401 - the module-scoped tiny trained run
 from tledge.cli import main
 from tledge.errors import TledgeError
-from tledge.export import int8 as int8_mod
-from tledge.export.pipeline import ExportResult, Step, run_steps
+from tledge.exporting import int8 as int8_mod
+from tledge.exporting.pipeline import ExportResult, Step, run_steps
 
 
 def _fail_flavour(monkeypatch, flavour: str, error: Exception) -> None:
@@ -95,7 +95,7 @@ def test_steps_that_need_a_failed_step_are_skipped(tmp_path):
 
 def test_an_export_that_wrote_nothing_leaves_no_folder(tiny_run, tmp_path, monkeypatch, capsys):  # noqa: F811
     """Every step failed (the ONNX step that all others need crashed): no empty output folder is left."""
-    import tledge.export.onnx_export as onnx_export
+    import tledge.exporting.onnx_export as onnx_export
 
     def crash(*args, **kwargs):
         raise RuntimeError("exporter exploded")

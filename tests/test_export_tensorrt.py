@@ -16,10 +16,10 @@ import torch
 import fake_tensorrt
 from tledge.card import ModelCard, engine_sidecar_path
 from tledge.errors import MissingDependency, TledgeError
-from tledge.export import tensorrt_build as tb
-from tledge.export.fp16 import convert_to_fp16
-from tledge.export.onnx_export import export_onnx
-from tledge.train.backbones import create_model
+from tledge.exporting import tensorrt_build as tb
+from tledge.exporting.fp16 import convert_to_fp16
+from tledge.exporting.onnx_export import export_onnx
+from tledge.models.backbones import create_model
 
 API_LISTS = Path(__file__).resolve().parents[1].parent / "shared" / "tensorrt-api"
 SIZE = 32
@@ -28,7 +28,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def onnx_files(tmp_path_factory):
     """model.onnx (dynamic batch) and a symmetric QDQ model.int8.trt.onnx of a tiny random MobileNetV2."""
-    from tledge.export.int8 import quantize_int8
+    from tledge.exporting.int8 import quantize_int8
     import cv2
 
     base = tmp_path_factory.mktemp("trt")
@@ -112,7 +112,7 @@ def test_strongly_typed_int8_float_region_is_fp16_and_still_computes_the_same(fa
     """TensorRT 10.12+/11 build the QDQ graph as typed: the converted graph must keep the INT8 layers, turn
     the float layers (and DQ outputs) into FP16, pass the Q/DQ check and compute what the FP32-region file does."""
     import onnxruntime as ort
-    from tledge.export.qdq_check import check_qdq
+    from tledge.exporting.qdq_check import check_qdq
 
     fake_trt("11.4.0")
     _build(onnx_files, tmp_path, "int8")
@@ -286,7 +286,7 @@ def _checkpoint_run(tmp_path) -> Path:
 
 def test_pipeline_builds_both_engines_with_fake(fake_trt, tmp_path, monkeypatch):
     """export_run end to end with trt-fp16 and trt-int8 (engines cannot run here: --no-parity)."""
-    from tledge.export.pipeline import export_run
+    from tledge.exporting.pipeline import export_run
 
     trt = fake_trt("10.3.0")
     run = _checkpoint_run(tmp_path)
@@ -307,7 +307,7 @@ def test_pipeline_builds_both_engines_with_fake(fake_trt, tmp_path, monkeypatch)
 def test_strongly_typed_export_leaves_no_intermediate_onnx(version, fake_trt, tmp_path):
     """The FP16 ONNX files a strongly typed build parses (model.fp16.onnx, model.int8.fp16.onnx) are written
     to export's temporary folder, not beside the engines, where bench would pick them up as more rows."""
-    from tledge.export.pipeline import export_run
+    from tledge.exporting.pipeline import export_run
 
     trt = fake_trt(version)
     run = _checkpoint_run(tmp_path)
@@ -341,7 +341,7 @@ def test_tiny_weight_scales_survive_the_fp16_conversion(onnx_files, tmp_path):
     and dequantizes to the same weights within half a step."""
     from onnx import numpy_helper
 
-    from tledge.export.qdq_check import check_qdq
+    from tledge.exporting.qdq_check import check_qdq
 
     FP16_MIN_NORMAL = float(np.finfo(np.float16).tiny)  # 6.1e-05
     model = onnx.load(str(onnx_files["int8"]))

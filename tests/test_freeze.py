@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from tledge.errors import TledgeError
-from tledge.train.backbones import create_model
-from tledge.train.freeze import apply_freeze, parse_policy, set_train_mode
+from tledge.models.backbones import create_model
+from tledge.training.freeze import apply_freeze, parse_policy, set_train_mode
 
 
 def trainable_names(model):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tledge.checkpoint import save_checkpoint
-from tledge.train.config import TrainConfig
-from tledge.train.fit import train_run
+from tledge.training.config import TrainConfig
+from tledge.training.fit import train_run
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -25,7 +25,7 @@ def test_amp_training_on_cuda_learns(make_image_folder, tmp_path):
 def test_torch_cuda_backend_matches_cpu(tmp_path):
     from tledge.card import ModelCard
     from tledge.runtime.backends import load_backend
-    from tledge.train.backbones import create_model
+    from tledge.models.backbones import create_model
 
     card = ModelCard(arch="resnet18", class_names=["a", "b", "c"], input_size=(64, 64))
     model = create_model("resnet18", 3).eval()
@@ -46,7 +46,7 @@ def test_onnxruntime_cuda_provider_matches_cpu(tmp_path):
         pytest.skip("onnxruntime-gpu not installed")
     from tledge.card import ModelCard, embed_in_onnx
     from tledge.runtime.backends import load_backend
-    from tledge.train.backbones import create_model
+    from tledge.models.backbones import create_model
     import onnx
 
     card = ModelCard(arch="resnet18", class_names=["a", "b", "c"], input_size=(64, 64))
@@ -71,7 +71,7 @@ def test_onnxruntime_tensorrt_ep_engine_cache(tmp_path):
         pytest.skip("onnxruntime-gpu without the TensorRT provider")
     from tledge.card import ModelCard, embed_in_onnx
     from tledge.runtime.backends import load_backend
-    from tledge.train.backbones import create_model
+    from tledge.models.backbones import create_model
     import onnx
 
     card = ModelCard("resnet18", ["a", "b", "c"], input_size=(64, 64))

@@ -8,7 +8,8 @@ import pytest
 
 import fake_tensorrt_runtime as fake_trt
 from tledge.errors import TledgeError
-from tledge.runtime.backends import cuda_runtime, tensorrt_backend
+from tledge import cuda_runtime
+from tledge.runtime.backends import tensorrt_backend
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_driver_too_old_is_raised_once_when_torch_cannot_take_over(monkeypatch, 
 
 
 def test_builder_and_backend_share_the_probe():
-    from tledge.export import tensorrt_build
+    from tledge.exporting import tensorrt_build
 
     assert tensorrt_build.detect_gpu is cuda_runtime.detect_gpu
 

@@ -21,13 +21,13 @@ from tledge.card import card_from_onnx
 from tledge.checkpoint import save_checkpoint
 from tledge.cli import main
 from tledge.errors import ExportOptionError
-from tledge.export import int8_search
-from tledge.export.int8_recipe import RECIPE_FILE, load_recipe
-from tledge.export.int8_search import parse_candidates
-from tledge.export.pipeline import export_run
-from tledge.export.sensitivity import group_key, kl_to_reference
+from tledge.exporting import int8_search
+from tledge.exporting.int8_recipe import RECIPE_FILE, load_recipe
+from tledge.exporting.int8_search import parse_candidates
+from tledge.exporting.pipeline import export_run
+from tledge.exporting.sensitivity import group_key, kl_to_reference
 from tledge.splits import Splits
-from tledge.train.backbones import create_model
+from tledge.models.backbones import create_model
 
 
 def _make_run(base: Path, hostile: bool, with_val: bool = True) -> Path:
@@ -259,7 +259,7 @@ def test_impossible_budget_exits_3_and_explains_each_step(hostile_run, tmp_path,
 def test_nothing_to_fall_back_on_is_said(plain_run, tmp_path, capsys, monkeypatch):
     # Whether a block of a tiny model does "measurable damage" alone depends on the CPU's integer kernels
     # (AVX2 without VNNI rounds differently), so the sensitivity is fixed here: no group does any.
-    import tledge.export.sensitivity as sensitivity
+    import tledge.exporting.sensitivity as sensitivity
 
     def harmless(groups, evaluate, reference, echo=None):
         return [sensitivity.Sensitivity(g.name, len(g.nodes), g.macs, 0.0, 100.0, 0.0) for g in groups]

@@ -20,9 +20,9 @@ import pytest
 from onnx import numpy_helper
 
 from test_export import SIZE, tiny_model, tiny_run  # noqa: F401 - fixtures
-from tledge.export.int16_headroom import INT16_MAX, pair_sum_bound, saturation_problem
-from tledge.export.int8 import quantize_int8
-from tledge.export.onnx_export import export_onnx
+from tledge.exporting.int16_headroom import INT16_MAX, pair_sum_bound, saturation_problem
+from tledge.exporting.int8 import quantize_int8
+from tledge.exporting.onnx_export import export_onnx
 from tledge.splits import Splits
 
 
@@ -112,7 +112,7 @@ def _logits(path: Path, x_path: Path, emulate: bool) -> np.ndarray:
 
 @pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed (apt-get install qemu-user)")
 def test_the_int8_file_gives_the_same_logits_on_an_emulated_avx2_cpu(int8_pair, tmp_path):
-    from tledge.verification.environment import cpu_kernels
+    from tledge.provenance.environment import cpu_kernels
 
     seven, full = int8_pair
     x_path = tmp_path / "x.npy"

@@ -11,7 +11,7 @@ from tledge.card import ModelCard
 from tledge.errors import TledgeError
 from tledge.verification.parity import labelled_folder
 from tledge.runtime.bench import labelled_images
-from tledge.train.data import read_labelled_folder
+from tledge.datasets.folders import read_labelled_folder
 
 
 def test_eval_parity_and_bench_read_the_same_images(make_image_folder):

@@ -332,19 +332,19 @@ def test_sigterm_is_handled_as_ctrl_c(base, capsys, tmp_path, signame, code):
     project = tmp_path / "runs"
     train = ["train", b["data"], *TINY, "--project", project]
     cases = {
-        "train before the first checkpoint": ("tledge.train.epochs:train_one_epoch", 1, [*train, "--epochs", "1",
+        "train before the first checkpoint": ("tledge.training.epochs:train_one_epoch", 1, [*train, "--epochs", "1",
                                                                                           "--name", "early"]),
-        "train after the first checkpoint": ("tledge.train.epochs:train_one_epoch", 2, [*train, "--epochs", "2",
+        "train after the first checkpoint": ("tledge.training.epochs:train_one_epoch", 2, [*train, "--epochs", "2",
                                                                                          "--name", "late"]),
         "predict a folder": ("tledge.runtime.predict:topk_records", 2,
                              ["predict", b["onnx"], b["data"] / "red", "--warmup", "0", "--summary-json",
                               tmp_path / "summary.json"]),
-        "export": ("tledge.export.onnx_export:export_onnx", 1,
+        "export": ("tledge.exporting.onnx_export:export_onnx", 1,
                    ["export", b["run"], "--formats", "onnx", "--no-parity", "--out", tmp_path / "export"]),
         "predict --serve": ("tledge.runtime.predict:topk_records", 2,
                             ["predict", b["onnx"], b["data"] / "red", "--warmup", "0", "--serve", "127.0.0.1:0",
                              "--summary-json", tmp_path / "served.json"]),
-        "sweep": ("tledge.train.epochs:train_one_epoch", 1,
+        "sweep": ("tledge.training.epochs:train_one_epoch", 1,
                   ["sweep", b["data"], "--models", "mobilenet_v2", "--weights", "none", "--img-size", "32",
                    "--batch-size", "8", "--augment", "none", "--epochs", "1", "--workers", "0", "--project",
                    tmp_path / "sweeps"]),
@@ -533,7 +533,7 @@ NON_FINITE = [float("inf"), float("-inf"), float("nan")]
 
 def float_options():
     """(job, options class, option) for every float option of every job's options object."""
-    from tledge.option_tables import JOBS, options_class
+    from tledge.cli.option_tables import JOBS, options_class
     from tledge.options import options_of
 
     found = []
@@ -952,7 +952,7 @@ def test_resuming_a_finished_run_touches_nothing(base, capsys, tmp_path):
 def test_a_class_missing_from_val_or_test_is_warned(make_image_folder, emptied, warned):
     import shutil
 
-    from tledge.train.data import build_splits
+    from tledge.datasets.folders import build_splits
 
     root = make_image_folder(classes=("red", "green", "blue"), splits={"train": 4, "val": 2, "test": 2})
     for split, classes in emptied.items():

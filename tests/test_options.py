@@ -14,13 +14,13 @@ from click.testing import CliRunner
 import tledge
 from tledge.cli import cli, main
 from tledge.errors import TledgeError
-from tledge.export.options import ExportOptions
-from tledge.option_tables import JOBS, REFERENCE, document_table, options_class, render
+from tledge.exporting.options import ExportOptions
+from tledge.cli.option_tables import JOBS, REFERENCE, document_table, options_class, render
 from tledge.options import click_options, options_of, validate
 from tledge.runtime.options import BenchOptions, PredictRequest
 from tledge.demo import DemoOptions
-from tledge.train.config import ResumeOptions, TrainConfig
-from tledge.train.eval_options import EvalOptions
+from tledge.training.config import ResumeOptions, TrainConfig
+from tledge.training.eval_options import EvalOptions
 
 REFERENCE_MD = Path(__file__).resolve().parents[1] / REFERENCE
 
@@ -182,8 +182,9 @@ def test_cli_options_are_generated_from_the_options_object(command, cls):
 
 
 def test_choices_match_the_registries():
-    from tledge.train import augment, backbones, optim
-    from tledge.train import config
+    from tledge.training import augment, optim
+    from tledge.models import backbones
+    from tledge.training import config
 
     assert set(config.OPTIMIZERS) == set(optim.OPTIMIZERS)
     assert set(config.SCHEDULERS) == set(optim.SCHEDULERS)
@@ -323,8 +324,8 @@ def test_evaluate_api_checks_its_options_first(tmp_path):
 
 
 def test_every_option_of_the_export_format_table_is_an_export_option_with_its_cli_spelling():
-    from tledge.export.formats import FORMATS
-    from tledge.export.options import ExportOptions, option_flag
+    from tledge.exporting.formats import FORMATS
+    from tledge.exporting.options import ExportOptions, option_flag
     from tledge.options import options_of
 
     fields = {opt.name: opt.flag for opt in options_of(ExportOptions)}

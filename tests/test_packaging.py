@@ -107,8 +107,8 @@ def test_gpu_cu13_goes_with_the_installed_cuda_13_torch():
 
 
 def test_torch_floor_has_grad_scaler_cuda():
-    """tledge.train.device uses torch.amp.GradScaler("cuda"), which exists from torch 2.3."""
-    source = (REPO / "tledge" / "train" / "device.py").read_text()
+    """tledge.models.device uses torch.amp.GradScaler("cuda"), which exists from torch 2.3."""
+    source = (REPO / "tledge" / "models" / "device.py").read_text()
     assert "torch.amp.GradScaler(" in source
     for extra in ("train", "export"):
         torch_req = next(r for r in EXTRAS[extra] if _name(r) == "torch")

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from tledge.checkpoint import load_checkpoint
-from tledge.train.backbones import create_model
-from tledge.train.config import TrainConfig
-from tledge.train.device import resolve_device
-from tledge.train.fit import train_run
-from tledge.train.prefix import (MAX_REL_DIFF, FrozenPrefix, PrefixEngine, TrainableSuffix, ViewSampler,
+from tledge.models.backbones import create_model
+from tledge.training.config import TrainConfig
+from tledge.models.device import resolve_device
+from tledge.training.fit import train_run
+from tledge.training.prefix import (MAX_REL_DIFF, FrozenPrefix, PrefixEngine, TrainableSuffix, ViewSampler,
                                  cache_prefix, choose_engine, onnxruntime_engine, relative_difference)
 
 TINY = dict(model="mobilenet_v2", arch_kwargs={"width_mult": 0.25}, weights="none", img_size=32, batch_size=8,
@@ -47,7 +47,7 @@ def test_engine_that_disagrees_is_dropped_for_pytorch(monkeypatch):
     model = _model()
     batch = torch.randn(4, 3, 32, 32)
     wrong = PrefixEngine("onnxruntime-cpu", lambda x: FrozenPrefix(model, None)(x) * 1.01)
-    monkeypatch.setattr("tledge.train.prefix.onnxruntime_engine", lambda prefix, example: wrong)
+    monkeypatch.setattr("tledge.training.prefix.onnxruntime_engine", lambda prefix, example: wrong)
     lines = []
     engine = choose_engine(FrozenPrefix(model, None), batch, resolve_device("cpu"), lines.append)
     assert engine.name == "pytorch"
@@ -84,8 +84,8 @@ def test_stage_prefix_cache_trains_like_the_uncached_run(make_image_folder, tmp_
     answers are those of the run that recomputes them every epoch. The mechanics are compared exactly:
     PyTorch engine and float32 storage here, because a tiny randomly initialised network amplifies even
     1e-6 differences (ONNX Runtime's and float16's error bounds are tested above)."""
-    monkeypatch.setattr("tledge.train.prefix.onnxruntime_engine", _no_fast_engine)
-    monkeypatch.setattr("tledge.train.epochs.STAGE_CACHE_DTYPE", "float32")
+    monkeypatch.setattr("tledge.training.prefix.onnxruntime_engine", _no_fast_engine)
+    monkeypatch.setattr("tledge.training.epochs.STAGE_CACHE_DTYPE", "float32")
     data = make_image_folder(classes=("red", "green", "blue"), per_class=20, size=32)
     lines = []
     common = dict(data=str(data), project=str(tmp_path / "runs"), freeze="stages:10", **TINY)

@@ -10,9 +10,9 @@ import torch
 
 from test_int8_search import _make_run
 from tledge.card import card_from_onnx
-from tledge.train.restore import load_model
-from tledge.export.pipeline import export_run
-from tledge.export.qat import insert_fake_quant
+from tledge.models.restore import load_model
+from tledge.exporting.pipeline import export_run
+from tledge.exporting.qat import insert_fake_quant
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_qat_combines_with_the_budget_search(qat_run, tmp_path):
 
 
 def test_frozen_observer_keeps_its_range_and_clips():
-    from tledge.export.qat import ActFakeQuant
+    from tledge.exporting.qat import ActFakeQuant
 
     fq = ActFakeQuant()
     fq(torch.tensor([0.0, 2.0]))
@@ -81,7 +81,7 @@ def test_frozen_observer_keeps_its_range_and_clips():
 
 def test_qat_images_trains_on_a_fresh_sample_each_epoch(qat_run, monkeypatch):
     from tledge import preprocess
-    from tledge.export.qat import qat_finetune
+    from tledge.exporting.qat import qat_finetune
     from tledge.splits import Splits
 
     model, card = load_model(qat_run)
@@ -103,9 +103,9 @@ def test_qat_runs_its_recipe_through_the_training_loop(qat_run, monkeypatch):
     activation ranges observed in epoch 1 only; the loss goes down and a second run with the seed repeats it."""
     import math
 
-    from tledge.export import qat
+    from tledge.exporting import qat
     from tledge.splits import Splits
-    from tledge.train import loop
+    from tledge.training import loop
 
     model, card = load_model(qat_run)
     torch.manual_seed(3)

@@ -1,4 +1,4 @@
-"""The static Q/DQ check (tledge.export.qdq_check): each TensorRT parser rule on a small hand-made graph, and
+"""The static Q/DQ check (tledge.exporting.qdq_check): each TensorRT parser rule on a small hand-made graph, and
 both INT8 flavours tledge writes (the TensorRT one passes the TensorRT rules, the CPU one does not)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tledge.errors import TledgeError
-from tledge.export.qdq_check import check_qdq, require_qdq_ok
+from tledge.exporting.qdq_check import check_qdq, require_qdq_ok
 
 
 def _conv_graph(*, act_type=np.int8, act_zero=0, weight_axis=0, weight_scales=4, bias_int32=False,
@@ -97,9 +97,9 @@ def both_flavours(tmp_path_factory):
     import torch
 
     from tledge.card import ModelCard
-    from tledge.export.int8 import quantize_int8
-    from tledge.export.onnx_export import export_onnx
-    from tledge.train.backbones import create_model
+    from tledge.exporting.int8 import quantize_int8
+    from tledge.exporting.onnx_export import export_onnx
+    from tledge.models.backbones import create_model
 
     base = tmp_path_factory.mktemp("qdq")
     kwargs = {"width_mult": 0.25, "inverted_residual_setting": [[1, 8, 1, 1]]}
@@ -138,8 +138,8 @@ def test_cpu_flavour_is_refused_by_tensorrt_rules_only(both_flavours):
 def test_quantize_int8_refuses_to_write_a_graph_that_fails_the_check(both_flavours, monkeypatch, tmp_path):
     """The check is wired into quantize_int8 (so every INT8 file the project or its tests write is checked),
     with the TensorRT rules for the TensorRT flavour."""
-    from tledge.export import qdq_check
-    from tledge.export.int8 import quantize_int8
+    from tledge.exporting import qdq_check
+    from tledge.exporting.int8 import quantize_int8
 
     seen = []
 

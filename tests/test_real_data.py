@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tledge.train.config import TrainConfig
-from tledge.train.fit import train_run
-from tledge.train.weights import add_weights
+from tledge.training.config import TrainConfig
+from tledge.training.fit import train_run
+from tledge.models.weights import add_weights
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SCENES = SHARED / "data" / "intel-scenes" / "train"

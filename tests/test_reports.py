@@ -10,7 +10,7 @@ import pytest
 
 from tledge import metrics
 from tledge.table import format_table
-from tledge.train import reports
+from tledge.training import reports
 
 
 def history(train_loss, train_acc, val_loss, val_acc):

@@ -269,7 +269,7 @@ def test_driver_too_old_is_named_and_torch_takes_over(tmp_path, monkeypatch):
 def test_builder_reports_driver_too_old_instead_of_no_gpu(monkeypatch):
     import torch
 
-    from tledge.export import tensorrt_build
+    from tledge.exporting import tensorrt_build
 
     fake_trt.install(monkeypatch, device_error=35)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -286,13 +286,13 @@ def test_torch_fp32_on_cuda_is_not_tf32(artifacts, monkeypatch):
     """The PyTorch CUDA FP32 baseline (bench, parity) turns TF32 off; AMP leaves it alone. CUDA is mocked."""
     import torch
 
-    import tledge.train.restore
+    import tledge.models.restore
     from tledge.runtime.backends.torch_backend import TorchBackend
 
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(tledge.train.restore, "load_model", lambda path, device: (artifacts["model"], artifacts["card"]))
+    monkeypatch.setattr(tledge.models.restore, "load_model", lambda path, device: (artifacts["model"], artifacts["card"]))
     try:
         amp = TorchBackend(artifacts["pt"], device="cuda", amp=True)
         assert amp.name == "torch-cuda-amp" and torch.backends.cudnn.allow_tf32 is True

@@ -46,7 +46,7 @@ def build_run(root: Path) -> dict:
 
     from tledge.card import embed_in_onnx
     from tledge.checkpoint import save_checkpoint
-    from tledge.train.backbones import create_model
+    from tledge.models.backbones import create_model
 
     torch.manual_seed(0)
     model = create_model("mobilenet_v2", len(CLASSES), width_mult=0.25).eval()

@@ -11,9 +11,9 @@ import pytest
 
 from tledge.cli import main
 from tledge.errors import TledgeError
-from tledge.train import sweep
-from tledge.train.config import TrainConfig
-from tledge.train.sweep import cell_config, expand_grid, run_study_sweep, start_sweep, validate_cells
+from tledge.training import sweep
+from tledge.training.config import TrainConfig
+from tledge.training.sweep import cell_config, expand_grid, run_study_sweep, start_sweep, validate_cells
 from test_train import Interrupt  # the one epoch-end callback that stops a run
 
 TINY = ["--models", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "8", "--augment", "none",
@@ -193,7 +193,7 @@ def test_resume_skips_finished_cells_and_leaves_them_untouched(grid_sweep, tmp_p
 
 
 def test_interrupted_cell_resumes_from_last_pt(data, tmp_path):
-    from tledge.train.fit import train_run
+    from tledge.training.fit import train_run
 
     base = TrainConfig(data=str(data), **{**TINY_CONFIG, "epochs": 2})
     sweep_dir, cells = start_sweep(base, {"freeze": ["stages:5"]}, tmp_path / "runs")
@@ -213,7 +213,7 @@ def test_interrupted_cell_resumes_from_last_pt(data, tmp_path):
 
 
 def test_failing_cell_is_reported_and_the_others_run(data, tmp_path, monkeypatch, capsys):
-    import tledge.train.fit as fit
+    import tledge.training.fit as fit
 
     real = fit.train_run
 
@@ -269,7 +269,7 @@ def test_json_config_with_a_kfold_cell(data, tmp_path):
 
 
 def test_cpu_devices_run_one_study_worker_each_and_every_cell_once(data, grid_sweep, tmp_path, capsys):
-    from tledge.train import sweep_study
+    from tledge.training import sweep_study
 
     project = tmp_path / "runs"
     code = main(["sweep", str(data), *TINY, "--freeze", "none,all", "--optimizer", "adam,sgd",
@@ -300,7 +300,7 @@ def test_cpu_devices_run_one_study_worker_each_and_every_cell_once(data, grid_sw
 # --------------------------------------------------------------------------------------------- shared trunk cache
 def counting_cache_prefix(monkeypatch):
     """Count the frozen-prefix passes (one per split a run caches itself)."""
-    import tledge.train.epochs as epochs
+    import tledge.training.epochs as epochs
 
     calls = []
     real = epochs.cache_prefix
@@ -346,7 +346,7 @@ def test_a_second_worker_waits_for_the_first_and_loads_its_outputs(tmp_path):
     import torch
     from torch.utils.data import TensorDataset
 
-    from tledge.train import trunk_cache
+    from tledge.training import trunk_cache
 
     outputs, labels = torch.arange(12, dtype=torch.float32).reshape(4, 3), torch.tensor([0, 1, 0, 1])
     started, release, second_computed = threading.Event(), threading.Event(), []

@@ -16,9 +16,9 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from tledge.cli import main  # noqa: E402
-from tledge.train import sweep, sweep_study  # noqa: E402
-from tledge.train.config import TrainConfig  # noqa: E402
-from tledge.train.sweep_results import results_table, write_results  # noqa: E402
+from tledge.training import sweep, sweep_study  # noqa: E402
+from tledge.training.config import TrainConfig  # noqa: E402
+from tledge.training.sweep_results import results_table, write_results  # noqa: E402
 from test_sweep import data  # noqa: E402,F401 - the 12-images-per-class fixture, shared
 
 TINY = ["--models", "resnet18", "--weights", "none", "--img-size", "32", "--batch-size", "8", "--augment", "none",

@@ -7,11 +7,11 @@ import pytest
 
 from tledge.cli import main
 from tledge.errors import TledgeError
-from tledge.train import tracking
-from tledge.train.config import TrainConfig
-from tledge.train.fit import train_run
-from tledge.train.history import read_history_csv
-from tledge.train.kfold import run_kfold
+from tledge.training import tracking
+from tledge.training.config import TrainConfig
+from tledge.training.fit import train_run
+from tledge.training.history import read_history_csv
+from tledge.training.kfold import run_kfold
 from test_train import Interrupt  # the one epoch-end callback that stops a run
 
 TINY = dict(model="resnet18", weights="none", img_size=32, batch_size=8, optimizer="adam", lr=1e-3, workers=0,

@@ -8,9 +8,9 @@ import torch
 
 from tledge.checkpoint import load_checkpoint
 from tledge.cli import main
-from tledge.train.config import TrainConfig
-from tledge.train.fit import train_run
-from tledge.train.kfold import run_kfold
+from tledge.training.config import TrainConfig
+from tledge.training.fit import train_run
+from tledge.training.kfold import run_kfold
 
 TINY = dict(model="resnet18", weights="none", img_size=32, batch_size=8, optimizer="adam", lr=1e-3, scheduler="cosine", workers=0, augment="none", seed=0)
 
@@ -81,7 +81,7 @@ def test_freeze_all_caches_features_and_keeps_trunk(data, tmp_path):
     assert any("features cached" in line for line in lines)
     assert any("freeze all:" in line and "parameters train" in line for line in lines)
     torch.manual_seed(0)
-    from tledge.train.backbones import create_model
+    from tledge.models.backbones import create_model
 
     initial = create_model("mobilenet_v2", 3, width_mult=0.25).state_dict()
     trained = load_checkpoint(result.run_dir / "best.pt")["model"]

@@ -17,8 +17,8 @@ import torch
 from test_export import CLASSES, SIZE, _card, _write_images, tiny_model, tiny_run  # noqa: F401 - fixtures
 from tledge.cli import main
 from tledge.errors import TledgeError
-from tledge.export.pipeline import export_run
-from tledge.verification import environment, pack, verdicts
+from tledge.exporting.pipeline import export_run
+from tledge.provenance import environment, pack, verdicts
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 
 from tledge.cli import main
 from tledge.errors import TledgeError
-from tledge.train.backbones import create_model
+from tledge.models.backbones import create_model
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "mobilenet_v2-b0353104.pth"
 

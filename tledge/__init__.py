@@ -18,20 +18,18 @@ __version__ = "0.1.0"
 __all__ = ["train", "evaluate", "export", "verify", "load", "bench", "TledgeError", "Run", "Export", "Model", "Prediction",
            "TrainConfig", "EvalOptions", "ExportOptions", "BenchOptions", "PredictRequest", "VerifyOptions"]
 
-_LAZY = {
-    "load": "tledge.api", "verify": "tledge.api", "VerifyOptions": "tledge.verification.verify", "evaluate": "tledge.api", "bench": "tledge.api", "Run": "tledge.api",
-    "Export": "tledge.export.pipeline", "Model": "tledge.runtime.model", "Prediction": "tledge.runtime.model", "TrainConfig": "tledge.train.config",
-    "EvalOptions": "tledge.train.eval_options",
-    "ExportOptions": "tledge.export.options", "BenchOptions": "tledge.runtime.options",
-    "PredictRequest": "tledge.runtime.options",
+_LAZY = {  # public name -> the module that defines it; the jobs are plain functions of tledge.api
+    **dict.fromkeys(("train", "evaluate", "export", "verify", "load", "bench", "Run"), "tledge.api"),
+    "Export": "tledge.exporting.pipeline", "Model": "tledge.runtime.model", "Prediction": "tledge.runtime.model",
+    "TrainConfig": "tledge.training.config", "EvalOptions": "tledge.training.eval_options",
+    "ExportOptions": "tledge.exporting.options", "BenchOptions": "tledge.runtime.options",
+    "PredictRequest": "tledge.runtime.options", "VerifyOptions": "tledge.verification.verify",
 }
 
 
 def __getattr__(name: str):
     import importlib
 
-    if name in ("train", "export"):  # callable subpackages: tledge.train(...) is tledge.api.train(...)
-        return importlib.import_module(f"tledge.{name}")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tledge' has no attribute {name!r}")

@@ -22,7 +22,7 @@ from tledge.options import build
 from tledge.runtime.model import Model, Prediction, load
 
 if TYPE_CHECKING:
-    from tledge.export.pipeline import ExportResult
+    from tledge.exporting.pipeline import ExportResult
 
 __all__ = ["Run", "train", "evaluate", "export", "verify", "load", "bench", "bench_result", "Model", "Prediction"]
 
@@ -50,7 +50,7 @@ def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | 
     refuses data that changed since the run started unless `force=True`, and `resume=RUN/foldK` resumes that
     fold of a k-fold run only.
     """
-    from tledge.train.config import ResumeOptions, TrainConfig
+    from tledge.training.config import ResumeOptions, TrainConfig
 
     resuming = ResumeOptions(resume=resume, force=force)
     if resuming.resume is not None:
@@ -65,9 +65,9 @@ def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | 
 
 def run_training(config, *, resume_dir: Path | None = None, log: Log = print) -> Run:
     """Train a checked TrainConfig (k-fold when config.kfold), or resume `resume_dir`."""
-    from tledge.train.checks import check_config
-    from tledge.train.fit import train_run
-    from tledge.train.kfold import run_kfold
+    from tledge.training.checks import check_config
+    from tledge.training.fit import train_run
+    from tledge.training.kfold import run_kfold
 
     check_config(config)  # before any run folder exists
     if config.kfold:
@@ -79,7 +79,7 @@ def run_training(config, *, resume_dir: Path | None = None, log: Log = print) ->
 
 
 def _resume(run_dir: Path, force: bool, log: Log) -> Run:
-    from tledge.train.resume import resume_run
+    from tledge.training.resume import resume_run
 
     resumed = resume_run(run_dir, force=force, log=log)
     return Run(resumed.run_dir, resumed.metrics, resumed.interrupted)
@@ -95,14 +95,14 @@ def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, l
     RUN/eval/<artifact>/.
 
     `options` are EvalOptions fields (json, device, batch_size); bad ones raise TledgeError first."""
-    from tledge.train.eval_options import EvalOptions
+    from tledge.training.eval_options import EvalOptions
 
     opts = build(EvalOptions, {"run": run, "data": data, **options}, "eval option")
     from tledge.runtime.evaluate import eval_artifact, is_artifact
 
     if is_artifact(opts.run):
         return eval_artifact(opts.run, opts.data, opts.json, opts.device, opts.batch_size, log=log)
-    from tledge.train.evaluate import eval_run
+    from tledge.training.evaluate import eval_run
 
     return eval_run(opts.run, opts.data, opts.json, opts.device, opts.batch_size, log=log)
 
@@ -117,7 +117,7 @@ def export(source: str | os.PathLike, formats: str | Sequence[str] | None = None
     why) and the others still run. An artifact outside its parity tolerance or a failed step sets
     `exp.failure` (and `exp.exit_code`: 3 parity, 2 or 1 a failed step) and prints a warning; with
     `strict=True` that failure is raised instead (what the CLI does)."""
-    from tledge.export.pipeline import export_run
+    from tledge.exporting.pipeline import export_run
     from tledge.runtime.model import artifact_path
 
     source = artifact_path(source, "export()")

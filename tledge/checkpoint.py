@@ -1,6 +1,6 @@
 """Checkpoints: a dict of tensors and primitives only (loads with `weights_only=True`), written atomically.
-File I/O only: rebuilding the model is tledge.train.restore.load_model (this module imports nothing from
-tledge.train, so the backbone registry can read checkpoints without an import cycle).
+File I/O only: rebuilding the model is tledge.models.restore.load_model (this module imports nothing from
+tledge.training, so the backbone registry can read checkpoints without an import cycle).
 
 Layout: {"card": dict, "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
 "epoch": int, "best_metric": float, "best_epoch": int, "rng": {...}, "config": dict, "history": list}.

@@ -15,17 +15,17 @@ from pathlib import Path
 import click
 
 from tledge.errors import TledgeError
-from tledge.export.formats import parse_formats
-from tledge.export.options import ExportOptions, parse_names
+from tledge.exporting.formats import parse_formats
+from tledge.exporting.options import ExportOptions, parse_names
 from tledge.options import click_options, option, reuse, validate
 from tledge.runtime.options import BenchOptions
-from tledge.train.config import TrainConfig
+from tledge.training.config import TrainConfig
 
 
 def _imagenet_available(model: str) -> bool:
     """True when torchvision can load the ImageNet weights (cache or network); says so when not."""
     try:
-        from tledge.train.backbones import build_torchvision
+        from tledge.models.backbones import build_torchvision
 
         build_torchvision(model, "imagenet")
         return True
@@ -67,7 +67,7 @@ def run_demo(options: DemoOptions) -> dict:
     from tledge.runtime.options import PredictRequest
     from tledge.runtime.runner import run_predict
     from tledge.splits import Splits
-    from tledge.train.evaluate import eval_run
+    from tledge.training.evaluate import eval_run
 
     data = Path(options.data) if options.data else demo_data_dir()
     epochs, img_size, project, bench_iters = options.epochs, options.img_size, options.project, options.bench_iters

@@ -1,10 +1,13 @@
-"""Classification metrics and latency statistics (numpy only, so the runtime can use them without torch)."""
+"""Classification metrics, their tables, and latency statistics (numpy only, so the runtime can use them without
+torch)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+
+from tledge.table import format_table
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -110,3 +113,31 @@ def latency_stats(milliseconds: Sequence[float], items_per_sample: int = 1) -> d
         "max_ms": float(values.max()),
         "fps": float(1000.0 * items_per_sample / mean) if mean > 0 else float("inf"),
     }
+
+
+def per_class_table(report: dict) -> str:
+    """Precision, recall, F1 and support per class, as the eval commands print it."""
+    rows = [{"class": name, **{k: round(v, 3) if isinstance(v, float) else v for k, v in vals.items()}}
+            for name, vals in report["per_class"].items()]
+    return format_table(rows, ["class", "precision", "recall", "f1", "support"])
+
+
+def metrics_markdown(report: dict, digits: int = 3) -> str:
+    """A Markdown table from metrics.classification_report's dict: per-class precision/recall/F1/support,
+    macro and weighted averages (support = all samples), then the overall accuracy line."""
+    rows = [{"class": _markdown_text(name), **_floats(vals)} for name, vals in report["per_class"].items()]
+    total = int(report.get("num_samples", sum(v["support"] for v in report["per_class"].values())))
+    rows.append({"class": "**macro avg**", **_floats(report["macro"]), "support": total})
+    rows.append({"class": "**weighted avg**", **_floats(report["weighted"]), "support": total})
+    table = format_table(rows, ["class", "precision", "recall", "f1", "support"], floatfmt=f".{digits}f",
+                         markdown=True)
+    return f"{table}\n\n**accuracy**: {report['accuracy']:.{digits}f} on {total} samples"
+
+
+def _floats(values: dict) -> dict:
+    """numpy floats → float, so format_table applies its float format to them."""
+    return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in values.items()}
+
+
+def _markdown_text(name: Any) -> str:
+    return str(name).replace("|", "\\|")

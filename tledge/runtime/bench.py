@@ -20,15 +20,14 @@ import numpy as np
 from tledge.card import ModelCard
 from tledge.errors import TledgeError
 from tledge.metrics import accuracy, latency_stats
-from tledge.runtime.backends import artifact_kind, load_backend
+from tledge.runtime.backends import backend_options, exported_suffixes, kind_of, load_backend
 from tledge.runtime.backends.base import check_batch_fits
-from tledge.verification.verdicts import unverified_here
+from tledge.provenance.verdicts import unverified_here
 from tledge.runtime.options import BenchOptions
 from tledge.staleness import stale_reason
 from tledge.table import format_table
 from tledge.timing import Clock, time_calls
 
-ARTIFACT_SUFFIXES = (".onnx", ".engine")
 ROW_KEYS = ("artifact", "format", "backend", "batch", "status", "size_mb", "accuracy", "p50_ms", "p99_ms",
             "throughput", "speedup")
 BASELINE_FORMAT = "pytorch"
@@ -42,7 +41,7 @@ def discover_artifacts(source: str | Path | Sequence[str | Path]) -> tuple[list[
         found = [run / "best.pt"] if (run / "best.pt").is_file() else []
         export = run / "export"
         if export.is_dir():
-            found += sorted(p for p in export.iterdir() if p.suffix in ARTIFACT_SUFFIXES and p.is_file())
+            found += sorted(p for p in export.iterdir() if p.suffix in exported_suffixes() and p.is_file())
         if not found:
             raise TledgeError(f"{run} has no best.pt and no export/*.onnx or *.engine to bench")
         return found, run
@@ -50,27 +49,18 @@ def discover_artifacts(source: str | Path | Sequence[str | Path]) -> tuple[list[
     for path in paths:
         if not path.exists():
             raise TledgeError(f"no such file: {path}")
-        artifact_kind(path)  # unknown types fail here, before any timing
+        kind_of(path)  # unknown types fail here, before any timing
     return paths, None
 
 
 def artifact_format(path: Path) -> str:
-    kind = artifact_kind(path)
-    if kind == "torch":
-        return BASELINE_FORMAT
-    name = path.name.lower()
-    if kind == "onnxruntime":
-        return "onnx-int8" if ".int8" in name else ("onnx-fp16" if ".fp16" in name else "onnx")
-    for precision in ("int8", "fp16", "fp32"):
-        if f".{precision}" in name:
-            return f"tensorrt-{precision}"
-    return "tensorrt"
+    return kind_of(path).backend.format_label(path)
 
 
 def labelled_images(data: str | Path, class_names: Sequence[str]) -> tuple[list[Path], list[int], list[str]]:
     """A folder of class subfolders → (paths, label indices in the card's class order, skipped files), read
-    by the one labelled-folder reader training and parity use (tledge.train.data.read_labelled_folder)."""
-    from tledge.train.data import read_labelled_folder
+    by the one labelled-folder reader training and parity use (tledge.datasets.folders.read_labelled_folder)."""
+    from tledge.datasets.folders import read_labelled_folder
 
     try:
         items, skipped = read_labelled_folder(data, class_names)
@@ -93,7 +83,7 @@ def evaluation_set(card: ModelCard, data: str | Path | None, run: Path | None,
         if splits.items.get("test"):
             return splits.paths("test"), splits.labels("test"), f"{run}/splits.json:test"
     if artifact is not None:
-        from tledge.verification.pack import MANIFEST, PACK_DIR, read_pack
+        from tledge.provenance.pack import MANIFEST, PACK_DIR, read_pack
 
         folder = Path(artifact).parent / PACK_DIR
         if (folder / MANIFEST).is_file():
@@ -176,13 +166,10 @@ def _size_mb(path: Path) -> float:
 
 def _backend_options(path: Path, threads: int | None, cache: str | None = None, fp16: bool = False,
                      batch: int | None = None) -> dict:
-    kind = artifact_kind(path)
-    options = {"threads": threads} if threads and kind in ("onnxruntime", "torch") else {}
-    if kind == "onnxruntime" and (cache or fp16):
-        options.update(cache_dir=cache, fp16=fp16)
-    if kind == "onnxruntime" and batch:
-        options["batch"] = batch  # the TensorRT EP's profile covers every batch size benched
-    return options
+    """Bench's options where the artifact's backend takes them (one table of files mixes kinds: --threads
+    means nothing to an engine); batch: the TensorRT EP's profile covers every batch size benched."""
+    return backend_options(path, defaults={"threads": threads, "cache_dir": cache, "fp16": fp16 or None,
+                                           "batch": batch})
 
 
 def _reason(exc: BaseException) -> str:

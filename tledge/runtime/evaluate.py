@@ -23,11 +23,11 @@ SAMPLE_IMAGES = 16
 
 
 def is_artifact(path: str | Path) -> bool:
-    """An exported file (ONNX or engine), by the one suffix rule of tledge.runtime.backends.artifact_kind."""
-    from tledge.runtime.backends import artifact_kind
+    """An exported file (ONNX, engine, ...), as the artifact-kind table (tledge.runtime.backends) says."""
+    from tledge.runtime.backends import kind_of
 
     try:
-        return artifact_kind(path) in ("onnxruntime", "tensorrt")
+        return kind_of(path).exported
     except TledgeError:  # not an artifact suffix at all
         return False
 
@@ -74,7 +74,7 @@ def eval_artifact(artifact: str | Path, data: str | Path | None = None, json_pat
                 raise TledgeError(f"{path}: its classes {card.class_names} differ from the run's {splits.class_names}")
             source = f"test split of {run_dir}"
         else:
-            from tledge.train.data import missing_classes, read_labelled_folder
+            from tledge.datasets.folders import missing_classes, read_labelled_folder
 
             items, skipped_files = read_labelled_folder(data, card.class_names)
             for rel, reason in skipped_files:
@@ -104,7 +104,7 @@ def eval_artifact(artifact: str | Path, data: str | Path | None = None, json_pat
         write_json(Path(json_path), report)
     if skipped:
         log(f"warning: {len(skipped)} unreadable image(s) skipped: {', '.join(skipped[:5])}")
-    from tledge.train.reports import per_class_table
+    from tledge.metrics import per_class_table
 
     log(per_class_table(report))
     log(f"test accuracy {report['accuracy']:.4f}  macro F1 {report['macro']['f1']:.4f}  ({len(kept)} images)")
@@ -115,7 +115,7 @@ def eval_artifact(artifact: str | Path, data: str | Path | None = None, json_pat
 def _logits(backend, paths, batch_size: int) -> tuple[np.ndarray, list[int], float]:
     """Logits of every readable image (decoded and preprocessed for the artifact's card), the indices kept,
     and the seconds spent in the backend."""
-    from tledge.verification.parity import predict_any_batch
+    from tledge.runtime.backends.base import predict_any_batch
     from tledge.preprocess import load_batch
 
     chunks, kept, seconds = [], [], 0.0
@@ -141,7 +141,7 @@ def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
 def _write_reports(report: dict, logits, labels, paths, card, out_dir: Path, log) -> None:
     """metrics.md and confusion_matrix.csv always; the PNGs where matplotlib is installed (the train extra)."""
     from tledge.atomic import atomic_write_bytes
-    from tledge.train.reports import metrics_markdown
+    from tledge.metrics import metrics_markdown
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / "metrics.md", (metrics_markdown(report) + "\n").encode())
@@ -156,13 +156,13 @@ def _write_reports(report: dict, logits, labels, paths, card, out_dir: Path, log
             "confusion_matrix.csv and metrics.json)")
         return
     from tledge.preprocess import load_image, resize_rgb
-    from tledge.train import reports
+    from tledge import eval_plots
 
-    reports.plot_confusion_matrix(matrix, card.class_names, out_dir / "confusion_matrix.png")
+    eval_plots.plot_confusion_matrix(matrix, card.class_names, out_dir / "confusion_matrix.png")
     preds = logits.argmax(1)
     probs = m.softmax(logits)
     wrong, right = np.flatnonzero(preds != labels), np.flatnonzero(preds == labels)
     chosen = np.concatenate([wrong[: SAMPLE_IMAGES // 2], right])[:SAMPLE_IMAGES]
     images = [resize_rgb(load_image(paths[i]), card.input_size, card.resize) for i in chosen]
-    reports.plot_samples(images, labels[chosen].tolist(), preds[chosen].tolist(), probs[chosen, preds[chosen]].tolist(),
+    eval_plots.plot_samples(images, labels[chosen].tolist(), preds[chosen].tolist(), probs[chosen, preds[chosen]].tolist(),
                          card.class_names, out_dir / "samples.png")

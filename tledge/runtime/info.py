@@ -6,37 +6,17 @@ from pathlib import Path
 
 from tledge.card import ModelCard
 from tledge.errors import TledgeError
-from tledge.runtime.backends import artifact_kind
+from tledge.runtime.backends import kind_of
 from tledge.table import format_table
 
 
 def read_card(path: str | Path) -> ModelCard:
-    """The card without building a model: checkpoint dict, ONNX metadata (via onnxruntime, no torch) or sidecar."""
+    """The card without building a model: checkpoint dict, ONNX metadata (via onnxruntime, no torch) or sidecar,
+    as the artifact's kind reads it."""
     path = Path(path)
     if not path.exists():
         raise TledgeError(f"no such file or folder: {path}")
-    kind = artifact_kind(path)
-    if kind == "torch":
-        from tledge.checkpoint import load_checkpoint, resolve_checkpoint
-
-        ckpt = resolve_checkpoint(path)
-        state = load_checkpoint(ckpt)
-        if "card" not in state:
-            raise TledgeError(f"{ckpt} is not a tledge checkpoint (no model card)")
-        return ModelCard.from_dict(state["card"], ckpt)
-    if kind == "onnxruntime":
-        from tledge.card import card_from_onnx_session
-        from tledge.errors import require
-
-        ort = require("onnxruntime", "cpu", "reading an .onnx model card")
-        try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001
-            raise TledgeError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-        return card_from_onnx_session(session, path)
-    from tledge.runtime.backends.tensorrt_backend import read_engine_sidecar
-
-    return read_engine_sidecar(path)
+    return kind_of(path).backend.read_card(path)
 
 
 def card_rows(card: ModelCard, path: str | Path | None = None) -> list[dict]:

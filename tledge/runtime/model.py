@@ -199,7 +199,7 @@ def load(artifact: str | Path, *, device: str = "auto", topk: int = 5, batch: in
             raise TledgeError(f"{name} {value!r}: must be a whole number, at least 1")
     path = artifact_path(artifact, "load()")
     backend = load_backend(path, device, **backend_options)
-    from tledge.verification.verdicts import UnverifiedEnvironment, unverified_here
+    from tledge.provenance.verdicts import UnverifiedEnvironment, unverified_here
 
     unverified = unverified_here(path, backend.name)
     if unverified:
@@ -213,5 +213,7 @@ def artifact_path(value, what: str) -> Path:
     """A path argument of the API (str or PathLike, not empty) as a Path; anything else is a TledgeError."""
     if isinstance(value, (str, os.PathLike)) and str(os.fspath(value)).strip():
         return Path(os.fspath(value))
-    raise TledgeError(f"{what} needs a run folder, .pt, .onnx or .engine path; got "
+    from tledge.runtime.backends import artifact_types
+
+    raise TledgeError(f"{what} needs a path to {artifact_types()}; got "
                       f"{_kind(value) if not isinstance(value, str) else 'an empty string'}")

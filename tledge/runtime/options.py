@@ -6,34 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from tledge.devices import DEVICE_HELP, THREADS_HELP, parse_device
 from tledge.errors import TledgeError
 from tledge.options import option, validate
+from tledge.runtime.backends import artifact_types
 
-DEVICES = ("auto", "cpu", "cuda")
 PROVIDERS = ("tensorrt", "cuda", "cpu")
-DEVICE_HELP = "auto, cpu, cuda or cuda:N (the GPU index also reaches ONNX Runtime's providers and .engine files)."
 CACHE_HELP = "ONNX Runtime's TensorRT provider engine cache folder (default: MODEL.onnx.trt-cache next to the model)."
 FP16_HELP = "Let ONNX Runtime's TensorRT provider use FP16 kernels (.onnx files)."
-
-
-def device_problem(value: Any) -> str | None:
-    """What is wrong with a device name (auto, cpu, cuda or cuda:N), or None: the one rule of every --device."""
-    text = str(value)
-    if text in DEVICES or (text.startswith("cuda:") and text[5:].isdigit()):
-        return None
-    return "must be auto, cpu, cuda or cuda:N"
-
-
-def parse_device(value: Any) -> str:
-    """auto, cpu, cuda or cuda:N."""
-    problem = device_problem(value)
-    if problem:
-        raise TledgeError(f"device {problem}, got {str(value)!r}")
-    return str(value)
-
-
-THREADS_HELP = ("CPU threads for ONNX Runtime / PyTorch (more than the cores this process may use are lowered to them, "
-                "with a warning).")
 
 
 def parse_batches(value: Any) -> tuple[int, ...]:
@@ -52,7 +32,7 @@ def parse_batches(value: Any) -> tuple[int, ...]:
 class PredictRequest:
     """Everything `tledge predict ARTIFACT SOURCE` takes."""
 
-    artifact: str = option(help="Run folder, .pt, .onnx or .engine.", argument=True)
+    artifact: str = option(help=artifact_types().capitalize() + ".", argument=True)
     source: str = option(help="Camera, video, image, folder, glob or URL.", argument=True)
     topk: int = option(5, "How many classes to report per item.", min=1)
     batch: int = option(1, "Items per inference call (files and video).", min=1)
@@ -113,7 +93,7 @@ class BenchOptions:
 class InfoOptions:
     """Everything `tledge info ARTIFACT` takes."""
 
-    artifact: str = option(help="Run folder, .pt, .onnx or .engine.", argument=True)
+    artifact: str = option(help=artifact_types().capitalize() + ".", argument=True)
     json: bool = option(False, "Print the card as JSON.")
 
     def __post_init__(self) -> None:

@@ -8,27 +8,21 @@ from typing import Callable
 
 from tledge.errors import Interrupted, TledgeError
 from tledge.preprocess import decode_min_size
-from tledge.runtime.backends import artifact_kind, load_backend
+from tledge.runtime.backends import backend_options, load_backend
 from tledge.runtime.options import PredictRequest
 from tledge.runtime.predict import PredictOptions, format_summary, predict_stream, preprocessor
 from tledge.runtime.sources import Clock, open_source
 
 
-def backend_options(artifact: str | Path, provider: str | None, threads: int | None, cache: str | None = None,
-                    fp16: bool = False, batch: int | None = None) -> dict:
-    """Only the options the artifact's backend understands; a forced provider on a non-ONNX artifact is an error."""
-    kind = artifact_kind(artifact)
-    for given, flag in ((provider, "--provider"), (cache, "--cache"), (fp16, "--fp16")):
-        if given and kind != "onnxruntime":
-            raise TledgeError(f"{flag} applies to .onnx artifacts only ({Path(artifact).name} runs on {kind})")
-    options: dict = {}
-    if kind == "onnxruntime":
-        # No busy-waiting ORT threads in the predict loop: decode threads share the cores with inference, and
-        # measured end-to-end folder throughput is higher without spinning (benchmarks/pipeline_bench.py).
-        options.update(provider=provider, threads=threads, spin=False, cache_dir=cache, fp16=fp16, batch=batch)
-    elif kind == "torch" and threads:
-        options["threads"] = threads
-    return options
+def predict_backend_options(request: PredictRequest) -> dict:
+    """The backend options of a predict: the flags given (an error where the artifact's backend takes none,
+    e.g. --provider on an .engine) and predict's own choices. No busy-waiting ONNX Runtime threads in the
+    predict loop: decode threads share the cores with inference, and measured end-to-end folder throughput is
+    higher without spinning (benchmarks/pipeline_bench.py)."""
+    return backend_options(request.artifact, given={"provider": request.provider, "cache_dir": request.cache,
+                                                    "fp16": request.fp16},
+                           defaults={"threads": request.threads, "batch": request.batch,
+                                     "spin": False})
 
 
 def _serve_address(text: str | None):
@@ -86,9 +80,7 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
 
     check_predict_outputs(request)
     serve_address = _serve_address(request.serve)
-    backend = load_backend(request.artifact, request.device,
-                           **backend_options(request.artifact, request.provider, request.threads, request.cache,
-                                             request.fp16, request.batch))
+    backend = load_backend(request.artifact, request.device, **predict_backend_options(request))
     for note in getattr(backend, "notes", ()):  # provider fallbacks, the CPU INT8 flavour kept on the CPU
         echo(note)
     from tledge.staleness import stale_reason
@@ -96,7 +88,7 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
     stale = stale_reason(request.artifact, backend.card)
     if stale:
         echo(f"warning: {stale}")
-    from tledge.verification.verdicts import unverified_here
+    from tledge.provenance.verdicts import unverified_here
 
     unverified = unverified_here(request.artifact, backend.name)
     if unverified:

@@ -1,3 +1,3 @@
-"""Verification that travels: the parity pack written beside every export, the environment a verdict was
-obtained in, the verdict files next to the artifacts, and `tledge verify` that re-runs parity on any device
-with the runtime-only install (no torch, no dataset)."""
+"""Verification that travels: parity (the judge shared with export) and `tledge verify`, which re-runs parity
+from the pack on any device with the runtime-only install (no torch, no dataset). The records it reads and
+writes are tledge.provenance."""

@@ -32,6 +32,7 @@ import numpy as np
 from tledge import preprocess, stats
 from tledge.card import ModelCard
 from tledge.errors import ExportOptionError, TledgeError
+from tledge.runtime.backends.base import predict_any_batch
 from tledge.stats import WITHIN
 
 METRICS = ("agreement", "acc_drop", "rel_diff")
@@ -86,8 +87,8 @@ class ParityData:
 
 def labelled_folder(folder: str | Path, card: ModelCard) -> ParityData:
     """An ImageFolder (folder/<class>/<images>) whose class names are the card's, read by the one
-    labelled-folder reader training and bench use (tledge.train.data.read_labelled_folder)."""
-    from tledge.train.data import read_labelled_folder
+    labelled-folder reader training and bench use (tledge.datasets.folders.read_labelled_folder)."""
+    from tledge.datasets.folders import read_labelled_folder
 
     try:
         items, skipped = read_labelled_folder(folder, card.class_names)
@@ -280,7 +281,7 @@ def run_on_images(reference: Callable[[np.ndarray], np.ndarray] | None, backends
     """Decode `paths` once, batch by batch, and run `reference` (when given) and every backend on each batch.
     Returns (per-backend logits, info): info has the labels, paths and preprocessed-tensor checksums of the
     images that decoded, the reference logits, and the skipped files."""
-    from tledge.verification.pack import tensor_sha
+    from tledge.provenance.pack import tensor_sha
 
     ref_chunks: list[np.ndarray] = []
     art_chunks: list[list[np.ndarray]] = [[] for _ in backends]
@@ -314,25 +315,9 @@ def parity_backend_options(path, kind: str) -> dict:
     """FP32 parity runs where the arithmetic is FP32: ONNX Runtime's CPU provider or CUDA with TF32 off,
     never the TensorRT EP (FP16/TF32 kernels would fail the FP32 gate for the wrong reason); the backend
     name in the result says which. FP16/INT8 artifacts run on the GPU provider they were made for."""
-    return {"strict_fp32": True} if kind == "fp32" and Path(path).suffix == ".onnx" else {}
+    from tledge.runtime.backends import backend_options
 
-
-def predict_any_batch(backend, batch: np.ndarray) -> np.ndarray:
-    """Feed a batch of any size to a backend whose graph may have a fixed or bounded batch."""
-    limit = backend.max_batch
-    if limit is None or len(batch) == limit:
-        return backend.predict(batch)
-    fixed = getattr(backend, "min_batch", None) is None  # ONNX with a fixed N: exactly N per call
-    outputs = []
-    for start in range(0, len(batch), limit):
-        chunk = batch[start:start + limit]
-        if fixed and len(chunk) < limit:
-            padded = np.zeros((limit, *chunk.shape[1:]), dtype=chunk.dtype)
-            padded[: len(chunk)] = chunk
-            outputs.append(backend.predict(padded)[: len(chunk)])
-        else:
-            outputs.append(backend.predict(chunk))
-    return np.concatenate(outputs)
+    return backend_options(path, defaults={"strict_fp32": kind == "fp32" or None})
 
 
 def parity_message(results: Sequence[ParityResult]) -> str:

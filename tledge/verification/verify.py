@@ -1,6 +1,6 @@
 """`tledge verify ARTIFACT`: re-run an artifact's parity check where it runs, from the parity pack beside it.
 
-The pack (tledge.verification.pack) holds the labelled photos, and the PyTorch FP32 logits the exporting
+The pack (tledge.provenance.pack) holds the labelled photos, and the PyTorch FP32 logits the exporting
 machine computed for them, so a device needs neither torch nor the dataset: the artifact runs through the
 same backend `tledge predict` uses, and its logits are judged by the same function and gate as export's
 parity (tledge.verification.parity.judge: agreement and accuracy difference with 95% intervals; within → exit 0,
@@ -16,7 +16,8 @@ from typing import Callable
 
 from tledge.errors import ParityError, ParityInconclusive, TledgeError
 from tledge.options import option, validate
-from tledge.runtime.options import DEVICE_HELP, PROVIDERS, THREADS_HELP, parse_device
+from tledge.devices import DEVICE_HELP, THREADS_HELP, parse_device
+from tledge.runtime.options import PROVIDERS
 
 VERIFY_BATCH = 32
 EXIT_CODES = {"within": 0, "over": ParityError.exit_code, "inconclusive": ParityInconclusive.exit_code}
@@ -72,7 +73,7 @@ def verify(artifact: str | Path, *, echo: Callable[[str], None] = print, raise_o
     from tledge.options import build
 
     from tledge.stats import combine
-    from tledge.verification import pack as packs
+    from tledge.provenance import pack as packs
 
     options = build(VerifyOptions, {"artifact": artifact, **values}, "verify option")
     if not Path(options.artifact).is_dir():
@@ -89,9 +90,10 @@ def verify(artifact: str | Path, *, echo: Callable[[str], None] = print, raise_o
 
 def folder_artifacts(folder: Path) -> list[Path]:
     """The artifacts of an export folder that export judged (those with a verdict file), in name order."""
-    from tledge.verification.verdicts import SUFFIX
+    from tledge.provenance.verdicts import SUFFIX
+    from tledge.runtime.backends import exported_suffixes
 
-    found = sorted(p for p in folder.iterdir() if p.suffix in (".onnx", ".engine")
+    found = sorted(p for p in folder.iterdir() if p.suffix in exported_suffixes()
                    and p.with_name(p.name + SUFFIX).is_file())
     if not found:
         raise TledgeError(f"{folder}: no exported artifact with a parity verdict here (an export folder holds "
@@ -103,23 +105,21 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print, rais
                pack=None) -> VerifyResult:
     """Verify one artifact; `pack` is its pack when the caller has already read (and checked) it."""
     from tledge.verification.parity import parity_backend_options, run_on_images, judge, parse_tolerance
-    from tledge.runtime.backends import artifact_kind, load_backend
-    from tledge.verification import environment, pack as packs, verdicts
+    from tledge.runtime.backends import backend_options, exported_suffixes, kind_of, load_backend
+    from tledge.provenance import environment, pack as packs, verdicts
 
     path = Path(options.artifact)
     if not path.exists():
         raise TledgeError(f"no such file: {path}")
-    if artifact_kind(path) == "torch":
-        raise TledgeError(f"{path}: verify checks exported artifacts (.onnx, .engine) against the PyTorch "
+    if not kind_of(path).exported:
+        raise TledgeError(f"{path}: verify checks exported artifacts ({', '.join(exported_suffixes())}) against the PyTorch "
                           "reference; a checkpoint is that reference")
     if pack is None:
         pack = packs.read_pack(packs.find_pack(path, options.pack))
     folder = pack.folder
     tolerances = parse_tolerance(options.tolerance) if options.tolerance else (
         pack.manifest.get("tolerances") or parse_tolerance(None))
-    backend_options = {"threads": options.threads} if options.threads else {}
-    if options.provider:
-        backend_options["provider"] = options.provider
+    chosen = backend_options(path, given={"provider": options.provider}, defaults={"threads": options.threads})
     card_kind = None
     backend = None
     try:
@@ -128,7 +128,7 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print, rais
         card = read_card(path)
         card_kind = card.precision if card.precision in ("fp32", "fp16", "int8") else "fp32"
         _check_pack_matches(path, card, pack)
-        backend = load_backend(path, options.device, **backend_options, **parity_backend_options(path, card_kind))
+        backend = load_backend(path, options.device, **chosen, **parity_backend_options(path, card_kind))
         notes = list(getattr(backend, "notes", ()))
         for note in notes:
             echo(note)
@@ -188,7 +188,7 @@ def _check_pack_matches(path: Path, card, pack) -> None:
 
 def format_verify(result: VerifyResult) -> str:
     from tledge.table import format_table
-    from tledge.verification import environment
+    from tledge.provenance import environment
 
     from tledge.verification.parity import table_cells
 

@@ -66,6 +66,16 @@ class Backend:
 
     _answered = False  # set once the first output passed _check_output
 
+    @classmethod
+    def read_card(cls, path) -> ModelCard:  # pragma: no cover - abstract
+        """The artifact's model card without building the model (tledge info, verify, eval)."""
+        raise NotImplementedError
+
+    @classmethod
+    def format_label(cls, path) -> str:  # pragma: no cover - abstract
+        """What bench's format column calls this file (onnx-int8, tensorrt-fp16, pytorch)."""
+        raise NotImplementedError
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Logits [N, C] for a normalized float32 NCHW batch, or for the card's own uint8 input (a model with
         its normalization in the graph); a softmax-output model's probabilities come back as their log, so
@@ -122,3 +132,21 @@ class Backend:
         if self.max_batch is not None and batch.shape[0] > self.max_batch:
             raise TledgeError(f"{self.name}: batch {batch.shape[0]} exceeds this artifact's maximum {self.max_batch}")
         return to_model_input(np.ascontiguousarray(batch, dtype=np.float32), self.card)
+
+
+def predict_any_batch(backend, batch: np.ndarray) -> np.ndarray:
+    """Feed a batch of any size to a backend whose graph may have a fixed or bounded batch."""
+    limit = backend.max_batch
+    if limit is None or len(batch) == limit:
+        return backend.predict(batch)
+    fixed = getattr(backend, "min_batch", None) is None  # ONNX with a fixed N: exactly N per call
+    outputs = []
+    for start in range(0, len(batch), limit):
+        chunk = batch[start:start + limit]
+        if fixed and len(chunk) < limit:
+            padded = np.zeros((limit, *chunk.shape[1:]), dtype=chunk.dtype)
+            padded[: len(chunk)] = chunk
+            outputs.append(backend.predict(padded)[: len(chunk)])
+        else:
+            outputs.append(backend.predict(chunk))
+    return np.concatenate(outputs)

@@ -168,6 +168,21 @@ def device_index(device: str) -> int:
 
 
 class OnnxRuntimeBackend(Backend):
+    @classmethod
+    def read_card(cls, path) -> ModelCard:
+        """The card in the ONNX metadata, read through ONNX Runtime (no torch, no onnx package)."""
+        ort = require("onnxruntime", "cpu", "reading an .onnx model card")
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            raise TledgeError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        return card_from_onnx_session(session, path)
+
+    @classmethod
+    def format_label(cls, path) -> str:
+        name = Path(path).name.lower()
+        return "onnx-int8" if ".int8" in name else ("onnx-fp16" if ".fp16" in name else "onnx")
+
     def __init__(self, path: str | Path, device: str = "auto", provider: str | None = None, threads: int | None = None,
                  spin: bool | None = None, cache_dir: str | Path | None = None, fp16: bool = False,
                  strict_fp32: bool = False, batch: int | None = None):

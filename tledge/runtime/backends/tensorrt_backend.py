@@ -26,7 +26,7 @@ import numpy as np
 
 from tledge.card import ModelCard, engine_sidecar_path
 from tledge.errors import MissingDependency, TledgeError
-from tledge.runtime.backends import cuda_runtime
+from tledge import cuda_runtime
 from tledge.runtime.backends.base import Backend
 
 # Attribute names this module uses on TensorRT objects. A test checks each appears in the identifier
@@ -210,7 +210,16 @@ def _device_memory(index: int = 0):
 
 # ------------------------------------------------------------------------------------- backend
 class TensorRTBackend(Backend):
-    def __init__(self, path: str | Path, device: str = "auto", **_ignored):
+    @classmethod
+    def read_card(cls, path) -> ModelCard:
+        return read_engine_sidecar(path)
+
+    @classmethod
+    def format_label(cls, path) -> str:
+        name = Path(path).name.lower()
+        return next((f"tensorrt-{p}" for p in ("int8", "fp16", "fp32") if f".{p}" in name), "tensorrt")
+
+    def __init__(self, path: str | Path, device: str = "auto"):
         self.path = Path(path)
         if device == "cpu":
             raise TledgeError(f"{self.path.name} is a TensorRT engine and runs on a GPU only; use the .onnx with --device cpu")

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tledge.errors import require
+from tledge.card import ModelCard
+from tledge.errors import TledgeError, require
 from tledge.runtime.backends.base import Backend, cap_threads
 
 
 def resolve_torch_device(device: str = "auto") -> str:
     """The torch device string for `device` (auto, cpu, cuda, cuda:N), by the one resolver training uses."""
     require("torch", "train", "running a .pt checkpoint")
-    from tledge.train.device import resolve_device
+    from tledge.models.device import resolve_device
 
     return str(resolve_device(device, amp=False).device)
 
@@ -27,9 +28,24 @@ def disable_tf32(torch) -> None:
 
 
 class TorchBackend(Backend):
+    @classmethod
+    def read_card(cls, path) -> ModelCard:
+        """The card in the checkpoint dict (no model is built)."""
+        from tledge.checkpoint import load_checkpoint, resolve_checkpoint
+
+        ckpt = resolve_checkpoint(path)
+        state = load_checkpoint(ckpt)
+        if "card" not in state:
+            raise TledgeError(f"{ckpt} is not a tledge checkpoint (no model card)")
+        return ModelCard.from_dict(state["card"], ckpt)
+
+    @classmethod
+    def format_label(cls, path) -> str:
+        return "pytorch"
+
     def __init__(self, path: str | Path, device: str = "auto", amp: bool = False, threads: int | None = None):
         torch = require("torch", "train", "running a .pt checkpoint")
-        from tledge.train.restore import load_model
+        from tledge.models.restore import load_model
 
         threads, note = cap_threads(threads)
         self.notes = [note] if note else []
