@@ -257,3 +257,18 @@ def test_pruned_trials_stop_training_and_are_not_chosen(data, tmp_path, capsys, 
     assert "pruned after epoch 1" in out and "no cell finished: nothing to choose" in out
     for cell in result["cells"]:
         assert not (sweep_dir / cell["cell"] / "metrics.json").exists()
+
+
+def test_a_small_search_budget_is_mostly_tpe_not_random_draws():
+    from tledge.training.sweep_study import startup_trials
+
+    assert [startup_trials(n) for n in (1, 6, 8, 9, 30, 100)] == [2, 2, 2, 3, 10, 10]
+
+
+def test_views_are_a_grid_axis_with_their_own_name_token():
+    from tledge.training.sweep_grid import expand_grid
+    from tledge.training.config import TrainConfig
+
+    cells = expand_grid(TrainConfig(data="x"), {"cache_views": ["1", "2"]})
+    assert [c.name for c in cells] == ["mobilenet_v2-views1", "mobilenet_v2-views2"]
+    assert [c.config.cache_views for c in cells] == [1, 2]

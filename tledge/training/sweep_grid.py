@@ -19,7 +19,7 @@ from tledge.training.config import TrainConfig
 # The order is also the order of name tokens and table columns.
 AXES = ("model", "freeze", "optimizer", "lr", "epochs", "img_size", "batch_size", "augment", "head", "weights",
         "seed", "kfold", "dropout", "weight_decay", "momentum", "scheduler", "resize", "label_smoothing",
-        "warmup_epochs", "patience")
+        "warmup_epochs", "patience", "cache_views")
 _TRAIN_OPTIONS = {o.name: o for o in options_of(TrainConfig)}
 AXIS_TYPES: dict[str, type] = {axis: _TRAIN_OPTIONS[axis].base_type for axis in AXES}
 # How a varying axis appears in a cell name: prefix + value ("" = the value alone).
@@ -27,7 +27,7 @@ NAME_PREFIX = {"model": "", "optimizer": "", "freeze": "freeze_", "lr": "lr", "e
                "batch_size": "bs", "augment": "aug_", "head": "head_", "weights": "w_", "seed": "seed",
                "kfold": "kfold", "dropout": "drop", "weight_decay": "wd", "momentum": "mom",
                "scheduler": "sched_", "resize": "resize_", "label_smoothing": "ls", "warmup_epochs": "warm",
-               "patience": "pat"}
+               "patience": "pat", "cache_views": "views"}
 AXIS_ALIASES = {"models": "model", "optimizers": "optimizer"}
 
 

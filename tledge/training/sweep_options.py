@@ -46,6 +46,7 @@ class SweepOptions:
     weights: tuple[str, ...] | None = axis("weights")
     seed: tuple[str, ...] | None = axis("seed")
     scheduler: tuple[str, ...] | None = axis("scheduler")
+    cache_views: tuple[str, ...] | None = axis("cache_views")
     split: str | None = option(None, _TRAIN["split"].spec.help)
     workers: int | None = option(None, "Data-loading processes per cell.", min=0)
     patience: int | None = option(None, "Early stop after N epochs without gain.", min=0)
