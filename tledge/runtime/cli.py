@@ -23,9 +23,13 @@ def predict(**values):
     SOURCE: camera index (0) or /dev/videoN, csi://N (Jetson CSI camera), a video file, an rtsp/http URL,
     an image, a folder (recursive) or a quoted glob ("photos/**/*.jpg").
     """
-    from tledge.runtime.runner import run_predict
+    from tledge.runtime.predict import format_summary
+    from tledge.runtime.runner import check_summary, predict_summary
 
-    run_predict(PredictRequest(**given(values, PredictRequest)), echo=click.echo)
+    request = PredictRequest(**given(values, PredictRequest))
+    summary = predict_summary(request)
+    click.echo(format_summary(summary))  # the result: shown under -q too
+    check_summary(summary, request)
 
 
 @click.command()
