@@ -68,14 +68,15 @@ def test_library_logs_under_tledge_and_configures_nothing(artifacts, caplog):
     assert all(p.name in records[1].getMessage() for p in artifacts["paths"])
 
 
-def test_progress_bars_follow_the_tledge_level(monkeypatch):
-    from tledge.logs import cli_logging, progress_shown
+def test_progress_bars_follow_the_tledge_level():
+    from tledge.logs import LEVELS, cli_logging, progress_shown
 
     assert not progress_shown()  # unconfigured: WARNING from the root, no bars
-    with cli_logging(logging.INFO):
+    with cli_logging(LEVELS["normal"]):
         assert progress_shown()
-    with cli_logging(logging.WARNING):
+    with cli_logging(LEVELS["quiet"]):
         assert not progress_shown()
+    assert not progress_shown()  # the CLI's level and handler are gone again
 
 
 LIBRARY_CLI = {"cli.py", "sweep_cli.py"}  # the click modules print the commands' own results
@@ -91,3 +92,22 @@ def test_no_print_in_the_library():
             if isinstance(node, ast.Name) and node.id == "print":  # a call, or print passed on as a callback
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert offenders == []
+
+
+def test_quantizer_noise_is_dropped_and_the_callers_logging_kept(caplog):
+    """ORT's quantizer logs on the root logger (logging.info) and may run logging.basicConfig: hidden for the
+    call, while the caller's root level and handlers stay as they were and tledge's records still arrive."""
+    from tledge.export.int8 import _quiet
+
+    root = logging.getLogger()
+    caplog.set_level(logging.INFO)
+    level, handlers = root.level, list(root.handlers)
+    with _quiet():
+        logging.info("Collecting tensor data")  # what onnxruntime.quantization does
+        logging.getLogger("onnxruntime.quantization.base").warning("per-channel")
+        logging.getLogger("tledge.export.int8").info("ours")
+        root.addHandler(logging.StreamHandler())  # as logging.basicConfig would on an unconfigured root
+    assert root.level == level and root.handlers == handlers and root.filters == []
+    assert [r.getMessage() for r in caplog.records] == ["ours"]
+    logging.info("after")
+    assert caplog.records[-1].getMessage() == "after"

@@ -193,17 +193,17 @@ def test_resume_skips_finished_cells_and_leaves_them_untouched(grid_sweep, tmp_p
         {**row, "run_dir": str(copy / row["cell"])} for row in read_csv(grid_sweep / "results.csv")]
 
 
-def test_interrupted_cell_resumes_from_last_pt(data, tmp_path):
+def test_interrupted_cell_resumes_from_last_pt(data, tmp_path, log_lines):
     from tledge.train.fit import train_run
 
     base = TrainConfig(data=str(data), **{**TINY_CONFIG, "epochs": 2})
     sweep_dir, cells = start_sweep(base, {"freeze": ["stages:5"]}, tmp_path / "runs")
     first = cells[0]
-    cut = train_run(cell_config(first, sweep_dir), run_dir=sweep_dir / first.name, log=lambda s: None,
+    cut = train_run(cell_config(first, sweep_dir), run_dir=sweep_dir / first.name,
                     on_epoch_end=Interrupt(0))
     assert cut.interrupted and not (sweep_dir / first.name / "metrics.json").exists()
-    lines = []
-    rows = run_sweep(sweep.sweep_cells(sweep_dir), sweep_dir, log=lines.append)
+    lines = log_lines
+    rows = run_sweep(sweep.sweep_cells(sweep_dir), sweep_dir)
     assert any(f"{first.name}: resuming from" in line for line in lines)
     assert any("resuming" in line and "at epoch 2/2" in line for line in lines)
     assert [r["status"] for r in rows] == ["done"]

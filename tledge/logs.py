@@ -1,7 +1,8 @@
 """How tledge talks while it works: the library logs under the `tledge` logger (tledge.export.pipeline, …:
-step progress at INFO, details at DEBUG, problems at WARNING) and configures nothing; the CLI installs
-one handler (`cli_logging`) that prints plain lines, its level set by -q / -v. Python users choose with the
-standard `logging` module, e.g. `logging.basicConfig(level=logging.INFO)`.
+step progress at INFO, details at DEBUG, problems at WARNING, and a long job's closing table at RESULT,
+between INFO and WARNING) and configures nothing; the CLI installs one handler (`cli_logging`) that prints
+plain lines, its level set by -q (RESULT: results and problems) / -v (DEBUG). Python users choose with the
+standard `logging` module, e.g. `logging.basicConfig(level=logging.INFO)`; they get results as return values.
 
 Progress bars follow the same rule (`progress_shown`): drawn only when tledge's INFO lines would be shown.
 """
@@ -14,7 +15,9 @@ import logging
 import click
 
 ROOT = "tledge"
-LEVELS = {"quiet": logging.WARNING, "normal": logging.INFO, "verbose": logging.DEBUG}
+RESULT = 25  # a job's closing table (train's summary, eval's metrics, a sweep's results): shown under -q
+logging.addLevelName(RESULT, "RESULT")
+LEVELS = {"quiet": RESULT, "normal": logging.INFO, "verbose": logging.DEBUG}
 
 
 def progress_shown() -> bool:
@@ -29,12 +32,13 @@ class LineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         if record.levelno >= logging.WARNING:
-            text = f"{record.levelname.lower()}: {text}"
+            body = text.lstrip("\n")  # a message that starts with a blank line keeps it above the prefix
+            text = f"{text[:len(text) - len(body)]}{record.levelname.lower()}: {body}"
         return text
 
 
 class ClickHandler(logging.Handler):
-    """Step lines on stdout with the command's results (the output tledge always had), problems on stderr;
+    """Step lines and results on stdout (the output tledge always had), problems on stderr;
     click.echo looks the streams up when called, so a redirected or captured stdout is followed."""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -63,10 +67,16 @@ def cli_logging(level: int = logging.INFO):
         logger.propagate = saved[1]
 
 
-def log_note(logger: logging.Logger, note: str) -> None:
+def log_result(logger: logging.Logger, text: str) -> None:
+    """A result the CLI shows even under -q (RESULT level)."""
+    logger.log(RESULT, text)
+
+
+def log_note(logger: logging.Logger, note: str, about: str = "") -> None:
     """A one-line note a component kept for its caller (a backend's provider fallback): `warning: …` is a
-    problem (WARNING), anything else a step line (INFO)."""
+    problem (WARNING), anything else a step line (INFO); `about` (an artifact's name) goes in front."""
+    lead = f"{about}: " if about else ""
     if note.startswith("warning: "):
-        logger.warning(note[len("warning: "):])
+        logger.warning(lead + note[len("warning: "):])
     else:
-        logger.info(note)
+        logger.info(lead + note)

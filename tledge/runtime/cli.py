@@ -44,7 +44,7 @@ def bench(sources, **values):
 
     options = BenchOptions(**given(values, BenchOptions))
     out = bench_out_dir(sources, options.out, options.data)
-    result = bench_result(list(sources), options, log=lambda m: click.echo(m, err=True))
+    result = bench_result(list(sources), options)
     click.echo(format_bench_table(result))
     json_path, png = write_bench(result, out)
     click.echo(f"wrote {json_path}" + (f" and {png}" if png else " (no plot: matplotlib is not installed)"))

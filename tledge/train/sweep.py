@@ -25,6 +25,7 @@ Nothing here imports torch at import time; running cells does.
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import os
 import re
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tledge.errors import TledgeError
+from tledge.logs import log_result
 from tledge.train import reports
 from tledge.train.config import TrainConfig
 from tledge.runtime.options import device_problem
@@ -49,7 +51,7 @@ from tledge.train.sweep_results import (  # noqa: F401 - the results' public nam
     CSV_COLUMNS, KFOLD_FILE, METRICS, RESULT_FILES, TABLE_LEGEND, TABLE_METRICS, _log_summary, cell_result,
     cell_state, plot_results, results_table, write_results)
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
 STATUS_FILE = "sweep_status.json"  # written by a worker process when its cell fails
@@ -155,7 +157,7 @@ def cell_config(cell: Cell, sweep_dir: Path, device: str | None = None) -> Train
     return dataclasses.replace(cell.config, **changes)
 
 
-def run_cell(cell: Cell, sweep_dir: Path, log: Log = print, device: str | None = None,
+def run_cell(cell: Cell, sweep_dir: Path, device: str | None = None,
              splits_cache: dict | None = None, tracker: Tracker | None = None,
              on_epoch_end: Callable[[int, dict], None] | None = None) -> str:
     """Train one cell in sweep_dir/<name> (or read it back, or resume it). Returns 'done' or 'interrupted'.
@@ -168,26 +170,26 @@ def run_cell(cell: Cell, sweep_dir: Path, log: Log = print, device: str | None =
     config = cell_config(cell, Path(sweep_dir), device)
     state = cell_state(cell, cell_dir)
     if state == "done":
-        log(f"{cell.name}: already finished, skipping")
+        log.info(f"{cell.name}: already finished, skipping")
         return "done"
     if config.kfold:
         if state == "started":
-            log(f"{cell.name}: resuming k-fold run")
-        outcome = run_kfold(config, log, resume_dir=cell_dir if state == "started" else None,
+            log.info(f"{cell.name}: resuming k-fold run")
+        outcome = run_kfold(config, resume_dir=cell_dir if state == "started" else None,
                             parent_tracker=tracker)
         return "interrupted" if outcome.get("interrupted") else "done"
     if state == "started":
-        log(f"{cell.name}: resuming from {cell_dir / 'last.pt'}")
-        result = train_run(config, run_dir=cell_dir, resume=True, log=log, parent_tracker=tracker,
+        log.info(f"{cell.name}: resuming from {cell_dir / 'last.pt'}")
+        result = train_run(config, run_dir=cell_dir, resume=True, parent_tracker=tracker,
                            on_epoch_end=on_epoch_end)
     else:
-        splits, fingerprint = _shared_splits(config, splits_cache, log)
-        result = train_run(config, run_dir=cell_dir, splits=splits, fingerprint=fingerprint, log=log,
+        splits, fingerprint = _shared_splits(config, splits_cache)
+        result = train_run(config, run_dir=cell_dir, splits=splits, fingerprint=fingerprint,
                            parent_tracker=tracker, on_epoch_end=on_epoch_end)
     return "interrupted" if result.interrupted else "done"
 
 
-def _shared_splits(config: TrainConfig, cache: dict | None, log: Log):
+def _shared_splits(config: TrainConfig, cache: dict | None):
     """Scan the data once per (data, split, seed) and share the split between cells: every cell of a sweep
     sees the same images (the same seed gives the same split anyway; this only saves the scan)."""
     if cache is None:
@@ -198,12 +200,12 @@ def _shared_splits(config: TrainConfig, cache: dict | None, log: Log):
     if key not in cache:
         splits, report = build_splits(config.data, tuple(config.split), config.seed)
         for line in report.summary_lines():
-            log(line)
+            log.info(line)
         cache[key] = (splits, report.fingerprint)
     return cache[key]
 
 
-def run_sweep(cells: Sequence[Cell], sweep_dir: str | Path, log: Log = print,
+def run_sweep(cells: Sequence[Cell], sweep_dir: str | Path,
               devices: Sequence[str] | None = None) -> list[dict]:
     """Run every cell (skipping finished ones, resuming started ones), then write the results files.
 
@@ -214,18 +216,18 @@ def run_sweep(cells: Sequence[Cell], sweep_dir: str | Path, log: Log = print,
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     devices = parse_devices(devices)
-    tracker = _open_sweep_tracker(cells, sweep_dir, log)
+    tracker = _open_sweep_tracker(cells, sweep_dir)
     try:
         if len(devices) > 1:
-            outcomes = _run_parallel(cells, sweep_dir, list(devices), log)
+            outcomes = _run_parallel(cells, sweep_dir, list(devices))
         else:
-            outcomes = _run_serial(cells, sweep_dir, devices[0] if devices else None, log, tracker)
+            outcomes = _run_serial(cells, sweep_dir, devices[0] if devices else None, tracker)
     except BaseException:
         tracker.close("KILLED")
         raise
     rows = [cell_result(cell, sweep_dir / cell.name, *outcomes.get(cell.name, ("pending", None))) for cell in cells]
     write_results(rows, sweep_dir)
-    _log_summary(rows, sweep_dir, log)
+    _log_summary(rows, sweep_dir)
     files = [sweep_dir / name for name in ("results.csv", "results.md", "results.json", SWEEP_FILE)]
     tracker.log_final({}, sweep_dir, files)
     stopped = {row["status"] for row in rows} & {"interrupted", "pending", "started", "incomplete"}
@@ -233,7 +235,7 @@ def run_sweep(cells: Sequence[Cell], sweep_dir: str | Path, log: Log = print,
     return rows
 
 
-def run_study_sweep(sweep_dir: str | Path, log: Log = print, device: str | None = None) -> list[dict]:
+def run_study_sweep(sweep_dir: str | Path, device: str | None = None) -> list[dict]:
     """Run the sweep folder's study as one worker (tledge.train.sweep_study): take trials until the grid or
     the trial budget is done, then write the results over every cell so far, with the cell chosen on val."""
     from tledge.train import sweep_study
@@ -243,19 +245,19 @@ def run_study_sweep(sweep_dir: str | Path, log: Log = print, device: str | None 
     _, axes, _ = load_grid(sweep_dir)
     cells = sweep_cells(sweep_dir)
     sweep_study.load_study(sweep_dir, cells, spec["search"], spec["storage"])  # a bad storage: before the tracker
-    tracker = _open_sweep_tracker(cells, sweep_dir, log)
+    tracker = _open_sweep_tracker(cells, sweep_dir)
     try:
         outcomes = sweep_study.run_worker(sweep_dir, cells, normalize_axes(axes), search=spec["search"],
                                           trials=spec["trials"], storage=spec["storage"], device=device,
-                                          log=log, tracker=tracker, run_cell=run_cell, reason_of=_reason)
+                                          tracker=tracker, run_cell=run_cell, reason_of=_reason)
     except BaseException:
         tracker.close("KILLED")
         raise
     rows = sweep_study.study_rows(sweep_dir, cells, spec["search"], spec["storage"], outcomes)
     best = sweep_study.mark_best(rows)
     write_results(rows, sweep_dir, best=best)
-    _log_summary(rows, sweep_dir, log)
-    log(sweep_study.summary(best))
+    _log_summary(rows, sweep_dir)
+    log_result(log, sweep_study.summary(best))
     files = [sweep_dir / name for name in ("results.csv", "results.md", "results.json", SWEEP_FILE)]
     tracker.log_final({}, sweep_dir, files)
     stopped = {row["status"] for row in rows} & {"interrupted", "pending", "started", "incomplete"}
@@ -263,38 +265,38 @@ def run_study_sweep(sweep_dir: str | Path, log: Log = print, device: str | None 
     return rows
 
 
-def _open_sweep_tracker(cells: Sequence[Cell], sweep_dir: Path, log: Log) -> Tracker:
+def _open_sweep_tracker(cells: Sequence[Cell], sweep_dir: Path) -> Tracker:
     """The sweep's own records (the parent of every cell's), when its cells are tracked: the base options
     with each grid axis as its comma list."""
     names = cells[0].config.track if cells else ()
     resumed = any(cell_state(cell, sweep_dir / cell.name) != "new" for cell in cells)
-    tracker = Tracker.open(names, sweep_dir, log, resume=resumed)
+    tracker = Tracker.open(names, sweep_dir, resume=resumed)
     if tracker.active and (sweep_dir / SWEEP_FILE).is_file():
         base, axes, _ = load_grid(sweep_dir)
         tracker.log_params({**base.to_dict(), **axes, "cells": len(cells)})
     return tracker
 
 
-def _run_serial(cells, sweep_dir: Path, device: str | None, log: Log,
+def _run_serial(cells, sweep_dir: Path, device: str | None,
                 tracker: Tracker | None = None) -> dict[str, tuple[str, str | None]]:
     outcomes: dict[str, tuple[str, str | None]] = {}
     cache: dict = {}
     for index, cell in enumerate(cells, 1):
-        log(f"\n=== sweep cell {index}/{len(cells)}: {cell.name} ===")
+        log.info(f"\n=== sweep cell {index}/{len(cells)}: {cell.name} ===")
         try:
-            status = run_cell(cell, sweep_dir, log, device, cache, tracker)
+            status = run_cell(cell, sweep_dir, device, cache, tracker)
         except KeyboardInterrupt:
             status = "interrupted"
         except Exception as exc:  # one bad cell (OOM, a bad file) must not sink the rest of the grid
             reason = _reason(exc)
-            log(f"{cell.name}: FAILED: {reason}")
+            log.warning(f"{cell.name}: FAILED: {reason}")
             if not isinstance(exc, TledgeError):
-                log(traceback.format_exc().rstrip())
+                log.info(traceback.format_exc().rstrip())
             outcomes[cell.name] = ("failed", reason)
             continue
         outcomes[cell.name] = (status, None)
         if status == "interrupted":
-            log(f"sweep interrupted in {cell.name}; resume with: tledge sweep --resume {sweep_dir}")
+            log.warning(f"sweep interrupted in {cell.name}; resume with: tledge sweep --resume {sweep_dir}")
             break
         # after each cell, so a killed sweep still leaves a table of what finished
         write_results([cell_result(c, sweep_dir / c.name, *outcomes.get(c.name, ("pending", None)))
@@ -344,12 +346,12 @@ def worker_command(sweep_dir: Path, cell: Cell, device: str) -> tuple[list[str],
     return [sys.executable, "-m", "tledge.train.sweep", str(sweep_dir), cell.name, device], env
 
 
-def _run_parallel(cells, sweep_dir: Path, devices: list[str], log: Log) -> dict[str, tuple[str, str | None]]:
+def _run_parallel(cells, sweep_dir: Path, devices: list[str]) -> dict[str, tuple[str, str | None]]:
     outcomes: dict[str, tuple[str, str | None]] = {}
     queue = []
     for cell in cells:
         if cell_state(cell, sweep_dir / cell.name) == "done":
-            log(f"{cell.name}: already finished, skipping")
+            log.info(f"{cell.name}: already finished, skipping")
             outcomes[cell.name] = ("done", None)
         else:
             queue.append(cell)
@@ -361,16 +363,16 @@ def _run_parallel(cells, sweep_dir: Path, devices: list[str], log: Log) -> dict[
         while queue or running:
             while queue and free:
                 cell, device = queue.pop(0), free.pop(0)
-                running.append(_start_job(cell, device, sweep_dir, threads, log))
+                running.append(_start_job(cell, device, sweep_dir, threads))
             time.sleep(0.2)
             for job in [j for j in running if j.process.poll() is not None]:
                 running.remove(job)
                 free.append(job.device)
-                outcomes[job.cell.name] = _finish_job(job, sweep_dir, log)
+                outcomes[job.cell.name] = _finish_job(job, sweep_dir)
                 if outcomes[job.cell.name][0] == "interrupted":
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
-        log(f"sweep interrupted: stopping {len(running)} running cell(s); "
+        log.warning(f"sweep interrupted: stopping {len(running)} running cell(s); "
             f"resume with: tledge sweep --resume {sweep_dir}")
         for job in running:
             _stop_job(job)
@@ -378,7 +380,7 @@ def _run_parallel(cells, sweep_dir: Path, devices: list[str], log: Log) -> dict[
     return outcomes
 
 
-def _start_job(cell: Cell, device: str, sweep_dir: Path, threads: int, log: Log) -> _Job:
+def _start_job(cell: Cell, device: str, sweep_dir: Path, threads: int) -> _Job:
     cell_dir = sweep_dir / cell.name
     cell_dir.mkdir(parents=True, exist_ok=True)
     (cell_dir / STATUS_FILE).unlink(missing_ok=True)
@@ -387,24 +389,24 @@ def _start_job(cell: Cell, device: str, sweep_dir: Path, threads: int, log: Log)
         env.setdefault("OMP_NUM_THREADS", str(threads))
     log_file = open(cell_dir / WORKER_LOG, "a", encoding="utf-8")
     process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    log(f"{cell.name}: started on {device} (pid {process.pid}, log {cell_dir / WORKER_LOG})")
+    log.info(f"{cell.name}: started on {device} (pid {process.pid}, log {cell_dir / WORKER_LOG})")
     return _Job(cell, device, process, log_file, time.perf_counter())
 
 
-def _finish_job(job: _Job, sweep_dir: Path, log: Log) -> tuple[str, str | None]:
+def _finish_job(job: _Job, sweep_dir: Path) -> tuple[str, str | None]:
     job.log_file.close()
     cell_dir = sweep_dir / job.cell.name
     code = job.process.returncode
     seconds = time.perf_counter() - job.started
     if code == 0 and cell_state(job.cell, cell_dir) == "done":
-        log(f"{job.cell.name}: finished on {job.device} in {seconds:.0f} s")
+        log.info(f"{job.cell.name}: finished on {job.device} in {seconds:.0f} s")
         return "done", None
     if code in (130, 143, -signal.SIGINT, -signal.SIGTERM):  # Ctrl-C or SIGTERM (a stopped service's cgroup)
         return "interrupted", None
     status = cell_dir / STATUS_FILE
     reason = reports.read_json(status).get("error") if status.is_file() else None
     reason = reason or f"worker exited with code {code}: {_last_line(cell_dir / WORKER_LOG)}"
-    log(f"{job.cell.name}: FAILED on {job.device}: {reason} (log: {cell_dir / WORKER_LOG})")
+    log.warning(f"{job.cell.name}: FAILED on {job.device}: {reason} (log: {cell_dir / WORKER_LOG})")
     return "failed", reason
 
 
@@ -429,29 +431,32 @@ def _last_line(path: Path) -> str:
 
 
 def worker_main(argv: Sequence[str]) -> int:
-    """`python -m tledge.train.sweep SWEEP_DIR CELL DEVICE`: train one cell of a saved sweep."""
+    """`python -m tledge.train.sweep SWEEP_DIR CELL DEVICE`: train one cell of a saved sweep; its log lines
+    go to stdout (the parent points it at <cell>/sweep.log), as `tledge train` prints them."""
     if len(argv) != 3:
-        print("usage: python -m tledge.train.sweep SWEEP_DIR CELL DEVICE", file=sys.stderr)
+        sys.stderr.write("usage: python -m tledge.train.sweep SWEEP_DIR CELL DEVICE\n")
         return 2
     sweep_dir, name, device = Path(argv[0]), argv[1], argv[2]
     cells = {c.name: c for c in sweep_cells(sweep_dir)}
     if name not in cells:
-        print(f"error: {sweep_dir} has no cell {name!r}", file=sys.stderr)
+        sys.stderr.write(f"error: {sweep_dir} has no cell {name!r}\n")
         return 2
+    from tledge.logs import cli_logging
     from tledge.signals import sigterm_as_interrupt
 
-    # the sweep's records, opened by the parent process (tracking.json): this cell's are a child of them
-    tracked = (sweep_dir / TRACKING_FILE).is_file()
-    tracker = Tracker.open(cells[name].config.track, sweep_dir, print, resume=True) if tracked else None
-    try:
-        with sigterm_as_interrupt() as stop:  # a SIGTERM to every process (systemd's cgroup) saves last.pt too
-            status = run_cell(cells[name], sweep_dir, print, device, tracker=tracker)
-    except KeyboardInterrupt:
-        return stop.exit_code or 130
-    except Exception as exc:
-        traceback.print_exc()
-        reports.write_json(sweep_dir / name / STATUS_FILE, {"status": "failed", "error": _reason(exc)})
-        return 1
+    with cli_logging():
+        # the sweep's records, opened by the parent process (tracking.json): this cell's are a child of them
+        tracked = (sweep_dir / TRACKING_FILE).is_file()
+        tracker = Tracker.open(cells[name].config.track, sweep_dir, resume=True) if tracked else None
+        try:
+            with sigterm_as_interrupt() as stop:  # a SIGTERM to every process (systemd's cgroup) saves last.pt too
+                status = run_cell(cells[name], sweep_dir, device, tracker=tracker)
+        except KeyboardInterrupt:
+            return stop.exit_code or 130
+        except Exception as exc:
+            traceback.print_exc()
+            reports.write_json(sweep_dir / name / STATUS_FILE, {"status": "failed", "error": _reason(exc)})
+            return 1
     return (stop.exit_code or 130) if status == "interrupted" else 0
 
 
