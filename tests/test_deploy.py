@@ -372,7 +372,7 @@ def test_eval_onnx_on_a_foreign_folder_without_torch(run_export, tiny_run, tmp_p
                                                                 splits.labels("test")[::2]))
     assert [v["support"] for v in saved["per_class"].values()] == [4, 4, 4]
     assert saved["skipped"] == [] and saved["backend"] == "onnxruntime-cpu-fp32"
-    assert "skipped blue/broken.png" in proc.stdout
+    assert "warning: skipped blue/broken.png" in proc.stderr
     assert f"eval results in {out}" in proc.stdout
 
 

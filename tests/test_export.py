@@ -397,7 +397,7 @@ def test_bare_checkpoint_needs_calib_data_and_uses_parity_data(tiny_run, tmp_pat
     # no parity source at all: a warning, no parity.json
     shutil.rmtree(bare.parent / "export")
     code = main(["export", str(bare), "--formats", "onnx"])
-    assert code == 0 and "warning: no parity check" in capsys.readouterr().out
+    assert code == 0 and "warning: no parity check" in capsys.readouterr().err
     assert not (bare.parent / "export" / "parity.json").exists()
 
 

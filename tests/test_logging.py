@@ -111,3 +111,15 @@ def test_quantizer_noise_is_dropped_and_the_callers_logging_kept(caplog):
     assert [r.getMessage() for r in caplog.records] == ["ours"]
     logging.info("after")
     assert caplog.records[-1].getMessage() == "after"
+
+
+def test_captured_keeps_a_blocks_lines_for_a_script():
+    from tledge.logs import captured
+
+    seen = []
+    with captured(on_line=seen.append) as lines:
+        logging.getLogger("tledge.export.pipeline").info("exporting")
+        logging.getLogger("tledge.export.pipeline").debug("a detail")
+        logging.getLogger("elsewhere").warning("not ours")
+    assert lines == seen == ["exporting"]
+    assert logging.getLogger("tledge").level == logging.NOTSET and logging.getLogger("tledge").handlers[1:] == []

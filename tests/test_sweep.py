@@ -228,8 +228,8 @@ def test_failing_cell_is_reported_and_the_others_run(data, tmp_path, monkeypatch
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", str(data), *TINY, "--freeze", "stages:5,all", "--project", str(project)])
     assert exit_info.value.code == 1
-    out = capsys.readouterr().out
-    assert "resnet18-freeze_stages5: FAILED: simulated: CUDA out of memory" in out
+    err = capsys.readouterr().err  # a problem: a warning on stderr
+    assert "warning: resnet18-freeze_stages5: FAILED: simulated: CUDA out of memory" in err
     rows = read_csv(project / "sweep" / "results.csv")
     assert [(r["cell"], r["status"]) for r in rows] == [("resnet18-freeze_stages5", "failed"),
                                                          ("resnet18-freeze_all", "done")]

@@ -80,3 +80,27 @@ def log_note(logger: logging.Logger, note: str, about: str = "") -> None:
         logger.warning(lead + note[len("warning: "):])
     else:
         logger.info(lead + note)
+
+
+@contextlib.contextmanager
+def captured(level: int = logging.INFO, on_line=None):
+    """tledge's log lines of a block as a list of messages (each also passed to `on_line` as it comes): for
+    a script that keeps a job's log with its numbers (benchmarks/). The caller's logging config stays."""
+    lines: list[str] = []
+    logger = logging.getLogger(ROOT)
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+            if on_line is not None:
+                on_line(lines[-1])
+
+    handler, saved = _Collect(level), logger.level
+    logger.addHandler(handler)
+    if not logger.isEnabledFor(level):
+        logger.setLevel(level)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved)

@@ -51,7 +51,7 @@ def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, dat
     results, info = run_parity(reference, artifacts, data, card, tolerances)
     info["skipped"] = list(getattr(data, "skipped", [])) + list(info["skipped"])  # found by the folder reader too
     log.debug("  ran on: " + ", ".join(f"{p.name} {p.backend}" for p in results)
-         + " (FP32 ONNX on FP32 arithmetic: CPU, or CUDA with TF32 off)")
+              + " (FP32 ONNX on FP32 arithmetic: CPU, or CUDA with TF32 off)")
     for row, parity in zip(rows, results):
         row.parity = parity
     environments = [describe(p.backend) for p in results]  # once: a GPU provider's facts ask the driver
@@ -84,7 +84,7 @@ def _write_verification(result: ExportResult, rows, results, environments, info,
                              info["input_sha"], card, info["source"], tolerances, cap=pack_images, reference=reference)
     manifest = pack.read_manifest(folder)  # just written: its checksums need no second pass
     log.info(f"  parity pack: {folder} ({manifest['sampling']['images']} of {manifest['sampling']['of']} images, "
-         f"{pack.pack_size_mb(folder):.1f} MB); on another device: tledge verify {rows[0].path}")
+             f"{pack.pack_size_mb(folder):.1f} MB); on another device: tledge verify {rows[0].path}")
 
 
 def _interleaved_latency_ms(paths: dict, card, rounds: int = 5, runs: int = 10) -> dict[str, float]:

@@ -50,8 +50,8 @@ def convert_to_fp16(src: str | Path, dst: str | Path, min_opset: int | None = No
     raised = raise_tiny_scales(graph)
     if raised:
         log.debug(f"  fp16: {len(raised)} Q/DQ scale tensor(s) had values below float16's smallest normal "
-             f"({FP16_MIN_NORMAL:.2g}); raised to it, their INT8 weights requantized ({', '.join(raised[:3])}"
-             f"{', ...' if len(raised) > 3 else ''})")
+                  f"({FP16_MIN_NORMAL:.2g}); raised to it, their INT8 weights requantized ({', '.join(raised[:3])}"
+                  f"{', ...' if len(raised) > 3 else ''})")
 
     for index, init in enumerate(graph.initializer):
         if init.data_type == TensorProto.FLOAT and init.name not in keep32:

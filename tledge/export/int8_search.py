@@ -249,7 +249,7 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
     n = len(val.labels)
     resolvable = 100.0 * stats.resolvable_drop(n, 0)
     log.info(f"  int8 search ({mode}): budget {budget:g} pt on {n} val images (FP32 {fp32_acc:.2f}%; these images "
-         f"resolve a drop of about {resolvable:.2f} pt at full agreement)")
+             f"resolve a drop of about {resolvable:.2f} pt at full agreement)")
     counter = iter(range(10_000))
 
     def probe(stage, label, method, pct, nodes, groups) -> Step:
@@ -269,7 +269,7 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
         path.unlink(missing_ok=True)
         result.steps.append(step)
         log.info(f"    {stage:<11} {label:<26} val {acc:6.2f}% ({step.delta_text()}), agreement {step.agreement:6.2f}%, "
-             f"{step.seconds:.0f} s")
+                 f"{step.seconds:.0f} s")
         return step
 
     def finish(reason: str) -> SearchResult:
@@ -289,7 +289,7 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
         if not step.drop_low > budget + 1e-9:  # not shown over: choosing among the rest would select noise
             result.chosen, result.fits = step, step.fits
             log.info(f"  int8 search: {n} val images cannot resolve a {budget:g}-pt budget (they resolve {resolvable:.2f} "
-                 f"pt); keeping the cheapest candidate, {step.label}, without searching further")
+                     f"pt); keeping the cheapest candidate, {step.label}, without searching further")
             return finish(f"{n} val images resolve {resolvable:.2f} pt, more than the {budget:g}-pt budget: kept the "
                           f"cheapest candidate ({step.label}); a larger val split lets the search decide")
         log.info(f"  int8 search: {step.label} is shown over the budget even on {n} val images; searching on")
@@ -320,7 +320,7 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
     # Step 2: sensitivity of each layer group (with the closest calibration), then greedy float fallback.
     groups = {g.name: g for g in layer_groups(calibration.prepared())}
     log.info(f"  int8 search: best calibration {best.label}: {best.delta_text()} against FP32; measuring the "
-         f"sensitivity of {len(groups)} layer groups")
+             f"sensitivity of {len(groups)} layer groups")
     cache = calibration.cache_for(best.method, best.percentile)
 
     def evaluate(nodes):

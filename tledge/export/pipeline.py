@@ -226,7 +226,7 @@ def prepare(source: str | Path, options: ExportOptions) -> ExportJob:
                               "split, and this source has none (a run folder trained with a val split is needed); use "
                               "--int8-recipe or plain --calib-method instead")
         log.info("note: no val split to judge INT8 on: calibrating with minmax, without the accuracy-budgeted search "
-             "(the parity check below still judges it)")
+                 "(the parity check below still judges it)")
         search_mode = "off"
     if o.qat_epochs and (splits is None or not splits.items.get("train")):
         raise TledgeError("--qat-epochs fine-tunes on the run's train split; this source has no splits.json")
@@ -307,11 +307,11 @@ def _build_calibration(job: ExportJob) -> None:
     job.calibration_cache = search.cache_path
     if not search.fits and search.shown_over:  # still written, with its verdict, for the user to inspect
         log.warning(f"the val data show every INT8 candidate over the {budget:g}-pt budget; writing the best "
-                 f"({search.chosen.label}, {search.chosen.delta_text()}) with that verdict; the export will exit 3")
+                    f"({search.chosen.label}, {search.chosen.delta_text()}) with that verdict; the export will exit 3")
     elif not search.fits:
         log.warning(f"no INT8 candidate is within {budget:g} pt on val by its estimate, but "
-                 f"{search.val_images} val images cannot show it is over either; keeping the closest "
-                 f"({search.chosen.label}) and letting the parity check judge it")
+                    f"{search.val_images} val images cannot show it is over either; keeping the closest "
+                    f"({search.chosen.label}) and letting the parity check judge it")
     write_json(job.out / int8_recipe.RECIPE_FILE, search.recipe())
     return None
 

@@ -197,7 +197,7 @@ def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: in
         history.append({"epoch": epoch + 1, "loss": round(stats.loss, 4),
                         "train_acc_fakequant": round(100.0 * stats.accuracy, 2)})
         log.info(f"  qat epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f}, "
-             f"train acc (fake-quantized) {history[-1]['train_acc_fakequant']:.2f}%")
+                 f"train acc (fake-quantized) {history[-1]['train_acc_fakequant']:.2f}%")
     points, weights = remove.points, remove.weights
     remove()
     qmodel = qmodel.cpu().eval()

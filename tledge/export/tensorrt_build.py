@@ -293,7 +293,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     config, facts = builder_config(trt, builder, network, era, precision, profile, card.input_size, workspace_mib,
                                    cached)
     log.info(f"  tensorrt {getattr(trt, '__version__', '?')} ({era}ly typed): building {precision} engine from "
-         f"{source.name}, batch {profile.min}/{profile.opt}/{profile.max} — this can take minutes")
+             f"{source.name}, batch {profile.min}/{profile.opt}/{profile.max} — this can take minutes")
     data = build_serialized(builder, network, config)
     atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
 

@@ -156,7 +156,7 @@ def _write_reports(report: dict, logits, labels, paths, card, out_dir: Path) -> 
         import matplotlib  # noqa: F401
     except ImportError:
         log.info("note: matplotlib is not installed: confusion_matrix.png and samples.png left out (the matrix is in "
-            "confusion_matrix.csv and metrics.json)")
+                 "confusion_matrix.csv and metrics.json)")
         return
     from tledge.preprocess import load_image, resize_rgb
     from tledge.train import reports

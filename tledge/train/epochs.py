@@ -74,7 +74,7 @@ def run_epochs(session: TrainSession, train_ds, val_ds,
         what = "trunk features" if stages is None else f"outputs of the first {stages} stages"
         views = f", {config.cache_views} views per train image" if config.cache_views > 1 else ""
         log.info(f"freeze {config.freeze}: {what} cached in {cache_s:.1f} s ({engine}{views}); "
-            "epochs now train only the rest")
+                 "epochs now train only the rest")
 
     interrupted = False
     epochs_without_gain = _epochs_since_best(session)
@@ -124,13 +124,13 @@ def run_epochs(session: TrainSession, train_ds, val_ds,
         interrupted = True
         if session.history:
             log.warning(f"\ninterrupted: {session.run_dir / LAST} holds epoch {session.history[-1]['epoch']}. "
-                f"Resume with: tledge train --resume {session.run_dir}")
+                        f"Resume with: tledge train --resume {session.run_dir}")
         else:
             log.warning("\ninterrupted before the first epoch finished: nothing saved to resume; start the run again")
     except WriteError:  # disk full, I/O error: say what the run folder holds before the one-line error
         if saved:
             log.warning(f"\n{session.run_dir / LAST} holds epoch {saved}; once the disk is fixed, resume with: "
-                f"tledge train --resume {session.run_dir}")
+                        f"tledge train --resume {session.run_dir}")
         raise
     return RunResult(session.run_dir, session.card, session.history, session.best_epoch + 1,
                      session.best_val_acc, session.train_time_s, interrupted=interrupted)

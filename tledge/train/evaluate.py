@@ -53,7 +53,7 @@ def evaluate_and_report(
     _plot_samples(dataset, logits, labels, card, out_dir / "samples.png")
     log_result(log, reports.per_class_table(report))
     log_result(log, f"test accuracy {report['accuracy']:.4f}  macro F1 {report['macro']['f1']:.4f}  "
-        f"({report['num_samples']} images)")
+               f"({report['num_samples']} images)")
     return report
 
 

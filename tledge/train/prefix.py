@@ -137,7 +137,7 @@ def choose_engine(prefix: FrozenPrefix, first_batch: torch.Tensor, setup: Device
         diff = relative_difference(reference.run(first_batch), fast.run(first_batch))
     except Exception as exc:  # noqa: BLE001 - any exporter/runtime failure just means the slower engine
         log.info(f"prefix cache: ONNX Runtime unavailable for this network ({str(exc).splitlines()[0][:120]}); "
-            "using PyTorch")
+                 "using PyTorch")
         return reference
     if diff > MAX_REL_DIFF:
         log.info(f"prefix cache: ONNX Runtime differs from PyTorch by {diff:.1e} of the output scale; using PyTorch")

@@ -78,5 +78,5 @@ def _finished(run_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     log.info(f"{run_dir} finished already ({metrics.get('epochs_run', '?')} epochs; see {METRICS_FILE}): nothing to "
-        "resume, its files are unchanged. To train longer, start a new run: tledge train DATA --epochs N")
+             "resume, its files are unchanged. To train longer, start a new run: tledge train DATA --epochs N")
     return metrics if isinstance(metrics, dict) else {}

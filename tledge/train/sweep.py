@@ -373,7 +373,7 @@ def _run_parallel(cells, sweep_dir: Path, devices: list[str]) -> dict[str, tuple
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         log.warning(f"sweep interrupted: stopping {len(running)} running cell(s); "
-            f"resume with: tledge sweep --resume {sweep_dir}")
+                    f"resume with: tledge sweep --resume {sweep_dir}")
         for job in running:
             _stop_job(job)
             outcomes[job.cell.name] = ("interrupted", None)

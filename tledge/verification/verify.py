@@ -145,7 +145,7 @@ def run_verify(options: VerifyOptions, raise_on_failure: bool = False,
             log_note(log, note)
         env = environment.describe(backend.name)
         log.info(f"verify: {path.name} on {len(pack.paths)} pack images ({pack.source}); running on "
-             f"{environment.short(env)}")
+                 f"{environment.short(env)}")
         # the pack's checksums are of the normalized float tensors: a uint8-input model gets those too (its
         # backend turns them back into its pixels)
         float_card = card.replace(layout="NCHW", extra={k: v for k, v in card.extra.items() if k != "input"})
