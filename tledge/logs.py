@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 
-import click
-
 ROOT = "tledge"
 RESULT = 25  # a job's closing table (train's summary, eval's metrics, a sweep's results): shown under -q
 logging.addLevelName(RESULT, "RESULT")
@@ -42,6 +40,8 @@ class ClickHandler(logging.Handler):
     click.echo looks the streams up when called, so a redirected or captured stdout is followed."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        import click  # the CLI's: library modules that log need not import it
+
         try:
             click.echo(self.format(record), err=record.levelno >= logging.WARNING)
         except Exception:  # noqa: BLE001 - logging's contract: a handler never raises
