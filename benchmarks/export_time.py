@@ -20,6 +20,7 @@ from pathlib import Path
 from tledge.card import card_from_onnx
 from tledge.errors import TledgeError
 from tledge.exporting.pipeline import export_run
+from tledge.logs import captured
 
 
 def one_export(run: Path, mode: str | None) -> dict:
@@ -30,8 +31,8 @@ def one_export(run: Path, mode: str | None) -> dict:
         out = Path(tmp) / "export"
         outcome, error = "within", None
         try:
-            export_run(run, "onnx,int8", out, int8_search=mode,
-                       echo=lambda m: lines.append(f"[{time.perf_counter() - started:6.1f} s] {m}"))
+            with captured(on_line=lambda m: lines.append(f"[{time.perf_counter() - started:6.1f} s] {m}")):
+                export_run(run, "onnx,int8", out, int8_search=mode)
         except TledgeError as exc:
             outcome, error = {3: "over", 4: "inconclusive"}.get(exc.exit_code, "error"), str(exc)
         seconds = time.perf_counter() - started

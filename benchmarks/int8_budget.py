@@ -81,6 +81,7 @@ def main(argv=None) -> dict:
     from tledge.checkpoint import save_checkpoint
     from tledge.errors import ParityError
     from tledge.exporting.pipeline import export_run
+    from tledge.logs import captured
     from tledge.preprocess import load_image, preprocess_batch
     from tledge.runtime.backends import load_backend
     from tledge.splits import Splits
@@ -118,13 +119,14 @@ def main(argv=None) -> dict:
         save_checkpoint(run / "best.pt", {"card": card.to_dict(), "model": model.state_dict(), "epoch": 0})
 
         # 2. Exports through tledge's pipeline (parity on the run's test split, int8 gate opened so every row is kept).
-        common = dict(calib_images=args.calib_images, tolerance="int8=100", echo=log)
+        common = dict(calib_images=args.calib_images, tolerance="int8=100")
         variants, timings, searches, reports = {}, {"head_s": round(head_s, 1)}, {}, {}
 
         def export(name, formats, **options):
             t0 = time.perf_counter()
             try:
-                result = export_run(run, formats, work / name.replace(" ", "_"), **{**common, **options})
+                with captured(on_line=log):  # the export's log lines in this benchmark's log
+                    result = export_run(run, formats, work / name.replace(" ", "_"), **{**common, **options})
             except ParityError as exc:  # the budget could not be met: keep the explanation, no artifact
                 timings[f"{name} s"] = round(time.perf_counter() - t0, 1)
                 searches[name] = {"fits": False, "explanation": str(exc)}

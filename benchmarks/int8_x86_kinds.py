@@ -27,7 +27,7 @@ from tledge.provenance.environment import cpu_kernels, cpu_model
 
 QEMU = ["qemu-x86_64", "-cpu", "Haswell,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm"]
 VERIFY = ("import json, sys, tledge\n"
-          "r = tledge.verify(sys.argv[1], pack=sys.argv[2], record=False, echo=lambda m: None)\n"
+          "r = tledge.verify(sys.argv[1], pack=sys.argv[2], record=False)\n"
           "print(json.dumps({'parity': r.parity.to_dict(), 'environment': r.environment}))\n")
 
 

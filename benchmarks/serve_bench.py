@@ -87,7 +87,7 @@ def viewers_process(port: int, count: int) -> None:
 def run_condition(backend, frames: list, count: int, condition: str) -> dict:
     sinks, viewers = [], None
     if condition != "no_serve":
-        sink = ServeSink(ServeOptions(host="127.0.0.1", port=0), {"backend": backend.name}, echo=lambda _: None)
+        sink = ServeSink(ServeOptions(host="127.0.0.1", port=0), {"backend": backend.name})
         sinks.append(sink)
         if condition == "serve_4_viewers":
             viewers = subprocess.Popen([sys.executable, __file__, "--viewers-for", str(sink.server.port)],
@@ -111,7 +111,7 @@ def run_condition(backend, frames: list, count: int, condition: str) -> dict:
 
 def serving_cost(frames: list, viewers: int, seconds: float, fps: float) -> dict:
     """CPU share of one core that serving takes, with no model: frames published at `fps` for `seconds`."""
-    sink = ServeSink(ServeOptions(host="127.0.0.1", port=0), {}, echo=lambda _: None)
+    sink = ServeSink(ServeOptions(host="127.0.0.1", port=0), {})
     child = None
     if viewers:
         child = subprocess.Popen([sys.executable, __file__, "--viewers-for", str(sink.server.port)],

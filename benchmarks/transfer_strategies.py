@@ -58,6 +58,7 @@ def main() -> int:
     import torch
 
     from tledge.training.config import TrainConfig
+    from tledge.logs import captured
     from tledge.training.fit import train_run
 
     data = link_subset(args.data, work / "data", args.images, seed=0)
@@ -72,9 +73,9 @@ def main() -> int:
     }
     rows = []
     for label, extra in setups.items():
-        lines: list[str] = []
         started = time.perf_counter()
-        result = train_run(TrainConfig(**common, **extra), log=lines.append)
+        with captured() as lines:
+            result = train_run(TrainConfig(**common, **extra))
         wall = time.perf_counter() - started
         epoch_times = [r["epoch_time_s"] for r in result.history]
         cache_line = next((line for line in lines if "features cached" in line), "")

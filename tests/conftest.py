@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
 import pytest
+
+
+class LogLines:
+    """What tledge logged during a test, one line per record as the CLI prints it (`warning: …` for problems)."""
+
+    def __init__(self, caplog):
+        self._caplog = caplog
+
+    def _lines(self) -> list[str]:
+        from tledge.logs import LineFormatter
+
+        formatter = LineFormatter()
+        return [formatter.format(r) for r in self._caplog.records if r.name.startswith("tledge")]
+
+    def __iter__(self):
+        return iter(self._lines())
+
+    def __len__(self) -> int:
+        return len(self._lines())
+
+    def __getitem__(self, index):
+        return self._lines()[index]
+
+    def __contains__(self, line) -> bool:
+        return line in self._lines()
+
+    def __eq__(self, other) -> bool:
+        return self._lines() == list(other)
+
+
+@pytest.fixture
+def log_lines(caplog):
+    """The library's log lines (every level) of this test, in order."""
+    caplog.set_level(logging.DEBUG, logger="tledge")
+    return LogLines(caplog)
+
 
 # Distinct RGB colours, one per class (cycled when there are more classes).
 CLASS_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40), (200, 50, 210), (40, 210, 210)]

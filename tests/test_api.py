@@ -112,7 +112,7 @@ def test_evaluate_matches_the_cli_and_the_predictions(artifacts, tmp_path, capsy
         (tmp_path / name).mkdir()
         shutil.copy(artifacts["pt"], tmp_path / name / "best.pt")
     report = tledge.evaluate(tmp_path / "api" / "best.pt", folder, device="cpu", batch_size=2,
-                             json=tmp_path / "m.json", log=lambda _line: None)
+                             json=tmp_path / "m.json")
     assert main(["eval", str(tmp_path / "cli" / "best.pt"), str(folder), "--batch-size", "3"]) == 0
     capsys.readouterr()
     cli = json.loads((tmp_path / "cli" / f"eval-{folder.name}" / "metrics.json").read_text())

@@ -319,11 +319,11 @@ def interrupted_run(data: Path, project: Path, name: str, epochs: int, kfold: in
         original = kfold_mod.train_run
         kfold_mod.train_run = lambda *a, **k: original(*a, **{**k, "on_epoch_end": stop})
         try:
-            run_kfold(config, log=lambda _s: None)
+            run_kfold(config)
         finally:
             kfold_mod.train_run = original
     else:
-        train_run(config, log=lambda _s: None, on_epoch_end=stop)
+        train_run(config, on_epoch_end=stop)
     return project / name
 
 
@@ -537,7 +537,7 @@ CRASHING_TRAINER = textwrap.dedent('''
 
     train_run(TrainConfig(data=sys.argv[1], project=sys.argv[2], name="crash", model="mobilenet_v2",
                           weights="none", arch_kwargs={"width_mult": 0.25}, img_size=32, batch_size=8, epochs=2,
-                          workers=0, augment="none"), log=lambda _line: None)
+                          workers=0, augment="none"))
 ''')
 
 

@@ -24,8 +24,7 @@ TRITON_DESCRIPTOR = Path(__file__).parent / "data" / "triton_model_config.desc"
 def deployed(tiny_run, tmp_path_factory):  # noqa: F811
     """The default formats (onnx, int8 with both flavours) in one export folder."""
     out = tmp_path_factory.mktemp("deployed")
-    return export_run(tiny_run, "onnx,int8", out, int8_flavours="both", tolerance="int8=100", pack_images=0,
-                      echo=lambda m: None)
+    return export_run(tiny_run, "onnx,int8", out, int8_flavours="both", tolerance="int8=100", pack_images=0)
 
 
 def read_key_file(path: Path) -> configparser.ConfigParser:
@@ -123,7 +122,7 @@ def test_jetson_inference_command_in_deploy_md_and_next_lines(deployed):
 
 
 def test_triton_fixed_batch_has_max_batch_0_and_full_dims(tiny_run, tmp_path):  # noqa: F811
-    result = export_run(tiny_run, "onnx", tmp_path / "fixed", batch=4, parity=False, echo=lambda m: None)
+    result = export_run(tiny_run, "onnx", tmp_path / "fixed", batch=4, parity=False)
     config = text_format.Parse((result.out_dir / "triton" / "mobilenet_v2" / "config.pbtxt").read_text(),
                                triton_model_config()())
     assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
@@ -139,7 +138,7 @@ def test_triton_fixed_batch_has_max_batch_0_and_full_dims(tiny_run, tmp_path):  
 def uint8_probs(tiny_run, tmp_path_factory):  # noqa: F811
     """--input uint8 --output probs beside model.onnx, parity-checked on the run's test split (24 images)."""
     out = tmp_path_factory.mktemp("uint8")
-    return export_run(tiny_run, "onnx", out, input="uint8", output="probs", pack_images=0, echo=lambda m: None)
+    return export_run(tiny_run, "onnx", out, input="uint8", output="probs", pack_images=0)
 
 
 def _test_images(run: Path) -> list[np.ndarray]:
@@ -220,8 +219,8 @@ def test_verify_uint8_probs_artifact_from_the_parity_pack(tiny_run, tmp_path):  
     back into pixels), so the checksums match and the verdict is the export's."""
     import tledge
 
-    result = export_run(tiny_run, "onnx", tmp_path / "exp", input="uint8", output="probs", echo=lambda m: None)
-    check = tledge.verify(result["onnx-uint8.probs"], echo=lambda m: None)
+    result = export_run(tiny_run, "onnx", tmp_path / "exp", input="uint8", output="probs")
+    check = tledge.verify(result["onnx-uint8.probs"])
     assert (check.outcome, check.inputs_differ, check.parity.images, check.parity.agreement) == ("within", 0, 24, 100.0)
     assert check.parity.max_rel_diff < 1e-5
 
@@ -251,7 +250,7 @@ def test_pixels_and_uint8_nchw_artifacts(tiny_run, tmp_path):  # noqa: F811
     from tledge.preprocess import preprocess_batch
 
     images = _test_images(tiny_run)
-    pixels = export_run(tiny_run, "onnx", tmp_path / "px", input="pixels", pack_images=0, echo=lambda m: None)
+    pixels = export_run(tiny_run, "onnx", tmp_path / "px", input="pixels", pack_images=0)
     assert {p["format"]: p["outcome"] for p in pixels.parity} == {"onnx": "within", "onnx-pixels": "within"}
     path = pixels["onnx-pixels"]
     assert path.name == "model.pixels.onnx"
@@ -264,7 +263,7 @@ def test_pixels_and_uint8_nchw_artifacts(tiny_run, tmp_path):  # noqa: F811
     assert ds["output-blob-names"] == "logits"
     assert f"nvinfer config-file-path={pixels.out_dir / 'deepstream' / 'config_infer_model_pixels.txt'}   # DeepStream" \
         in pixels.next_commands
-    probs = export_run(tiny_run, "onnx", tmp_path / "probs", output="probs", parity=False, echo=lambda m: None)
+    probs = export_run(tiny_run, "onnx", tmp_path / "probs", output="probs", parity=False)
     assert probs["onnx-probs"].name == "model.probs.onnx"
     jetson = ("imagenet --model=model.probs.onnx --labels=labels.txt --input-blob=input --output-blob=probs "
               "INPUT_IMAGE_OR_CAMERA OUTPUT")
@@ -272,7 +271,7 @@ def test_pixels_and_uint8_nchw_artifacts(tiny_run, tmp_path):  # noqa: F811
     assert jetson in (probs.out_dir / "DEPLOY.md").read_text()
     ds = read_key_file(probs.out_dir / "deepstream" / "config_infer_model_probs.txt")["property"]
     assert (ds["output-blob-names"], ds.getfloat("classifier-threshold")) == ("probs", 0.0)
-    nchw = export_run(tiny_run, "onnx", tmp_path / "nchw", input="uint8-nchw", parity=False, echo=lambda m: None)
+    nchw = export_run(tiny_run, "onnx", tmp_path / "nchw", input="uint8-nchw", parity=False)
     session = _ort(nchw["onnx-uint8-nchw"])
     assert (session.get_inputs()[0].type, session.get_inputs()[0].shape[1:]) == ("tensor(uint8)", [3, SIZE, SIZE])
     got = session.run(None, {"input": np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))})[0]
@@ -292,7 +291,7 @@ def test_bad_input_option_exit_2_before_any_file(argv, message, tiny_run, tmp_pa
     assert message in capsys.readouterr().err
     assert not out.exists()
     with pytest.raises(TledgeError, match="--input 'rgb': must be one of float, uint8, uint8-nchw, pixels"):
-        export_run(tiny_run, "onnx", out, input="rgb", echo=lambda m: None)  # the Python door: same check
+        export_run(tiny_run, "onnx", out, input="rgb")  # the Python door: same check
     assert not out.exists()
 
 
@@ -300,7 +299,7 @@ def test_bad_input_option_exit_2_before_any_file(argv, message, tiny_run, tmp_pa
 @pytest.fixture(scope="module")
 def run_export(tiny_run):  # noqa: F811
     """The default formats in RUN/export/ (where eval finds the run's test split)."""
-    return export_run(tiny_run, "onnx,int8", tolerance="int8=100", pack_images=0, echo=lambda m: None)
+    return export_run(tiny_run, "onnx,int8", tolerance="int8=100", pack_images=0)
 
 
 def _argmax_accuracy(path: Path, paths, labels) -> float:
@@ -313,7 +312,7 @@ def _argmax_accuracy(path: Path, paths, labels) -> float:
     return float(np.mean(preds == np.asarray(labels)[kept]))
 
 
-def test_eval_int8_onnx_on_the_runs_test_split(run_export, tiny_run):  # noqa: F811
+def test_eval_int8_onnx_on_the_runs_test_split(run_export, tiny_run, log_lines):  # noqa: F811
     import json
 
     import tledge
@@ -321,8 +320,8 @@ def test_eval_int8_onnx_on_the_runs_test_split(run_export, tiny_run):  # noqa: F
 
     artifact = tiny_run / "export" / "model.int8.onnx"
     assert run_export["int8"] == artifact
-    lines = []
-    report = tledge.evaluate(artifact, log=lines.append, device="cpu")
+    lines = log_lines
+    report = tledge.evaluate(artifact, device="cpu")
     out = tiny_run / "eval" / "model.int8.onnx"
     assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.csv", "confusion_matrix.png", "metrics.json",
                                                      "metrics.md", "samples.png"]
@@ -373,7 +372,7 @@ def test_eval_onnx_on_a_foreign_folder_without_torch(run_export, tiny_run, tmp_p
                                                                 splits.labels("test")[::2]))
     assert [v["support"] for v in saved["per_class"].values()] == [4, 4, 4]
     assert saved["skipped"] == [] and saved["backend"] == "onnxruntime-cpu-fp32"
-    assert "skipped blue/broken.png" in proc.stdout
+    assert "warning: skipped blue/broken.png" in proc.stderr
     assert f"eval results in {out}" in proc.stdout
 
 
@@ -384,8 +383,8 @@ def test_eval_uint8_artifact_matches_plain_onnx(uint8_probs, tiny_run):  # noqa:
 
     splits = Splits.load(tiny_run)
     out = uint8_probs.out_dir
-    a = tledge.evaluate(out / "model.uint8.probs.onnx", splits.root + "/test", log=lambda m: None, device="cpu")
-    b = tledge.evaluate(out / "model.onnx", splits.root + "/test", log=lambda m: None, device="cpu")
+    a = tledge.evaluate(out / "model.uint8.probs.onnx", splits.root + "/test", device="cpu")
+    b = tledge.evaluate(out / "model.onnx", splits.root + "/test", device="cpu")
     assert a["num_samples"] == b["num_samples"] == 24
     assert a["confusion_matrix"] == b["confusion_matrix"]
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
@@ -429,7 +428,7 @@ def test_eval_engine_on_the_runs_test_split_with_the_tensorrt_stand_in(tiny_run,
              "profile": {"min": [1, 3, SIZE, SIZE], "opt": [1, 3, SIZE, SIZE], "max": [8, 3, SIZE, SIZE]}}
     engine_sidecar_path(engine).write_text(json.dumps(_card().replace(precision="fp16",
                                                                       extra={"tensorrt": facts}).to_dict()))
-    report = tledge.evaluate(engine, log=lambda m: None)
+    report = tledge.evaluate(engine)
     batch, kept = load_batch(splits.paths("test"), _card())
     want = np.mean(fake_trt.expected_logits(batch, 3).argmax(1) == np.asarray(splits.labels("test"))[kept])
     saved = json.loads((run / "eval" / "model.fp16.engine" / "metrics.json").read_text())

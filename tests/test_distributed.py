@@ -134,5 +134,5 @@ def test_rank0_error_leaves_the_group_without_a_collective(recorded, monkeypatch
     config = TrainConfig(data=str(data), model="resnet18", weights="none", img_size=16, epochs=1, batch_size=4,
                          workers=0, augment="none", device="cpu", project=str(tmp_path / "runs"), name="taken")
     with pytest.raises(TledgeError, match="taken"):
-        train_run(config, log=lambda line: None)
+        train_run(config)
     assert [c[0] for c in recorded] == ["init_process_group", "destroy_process_group"]

@@ -110,8 +110,7 @@ def tiny_model(tiny_run):
 def exported(tiny_run, tmp_path_factory):
     """One full export (onnx + both int8 flavours + parity), shared by the tests that inspect its outputs."""
     out = tmp_path_factory.mktemp("exported")
-    result = export_run(tiny_run, "onnx,int8", out, int8_flavours="both", tolerance="int8=100",
-                        echo=lambda m: None)
+    result = export_run(tiny_run, "onnx,int8", out, int8_flavours="both", tolerance="int8=100")
     return result
 
 
@@ -398,12 +397,12 @@ def test_bare_checkpoint_needs_calib_data_and_uses_parity_data(tiny_run, tmp_pat
     # no parity source at all: a warning, no parity.json
     shutil.rmtree(bare.parent / "export")
     code = main(["export", str(bare), "--formats", "onnx"])
-    assert code == 0 and "warning: no parity check" in capsys.readouterr().out
+    assert code == 0 and "warning: no parity check" in capsys.readouterr().err
     assert not (bare.parent / "export" / "parity.json").exists()
 
 
 def test_fixed_batch_pipeline_pads_parity_batches(tiny_run, tmp_path):
-    result = export_run(tiny_run, "onnx", tmp_path / "b", batch=5, echo=lambda m: None)
+    result = export_run(tiny_run, "onnx", tmp_path / "b", batch=5)
     assert result.passed and result.rows[0].parity.images == 24  # 24 images in batches of exactly 5
 
 

@@ -45,11 +45,11 @@ def test_a_crashing_step_is_a_row_and_the_others_go_on(tiny_run, tmp_path, monke
     assert "failed: RuntimeError: boom" in captured.out  # the table row
 
 
-def test_api_returns_the_result_and_names_the_failure(tiny_run, tmp_path, monkeypatch):  # noqa: F811
+def test_api_returns_the_result_and_names_the_failure(tiny_run, tmp_path, monkeypatch, log_lines):  # noqa: F811
     _fail_flavour(monkeypatch, "u8s8", TledgeError("calibration images vanished"))
-    lines = []
+    lines = log_lines
     exp = tledge.export(tiny_run, formats=["onnx", "int8"], calib_images=32, tolerance="int8=100",
-                        out=tmp_path / "o", echo=lines.append)
+                        out=tmp_path / "o")
     assert exp["onnx"] == tmp_path / "o" / "model.onnx"
     with pytest.raises(KeyError, match="calibration images vanished"):
         exp["int8"]
@@ -57,8 +57,7 @@ def test_api_returns_the_result_and_names_the_failure(tiny_run, tmp_path, monkey
     assert exp.exit_code == 2 and [r["format"] for r in exp.parity] == ["onnx"]
     assert lines[-1].startswith("warning: calibration images vanished")
     with pytest.raises(TledgeError, match="calibration images vanished"):
-        tledge.export(tiny_run, formats=["onnx", "int8"], calib_images=32, out=tmp_path / "p", strict=True,
-                      echo=lambda m: None)
+        tledge.export(tiny_run, formats=["onnx", "int8"], calib_images=32, out=tmp_path / "p", strict=True)
 
 
 def test_a_failed_step_outranks_a_parity_failure(tiny_run, tmp_path, monkeypatch, capsys):  # noqa: F811
@@ -81,7 +80,7 @@ def _step(name, needs=(), fail=None):
 
 
 def test_steps_that_need_a_failed_step_are_skipped(tmp_path):
-    job = SimpleNamespace(out=tmp_path, outputs={}, echo=lambda m: None, card=None)
+    job = SimpleNamespace(out=tmp_path, outputs={}, card=None)
     steps = [_step("a"), _step("b", ["a"], fail=TledgeError("bad b")), _step("c", ["b"]), _step("d", ["a"]),
              _step("e", ["d"], fail=ValueError("bug in e"))]
     result = ExportResult(tmp_path)

@@ -64,7 +64,7 @@ def fake_trt(monkeypatch):
 
 def _build(files, tmp_path, precision="fp16", profile=tb.Profile(1, 4, 8), **kwargs):
     src = files["onnx"] if precision == "fp16" else files["int8"]
-    return tb.build_engine(src, tmp_path / f"model.{precision}.engine", precision, profile, echo=lambda m: None, **kwargs)
+    return tb.build_engine(src, tmp_path / f"model.{precision}.engine", precision, profile, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------- eras and flags
@@ -170,13 +170,13 @@ def test_timing_cache_persisted_and_reused(fake_trt, onnx_files, tmp_path):
     assert json.loads(engine_sidecar_path(third).read_text())["extra"]["tensorrt"]["timing_cache_reused"] is False
 
 
-def test_progress_monitor_where_available(fake_trt, onnx_files, tmp_path):
+def test_progress_monitor_where_available(fake_trt, onnx_files, tmp_path, log_lines):
     fake_trt("10.3.0")
-    lines = []
-    tb.build_engine(onnx_files["onnx"], tmp_path / "a.engine", "fp16", tb.Profile(1, 1, 2), echo=lines.append)
+    lines = log_lines
+    tb.build_engine(onnx_files["onnx"], tmp_path / "a.engine", "fp16", tb.Profile(1, 1, 2))
     assert any("Building engine (2 steps)" in line for line in lines)
     trt8 = fake_trt("8.6.1")
-    tb.build_engine(onnx_files["onnx"], tmp_path / "b.engine", "fp16", tb.Profile(1, 1, 2), echo=lines.append)
+    tb.build_engine(onnx_files["onnx"], tmp_path / "b.engine", "fp16", tb.Profile(1, 1, 2))
     assert ("Logger", "INFO") in trt8.CALLS  # no IProgressMonitor in 8.x: the builder log is the progress
 
 
@@ -200,7 +200,7 @@ def test_int32_bias_dq_is_refused_before_building(fake_trt, onnx_files, tmp_path
     trt = fake_trt("10.3.0")
     bad = _with_int32_bias_dq(onnx_files["int8"], tmp_path / "bias.onnx")
     with pytest.raises(TledgeError, match="not a valid Q/DQ graph for tensorrt.*int32"):
-        tb.build_engine(bad, tmp_path / "x.engine", "int8", tb.Profile(1, 1, 2), echo=lambda m: None)
+        tb.build_engine(bad, tmp_path / "x.engine", "int8", tb.Profile(1, 1, 2))
     assert not [c for c in trt.CALLS if c[0] == "build_serialized_network"]
     builder = trt.Builder(trt.Logger())
     with pytest.raises(TledgeError, match="parser rejected bias.onnx.*INT32"):
@@ -247,7 +247,7 @@ def _with_int32_bias_dq(src, dst):
 def test_fixed_batch_onnx_is_refused(fake_trt, onnx_files, tmp_path):
     fake_trt("10.3.0")
     with pytest.raises(TledgeError, match="fixed batch"):
-        tb.build_engine(onnx_files["fixed"], tmp_path / "x.engine", "fp16", tb.Profile(1, 1, 2), echo=lambda m: None)
+        tb.build_engine(onnx_files["fixed"], tmp_path / "x.engine", "fp16", tb.Profile(1, 1, 2))
 
 
 def test_no_gpu_and_no_tensorrt(monkeypatch, fake_trt, onnx_files, tmp_path):
@@ -290,8 +290,7 @@ def test_pipeline_builds_both_engines_with_fake(fake_trt, tmp_path, monkeypatch)
 
     trt = fake_trt("10.3.0")
     run = _checkpoint_run(tmp_path)
-    result = export_run(run, "onnx,trt-fp16,trt-int8", batch=2, max_batch=8, workspace=512, parity=False,
-                        echo=lambda m: None)
+    result = export_run(run, "onnx,trt-fp16,trt-int8", batch=2, max_batch=8, workspace=512, parity=False)
     out = run / "export"
     assert {r.format for r in result.rows} == {"onnx", "int8-trt", "trt-fp16", "trt-int8"}
     for name in ("model.onnx", "model.int8.trt.onnx", "model.fp16.engine", "model.int8.engine",
@@ -311,7 +310,7 @@ def test_strongly_typed_export_leaves_no_intermediate_onnx(version, fake_trt, tm
 
     trt = fake_trt(version)
     run = _checkpoint_run(tmp_path)
-    export_run(run, "onnx,trt-fp16,trt-int8", batch=2, max_batch=8, parity=False, echo=lambda m: None)
+    export_run(run, "onnx,trt-fp16,trt-int8", batch=2, max_batch=8, parity=False)
     out = run / "export"
     parsed = [Path(c[1]).name for c in trt.CALLS if c[0] == "parse_from_file"]
     assert sorted(parsed) == ["model.fp16.onnx", "model.int8.fp16.onnx"]  # they were built from
@@ -335,7 +334,7 @@ def test_fp16_conversion_keeps_float32_io(onnx_files, tmp_path):
     assert np.abs(got - want).max() <= 1e-2 * max(np.abs(want).max(), 1e-6)
 
 
-def test_tiny_weight_scales_survive_the_fp16_conversion(onnx_files, tmp_path):
+def test_tiny_weight_scales_survive_the_fp16_conversion(onnx_files, tmp_path, log_lines):
     """Per-channel weight scales of 1e-9 (0 in float16) and 1e-6 (subnormal) are raised to float16's smallest
     normal with their INT8 weights requantized, so the strongly typed INT8 source still passes the Q/DQ check
     and dequantizes to the same weights within half a step."""
@@ -356,8 +355,8 @@ def test_tiny_weight_scales_survive_the_fp16_conversion(onnx_files, tmp_path):
     src = tmp_path / "tiny.onnx"
     onnx.save(model, str(src))
 
-    said = []
-    out = convert_to_fp16(src, tmp_path / "tiny.fp16.onnx", min_opset=tb.QDQ_FP16_OPSET, echo=said.append)
+    said = log_lines
+    out = convert_to_fp16(src, tmp_path / "tiny.fp16.onnx", min_opset=tb.QDQ_FP16_OPSET)
     assert check_qdq(out, "tensorrt") == []
     assert len(said) == 1 and "1 Q/DQ scale tensor(s)" in said[0] and dq.input[1] in said[0]
     converted = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
@@ -375,7 +374,7 @@ def test_tiny_weight_scales_survive_the_fp16_conversion(onnx_files, tmp_path):
     assert np.isfinite(ort.InferenceSession(str(out)).run(None, {"input": x})[0]).all()
 
 
-def test_strongly_typed_int8_build_with_tiny_scales(fake_trt, onnx_files, tmp_path):
+def test_strongly_typed_int8_build_with_tiny_scales(fake_trt, onnx_files, tmp_path, log_lines):
     """End to end on the 11.x stand-in, whose parser refuses non-positive scales as TensorRT's does: a 1e-9
     weight scale (0 in float16) no longer stops the strongly typed INT8 build."""
     from onnx import numpy_helper
@@ -390,8 +389,8 @@ def test_strongly_typed_int8_build_with_tiny_scales(fake_trt, onnx_files, tmp_pa
     inits[dq.input[1]].CopyFrom(numpy_helper.from_array(scale, dq.input[1]))
     src = tmp_path / "tiny.int8.trt.onnx"
     onnx.save(model, str(src))
-    said = []
-    engine = tb.build_engine(src, tmp_path / "model.int8.engine", "int8", tb.Profile(1, 1, 2), echo=said.append)
+    said = log_lines
+    engine = tb.build_engine(src, tmp_path / "model.int8.engine", "int8", tb.Profile(1, 1, 2))
     assert engine.is_file() and ("parse_from_file", "model.int8.fp16.onnx") in trt.CALLS
     assert any("raised to it" in line for line in said)
     zero = onnx.load(str(tmp_path / "model.int8.fp16.onnx"))

@@ -12,12 +12,12 @@ from tledge.training.fit import train_run
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
-def test_amp_training_on_cuda_learns(make_image_folder, tmp_path):
+def test_amp_training_on_cuda_learns(make_image_folder, tmp_path, log_lines):
     data = make_image_folder(per_class=20, size=32)
-    lines = []
+    lines = log_lines
     result = train_run(TrainConfig(data=str(data), model="resnet18", weights="none", img_size=32, epochs=4,
                                    batch_size=8, augment="none", workers=0, device="cuda", lr=1e-3,
-                                   project=str(tmp_path / "runs")), log=lines.append)
+                                   project=str(tmp_path / "runs")))
     assert any("AMP" in line and "channels_last" in line for line in lines)
     assert result.test_metrics["accuracy"] > 0.6
 

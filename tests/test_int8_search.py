@@ -9,6 +9,7 @@ tensor loses nearly all resolution; only keeping the right layers in float bring
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +60,14 @@ def plain_run(tmp_path_factory):
     return _make_run(tmp_path_factory.mktemp("plain"), hostile=False)
 
 
-class LoadRecorder:
-    """Wraps tledge.preprocess.load_image everywhere it is used; notes which phase read which file."""
+class LoadRecorder(logging.Handler):
+    """Wraps tledge.preprocess.load_image everywhere it is used; notes which phase read which file (the
+    export's `parity:` log line starts the parity phase)."""
 
     def __init__(self, monkeypatch):
         import tledge.preprocess as preprocess_mod
 
+        super().__init__()
         self.phase = "search"
         self.reads: list[tuple[str, Path]] = []
         real = preprocess_mod.load_image
@@ -75,8 +78,8 @@ class LoadRecorder:
 
         monkeypatch.setattr(preprocess_mod, "load_image", recording)  # every reader goes through load_batch
 
-    def echo(self, message: str) -> None:
-        if message.startswith("parity:"):
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("parity:"):
             self.phase = "parity"
 
     def read_in(self, phase: str) -> set[Path]:
@@ -89,12 +92,18 @@ def searched(hostile_run, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     recorder = LoadRecorder(mp)
     out = tmp_path_factory.mktemp("searched")
+    logger = logging.getLogger("tledge")
+    logger.addHandler(recorder)
+    level = logger.level
+    logger.setLevel(logging.INFO)
     try:
         # 8 test images cannot show a 1-point budget either way (inconclusive): the gate is widened here, the
         # search is what these tests look at.
         result = export_run(hostile_run, "int8", out, int8_flavours="both", int8_budget=1.0, int8_methods="minmax",
-                            int8_search="full", tolerance="int8=100", echo=recorder.echo)
+                            int8_search="full", tolerance="int8=100")
     finally:
+        logger.removeHandler(recorder)
+        logger.setLevel(level)
         mp.undo()
     return result, recorder, out
 
@@ -168,8 +177,7 @@ def test_reexport_reproduces_the_exclusions_without_searching(searched, hostile_
         raise AssertionError("searched again")
 
     monkeypatch.setattr(int8_search, "search_int8", no_search)
-    again = export_run(hostile_run, "int8", tmp_path / "again", int8_recipe=recipe_file, tolerance="int8=100",
-                       echo=lambda m: None)
+    again = export_run(hostile_run, "int8", tmp_path / "again", int8_recipe=recipe_file, tolerance="int8=100")
     before = card_from_onnx(result.path("int8")).extra["int8"]
     after = card_from_onnx(again.path("int8")).extra["int8"]
     assert after["nodes_excluded"] == before["nodes_excluded"] and after["method"] == before["method"]
@@ -181,13 +189,13 @@ def test_reexport_reproduces_the_exclusions_without_searching(searched, hostile_
 def test_default_search_stops_at_the_cheapest_fit_and_full_tries_all(plain_run, tmp_path):
     # A budget no candidate can miss (100 pt), so no assertion depends on one CPU's integer kernels.
     quick = export_run(plain_run, "int8", tmp_path / "quick", int8_budget=100.0,
-                       int8_methods="minmax,percentile:99.99,entropy", tolerance="int8=100", echo=lambda m: None)
+                       int8_methods="minmax,percentile:99.99,entropy", tolerance="int8=100")
     search = card_from_onnx(quick.path("int8")).extra["int8"]["search"]
     assert search["mode"] == "budget" and search["fits"] and not search["sensitivity"]
     assert [s["label"] for s in search["steps"]] == ["minmax"]  # cheapest first, stop at the first fit
     assert "histogram pass" not in search["calibration_seconds"]  # nothing needed a histogram
     full = export_run(plain_run, "int8", tmp_path / "full", int8_budget=100.0, int8_search="full",
-                      int8_methods="minmax,percentile:99.99,entropy", tolerance="int8=100", echo=lambda m: None)
+                      int8_methods="minmax,percentile:99.99,entropy", tolerance="int8=100")
     search = card_from_onnx(full.path("int8")).extra["int8"]["search"]
     assert [s["label"] for s in search["steps"]] == ["minmax", "percentile 99.99", "entropy"]
     chosen = next(s for s in search["steps"] if s["method"] == search["method"])
@@ -196,7 +204,7 @@ def test_default_search_stops_at_the_cheapest_fit_and_full_tries_all(plain_run, 
 
 
 def test_default_export_searches_with_the_parity_budget(plain_run, tmp_path):
-    result = export_run(plain_run, "int8", tmp_path / "o", tolerance="int8=100", echo=lambda m: None)
+    result = export_run(plain_run, "int8", tmp_path / "o", tolerance="int8=100")
     search = card_from_onnx(result.path("int8")).extra["int8"]["search"]
     assert search["budget_pt"] == 100.0 and search["mode"] == "budget" and len(search["steps"]) == 1
 
@@ -261,7 +269,7 @@ def test_nothing_to_fall_back_on_is_said(plain_run, tmp_path, capsys, monkeypatc
     # (AVX2 without VNNI rounds differently), so the sensitivity is fixed here: no group does any.
     import tledge.exporting.sensitivity as sensitivity
 
-    def harmless(groups, evaluate, reference, echo=None):
+    def harmless(groups, evaluate, reference):
         return [sensitivity.Sensitivity(g.name, len(g.nodes), g.macs, 0.0, 100.0, 0.0) for g in groups]
 
     monkeypatch.setattr(sensitivity, "measure_sensitivity", harmless)

@@ -357,12 +357,13 @@ def test_sigterm_is_handled_as_ctrl_c(base, capsys, tmp_path, signame, code):
         assert err.strip().splitlines()[-1].startswith("interrupted" + (" by SIGTERM" if code == 143 else "")), err
 
     # train before its first checkpoint: no folder left; the same --name trains again without --exist-ok
-    _, out, _ = results["train before the first checkpoint"]
-    assert "nothing saved to resume" in out and f"removed {project / 'early'}" in out
+    _, out, err = results["train before the first checkpoint"]
+    assert "warning: \ninterrupted before the first epoch" not in err  # the blank line stays above the prefix
+    assert "nothing saved to resume" in err and f"removed {project / 'early'}" in out
     assert not (project / "early").exists()
     # train after it: last.pt kept, the resume command printed, and it resumes
-    _, out, _ = results["train after the first checkpoint"]
-    assert f"Resume with: tledge train --resume {project / 'late'}" in out
+    _, out, err = results["train after the first checkpoint"]
+    assert f"Resume with: tledge train --resume {project / 'late'}" in err
     assert load_checkpoint(project / "late" / "last.pt")["epoch"] == 0
     assert not list(project.rglob("*.tmp"))
     # predict: the summary of what ran, printed and written
@@ -374,8 +375,8 @@ def test_sigterm_is_handled_as_ctrl_c(base, capsys, tmp_path, signame, code):
     served = json.loads((tmp_path / "served.json").read_text())
     assert served["interrupted"] is True and served["items"] == 1
     # sweep: the cell stopped, the results written, the resume command printed
-    _, out, _ = results["sweep"]
-    assert f"resume with: tledge sweep --resume {tmp_path / 'sweeps' / 'sweep'}" in out
+    _, out, err = results["sweep"]
+    assert f"resume with: tledge sweep --resume {tmp_path / 'sweeps' / 'sweep'}" in err
     assert (tmp_path / "sweeps" / "sweep" / "results.csv").is_file()
     # export: no output folder, no temp file left
     assert not (tmp_path / "export").exists()
@@ -845,7 +846,7 @@ def test_an_io_error_during_training_keeps_the_last_checkpoint(base, capsys, tmp
     project = tmp_path / "runs"
     code, out, err = cli(capsys, "train", b["data"], *TINY, "--epochs", "2", "--project", project, "--name", "eio")
     assert_fails((code, out, err), 2, "Input/output error", "previous last.pt is kept unchanged")
-    assert f"{project / 'eio' / 'last.pt'} holds epoch 1; once the disk is fixed, resume with" in out
+    assert f"{project / 'eio' / 'last.pt'} holds epoch 1; once the disk is fixed, resume with" in err
     monkeypatch.setattr(atomic.os, "fsync", real_fsync)
     assert leftovers(project) == []
     code, _, err = cli(capsys, "train", "--resume", project / "eio")
@@ -1078,7 +1079,7 @@ def test_a_finite_http_video_ends(tmp_path):
         server.server_close()
 
 
-def test_serve_waits_instead_of_spinning_when_out_of_file_descriptors(monkeypatch, capsys):
+def test_serve_waits_instead_of_spinning_when_out_of_file_descriptors(monkeypatch, log_lines):
     """accept() failing with EMFILE (idle viewers under `ulimit -n 64`) pauses the accept loop each time and
     warns once; other accept errors are dropped as before, without a pause."""
     import errno as errnos
@@ -1102,8 +1103,8 @@ def test_serve_waits_instead_of_spinning_when_out_of_file_descriptors(monkeypatc
         for _ in range(3):
             server._handle_request_noblock()  # what serve_forever calls when the listening socket is readable
         assert pauses == [serve._LiveHTTPServer.out_of_files_pause] * expected_pauses, code
-    err = capsys.readouterr().err
-    assert err.count("serve: out of file descriptors (2 connections open; raise `ulimit -n`)") == 1
+    assert [line for line in log_lines if "out of file descriptors" in line] == [
+        "warning: serve: out of file descriptors (2 connections open; raise `ulimit -n`): new viewers wait"]
 
 
 def test_batches_bounded_by_memory(base, capsys, tmp_path, monkeypatch):

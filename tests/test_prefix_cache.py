@@ -43,13 +43,13 @@ def test_suffix_after_prefix_is_the_whole_network():
             assert torch.allclose(split, model(batch), atol=1e-5)
 
 
-def test_engine_that_disagrees_is_dropped_for_pytorch(monkeypatch):
+def test_engine_that_disagrees_is_dropped_for_pytorch(monkeypatch, log_lines):
     model = _model()
     batch = torch.randn(4, 3, 32, 32)
     wrong = PrefixEngine("onnxruntime-cpu", lambda x: FrozenPrefix(model, None)(x) * 1.01)
     monkeypatch.setattr("tledge.training.prefix.onnxruntime_engine", lambda prefix, example: wrong)
-    lines = []
-    engine = choose_engine(FrozenPrefix(model, None), batch, resolve_device("cpu"), lines.append)
+    lines = log_lines
+    engine = choose_engine(FrozenPrefix(model, None), batch, resolve_device("cpu"))
     assert engine.name == "pytorch"
     assert "differs from PyTorch by 1.0e-02" in lines[0]
 
@@ -79,7 +79,7 @@ def _no_fast_engine(*args, **kwargs):
     raise RuntimeError("disabled for this test")
 
 
-def test_stage_prefix_cache_trains_like_the_uncached_run(make_image_folder, tmp_path, monkeypatch):
+def test_stage_prefix_cache_trains_like_the_uncached_run(make_image_folder, tmp_path, monkeypatch, log_lines):
     """stages:K with --augment none: the first K stages run once, and the epochs, checkpoint and test
     answers are those of the run that recomputes them every epoch. The mechanics are compared exactly:
     PyTorch engine and float32 storage here, because a tiny randomly initialised network amplifies even
@@ -87,10 +87,10 @@ def test_stage_prefix_cache_trains_like_the_uncached_run(make_image_folder, tmp_
     monkeypatch.setattr("tledge.training.prefix.onnxruntime_engine", _no_fast_engine)
     monkeypatch.setattr("tledge.training.epochs.STAGE_CACHE_DTYPE", "float32")
     data = make_image_folder(classes=("red", "green", "blue"), per_class=20, size=32)
-    lines = []
+    lines = log_lines
     common = dict(data=str(data), project=str(tmp_path / "runs"), freeze="stages:10", **TINY)
-    cached = train_run(TrainConfig(name="cached", **common), log=lines.append)
-    plain = train_run(TrainConfig(name="plain", cache_features=False, **common), log=lambda s: None)
+    cached = train_run(TrainConfig(name="cached", **common))
+    plain = train_run(TrainConfig(name="plain", cache_features=False, **common))
     assert any("outputs of the first 10 stages cached" in line and "(pytorch)" in line for line in lines)
     for a, b in zip(cached.history, plain.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)

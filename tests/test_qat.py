@@ -38,11 +38,11 @@ def test_fake_quant_changes_outputs_a_little_and_is_removed_cleanly(qat_run):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
 
 
-def test_qat_end_to_end_exports_qdq_onnx_and_checks_parity(qat_run, tmp_path):
-    messages = []
+def test_qat_end_to_end_exports_qdq_onnx_and_checks_parity(qat_run, tmp_path, log_lines):
+    messages = log_lines
     # 24 test images cannot settle a 1-point INT8 gate (inconclusive, exit 4): widened, the numbers are checked below.
     result = export_run(qat_run, "onnx,int8", tmp_path / "o", int8_flavours="both", qat_epochs=1, qat_lr=1e-3,
-                        tolerance="int8=100", echo=messages.append)
+                        tolerance="int8=100")
     assert any(m.startswith("  qat epoch 1/1") for m in messages)
     for name in ("int8", "int8-trt"):
         path = result.path(name)
@@ -63,7 +63,7 @@ def test_qat_end_to_end_exports_qdq_onnx_and_checks_parity(qat_run, tmp_path):
 def test_qat_combines_with_the_budget_search(qat_run, tmp_path):
     # A 100-point budget: whether one of 12 val images flips depends on the CPU's integer kernels.
     result = export_run(qat_run, "int8", tmp_path / "o", qat_epochs=1, qat_lr=1e-3, int8_budget=100.0,
-                        int8_methods="minmax", tolerance="int8=100", echo=lambda m: None)
+                        int8_methods="minmax", tolerance="int8=100")
     facts = card_from_onnx(result.path("int8")).extra["int8"]
     assert facts["qat"]["epochs"] == 1 and facts["search"]["fits"]
 
@@ -90,7 +90,7 @@ def test_qat_images_trains_on_a_fresh_sample_each_epoch(qat_run, monkeypatch):
     real_load = preprocess.load_image
     monkeypatch.setattr(preprocess, "load_image", lambda path: (seen.append(str(path)), real_load(path))[1])
     _, facts = qat_finetune(model, card, splits.paths("train"), splits.labels("train"), epochs=2,
-                            batch_size=4, images_per_epoch=10, echo=lambda m: None)
+                            batch_size=4, images_per_epoch=10)
     assert facts["images_per_epoch"] == 10 and facts["train_images"] == 48
     assert facts["steps"] == 2 * 3  # ceil(10 / 4) batches per epoch
     first, second = seen[:10], seen[10:]
@@ -132,7 +132,7 @@ def test_qat_runs_its_recipe_through_the_training_loop(qat_run, monkeypatch):
     monkeypatch.setattr(qat, "insert_fake_quant", recording_insert)
     monkeypatch.setattr(loop, "train_one_epoch", recording_epoch)
     args = (model, card, splits.paths("train"), splits.labels("train"))
-    qmodel, facts = qat.qat_finetune(*args, epochs=3, lr=1e-2, batch_size=20, seed=0, echo=lambda m: None)
+    qmodel, facts = qat.qat_finetune(*args, epochs=3, lr=1e-2, batch_size=20, seed=0)
 
     assert len(calls) == 3 and [c["batches"] for c in calls] == [3, 3, 3]  # 48 images in batches of 20
     assert facts["steps"] == 9 and facts["observers_frozen_after_epoch"] == 1
@@ -155,5 +155,5 @@ def test_qat_runs_its_recipe_through_the_training_loop(qat_run, monkeypatch):
     assert any(not torch.equal(p, weights[name]) for name, p in qmodel.named_parameters())
 
     monkeypatch.undo()
-    again, _ = qat.qat_finetune(*args, epochs=3, lr=1e-2, batch_size=20, seed=0, echo=lambda m: None)
+    again, _ = qat.qat_finetune(*args, epochs=3, lr=1e-2, batch_size=20, seed=0)
     assert all(torch.equal(p, again.state_dict()[name]) for name, p in qmodel.state_dict().items())

@@ -31,14 +31,14 @@ def scene_subset(root: Path, per_class: int) -> Path:
     return root
 
 
-def test_imagenet_mobilenet_v2_learns_scenes(tmp_path, monkeypatch):
+def test_imagenet_mobilenet_v2_learns_scenes(tmp_path, monkeypatch, log_lines):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     add_weights(WEIGHTS)
     data = scene_subset(tmp_path / "scenes", per_class=60)  # 360 photos, 6 classes
-    lines = []
+    lines = log_lines
     result = train_run(TrainConfig(data=str(data), model="mobilenet_v2", weights="imagenet", freeze="last:3",
                                    img_size=150, epochs=3, batch_size=32, augment="light", lr=1e-3,
-                                   project=str(tmp_path / "runs"), workers=0), log=lines.append)
+                                   project=str(tmp_path / "runs"), workers=0))
     print("\n".join(lines))
     assert result.test_metrics["accuracy"] > 0.6  # chance is 1/6
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]

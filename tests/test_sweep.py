@@ -192,17 +192,17 @@ def test_resume_skips_finished_cells_and_leaves_them_untouched(grid_sweep, tmp_p
         {**row, "run_dir": str(copy / row["cell"])} for row in read_csv(grid_sweep / "results.csv")]
 
 
-def test_interrupted_cell_resumes_from_last_pt(data, tmp_path):
+def test_interrupted_cell_resumes_from_last_pt(data, tmp_path, log_lines):
     from tledge.training.fit import train_run
 
     base = TrainConfig(data=str(data), **{**TINY_CONFIG, "epochs": 2})
     sweep_dir, cells = start_sweep(base, {"freeze": ["stages:5"]}, tmp_path / "runs")
     first = cells[0]
-    cut = train_run(cell_config(first, sweep_dir), run_dir=sweep_dir / first.name, log=lambda s: None,
+    cut = train_run(cell_config(first, sweep_dir), run_dir=sweep_dir / first.name,
                     on_epoch_end=Interrupt(0))
     assert cut.interrupted and not (sweep_dir / first.name / "metrics.json").exists()
-    lines = []
-    rows = run_study_sweep(sweep_dir, log=lines.append)
+    lines = log_lines
+    rows = run_study_sweep(sweep_dir)
     assert any(f"{first.name}: resuming from" in line for line in lines)
     assert any("resuming" in line and "at epoch 2/2" in line for line in lines)
     assert [r["status"] for r in rows] == ["done"]
@@ -227,8 +227,8 @@ def test_failing_cell_is_reported_and_the_others_run(data, tmp_path, monkeypatch
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", str(data), *TINY, "--freeze", "stages:5,all", "--project", str(project)])
     assert exit_info.value.code == 1
-    out = capsys.readouterr().out
-    assert "resnet18-freeze_stages5: FAILED: simulated: CUDA out of memory" in out
+    err = capsys.readouterr().err  # a problem: a warning on stderr
+    assert "warning: resnet18-freeze_stages5: FAILED: simulated: CUDA out of memory" in err
     rows = read_csv(project / "sweep" / "results.csv")
     assert [(r["cell"], r["status"]) for r in rows] == [("resnet18-freeze_stages5", "failed"),
                                                          ("resnet18-freeze_all", "done")]

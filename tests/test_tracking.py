@@ -98,9 +98,9 @@ def test_mlflow_local_store_needs_sqlalchemy_unless_a_server_is_named(data, monk
 # ------------------------------------------------------------------------------------------------ one run
 @needs_tensorboard
 @needs_mlflow
-def test_run_recorded_in_tensorboard_and_mlflow(data, tmp_path):
-    lines = []
-    result = train_run(config(data, tmp_path, epochs=2, track="tensorboard,mlflow"), log=lines.append)
+def test_run_recorded_in_tensorboard_and_mlflow(data, tmp_path, log_lines):
+    lines = log_lines
+    result = train_run(config(data, tmp_path, epochs=2, track="tensorboard,mlflow"))
     run = result.run_dir
     assert f"tensorboard: tensorboard --logdir {run / 'tensorboard'}" in lines
     assert any(line.startswith(f"mlflow: mlflow ui --backend-store-uri {tracking.local_uri(run)}") for line in lines)
@@ -137,7 +137,7 @@ def test_run_recorded_in_tensorboard_and_mlflow(data, tmp_path):
 def test_python_api_takes_track_as_a_list(data, tmp_path):
     import tledge
 
-    run = tledge.train(data, track=["tensorboard"], project=str(tmp_path / "runs"), epochs=1, log=lambda s: None,
+    run = tledge.train(data, track=["tensorboard"], project=str(tmp_path / "runs"), epochs=1,
                        **{k: v for k, v in TINY.items()})
     history = read_history_csv(run.dir / "history.csv")
     assert events(run.dir / "tensorboard").Scalars("val_acc")[0].value == pytest.approx(history[0]["val_acc"],
@@ -148,13 +148,13 @@ def test_python_api_takes_track_as_a_list(data, tmp_path):
 @needs_tensorboard
 @needs_mlflow
 def test_resumed_run_goes_on_in_the_same_records(data, tmp_path):
-    cut = train_run(config(data, tmp_path, epochs=3, track="mlflow,tensorboard"), log=lambda s: None,
+    cut = train_run(config(data, tmp_path, epochs=3, track="mlflow,tensorboard"),
                     on_epoch_end=Interrupt(0))
     assert cut.interrupted
     client = mlflow_client(cut.run_dir)
     (record,) = mlflow_runs(client)
     assert record.info.status == "KILLED"
-    resumed = train_run(TrainConfig(data=""), run_dir=cut.run_dir, resume=True, log=lambda s: None)
+    resumed = train_run(TrainConfig(data=""), run_dir=cut.run_dir, resume=True)
     (record,) = mlflow_runs(client)
     assert record.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(record.info.run_id, "val_acc")]
@@ -167,14 +167,14 @@ def test_resumed_run_goes_on_in_the_same_records(data, tmp_path):
 
 @needs_mlflow
 def test_a_reused_folder_starts_new_records(data, tmp_path):
-    first = train_run(config(data, tmp_path, epochs=1, track="mlflow", name="same"), log=lambda s: None)
-    train_run(config(data, tmp_path, epochs=1, track="mlflow", name="same", exist_ok=True), log=lambda s: None)
+    first = train_run(config(data, tmp_path, epochs=1, track="mlflow", name="same"))
+    train_run(config(data, tmp_path, epochs=1, track="mlflow", name="same", exist_ok=True))
     runs = mlflow_runs(mlflow_client(first.run_dir))
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
 
 
 @needs_mlflow
-def test_tracker_failing_mid_run_warns_once_and_training_goes_on(data, tmp_path, monkeypatch):
+def test_tracker_failing_mid_run_warns_once_and_training_goes_on(data, tmp_path, monkeypatch, log_lines):
     calls = {"n": 0}
 
     def broken(self, values, step):
@@ -182,8 +182,8 @@ def test_tracker_failing_mid_run_warns_once_and_training_goes_on(data, tmp_path,
         raise OSError("attempt to write a readonly database")
 
     monkeypatch.setattr(tracking.MlflowRecord, "metrics", broken)
-    lines = []
-    result = train_run(config(data, tmp_path, epochs=2, track="mlflow"), log=lines.append)
+    lines = log_lines
+    result = train_run(config(data, tmp_path, epochs=2, track="mlflow"))
     assert result.test_metrics["accuracy"] >= 0 and (result.run_dir / "best.pt").is_file()
     warnings = [line for line in lines if "mlflow tracking stopped" in line]
     assert warnings == ["warning: mlflow tracking stopped: OSError: attempt to write a readonly database; "
@@ -191,13 +191,13 @@ def test_tracker_failing_mid_run_warns_once_and_training_goes_on(data, tmp_path,
     assert calls["n"] == 1
 
 
-def test_unwritable_store_at_start_warns_and_trains(data, tmp_path, monkeypatch):
+def test_unwritable_store_at_start_warns_and_trains(data, tmp_path, monkeypatch, log_lines):
     def refuse(*args, **kwargs):
         raise PermissionError("store not writable")
 
     monkeypatch.setattr(tracking, "_open_record", refuse)
-    lines = []
-    result = train_run(config(data, tmp_path, epochs=1, track="tensorboard"), log=lines.append)
+    lines = log_lines
+    result = train_run(config(data, tmp_path, epochs=1, track="tensorboard"))
     assert (result.run_dir / "best.pt").is_file()
     assert "warning: tensorboard tracking off for this run: PermissionError: store not writable" in lines
 
@@ -208,7 +208,7 @@ def test_mlflow_tracking_uri_from_the_environment(data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a bare SQLite URI puts MLflow's artifacts in ./mlruns (MLflow's own default)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "team")
-    result = train_run(config(data, tmp_path, epochs=1, track="mlflow"), log=lambda s: None)
+    result = train_run(config(data, tmp_path, epochs=1, track="mlflow"))
     assert not (result.run_dir / tracking.MLFLOW_DIR).exists()
     from mlflow.tracking import MlflowClient
 
@@ -221,7 +221,7 @@ def test_mlflow_tracking_uri_from_the_environment(data, tmp_path, monkeypatch):
 @needs_tensorboard
 @needs_mlflow
 def test_kfold_is_a_parent_with_one_child_per_fold(data, tmp_path):
-    outcome = run_kfold(config(data, tmp_path, epochs=1, kfold=2, track="tensorboard,mlflow"), log=lambda s: None)
+    outcome = run_kfold(config(data, tmp_path, epochs=1, kfold=2, track="tensorboard,mlflow"))
     run = tmp_path / "runs" / "exp"
     assert outcome["run_dir"] == str(run)
 
@@ -277,8 +277,8 @@ def test_export_of_a_tracked_run_records_artifacts_and_parity(data, tmp_path):
     pytest.importorskip("onnxruntime")
     import tledge
 
-    run = train_run(config(data, tmp_path, epochs=1, track="mlflow"), log=lambda s: None).run_dir
-    exp = tledge.export(run, formats=["onnx"], echo=lambda s: None)
+    run = train_run(config(data, tmp_path, epochs=1, track="mlflow")).run_dir
+    exp = tledge.export(run, formats=["onnx"])
     client = mlflow_client(run)
     (record,) = mlflow_runs(client)
     (parity,) = exp.parity
@@ -290,9 +290,9 @@ def test_export_of_a_tracked_run_records_artifacts_and_parity(data, tmp_path):
                                                                                                   "export")}
 
 
-def test_export_of_an_untracked_run_records_nothing(tmp_path):
-    lines = []
-    assert tracking.record_export(tmp_path, [], [], lines.append) is False and lines == []
+def test_export_of_an_untracked_run_records_nothing(tmp_path, log_lines):
+    lines = log_lines
+    assert tracking.record_export(tmp_path, [], []) is False and lines == []
 
 
 @needs_mlflow

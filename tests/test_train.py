@@ -25,7 +25,7 @@ def config(data, tmp_path, **changes):
 
 
 def test_training_learns_and_writes_every_output(data, tmp_path):
-    result = train_run(config(data, tmp_path, epochs=6), log=lambda s: None)
+    result = train_run(config(data, tmp_path, epochs=6))
     history = result.history
     assert len(history) == 6
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -45,7 +45,7 @@ def test_training_learns_and_writes_every_output(data, tmp_path):
     assert best["card"]["best_metrics"]["test_acc"] == metrics["accuracy"]
     assert best["card"]["class_names"] == ["blue", "green", "red"]
     # a second run gets the next name
-    assert train_run(config(data, tmp_path, epochs=1), log=lambda s: None).run_dir.name == "exp2"
+    assert train_run(config(data, tmp_path, epochs=1)).run_dir.name == "exp2"
 
 
 class Interrupt:
@@ -58,13 +58,11 @@ class Interrupt:
 
 
 def test_resume_continues_bit_for_bit(data, tmp_path):
-    straight = train_run(config(data, tmp_path, epochs=4, augment="standard", dropout=0.2, name="a"),
-                         log=lambda s: None)
-    cut = train_run(config(data, tmp_path, epochs=4, augment="standard", dropout=0.2, name="b"),
-                    log=lambda s: None, on_epoch_end=Interrupt(1))
+    straight = train_run(config(data, tmp_path, epochs=4, augment="standard", dropout=0.2, name="a"))
+    cut = train_run(config(data, tmp_path, epochs=4, augment="standard", dropout=0.2, name="b"), on_epoch_end=Interrupt(1))
     assert cut.interrupted and len(cut.history) == 2
     assert load_checkpoint(cut.run_dir / "last.pt")["epoch"] == 1
-    resumed = train_run(TrainConfig(data=""), run_dir=cut.run_dir, resume=True, log=lambda s: None)
+    resumed = train_run(TrainConfig(data=""), run_dir=cut.run_dir, resume=True)
     a = load_checkpoint(straight.run_dir / "last.pt")
     b = load_checkpoint(resumed.run_dir / "last.pt")
     for key in a["model"]:
@@ -74,10 +72,10 @@ def test_resume_continues_bit_for_bit(data, tmp_path):
     assert resumed.test_metrics["accuracy"] == straight.test_metrics["accuracy"]
 
 
-def test_freeze_all_caches_features_and_keeps_trunk(data, tmp_path):
-    lines = []
+def test_freeze_all_caches_features_and_keeps_trunk(data, tmp_path, log_lines):
+    lines = log_lines
     result = train_run(config(data, tmp_path, epochs=3, freeze="all", lr=1e-2, model="mobilenet_v2",
-                                    arch_kwargs={"width_mult": 0.25}), log=lines.append)
+                                    arch_kwargs={"width_mult": 0.25}))
     assert any("features cached" in line for line in lines)
     assert any("freeze all:" in line and "parameters train" in line for line in lines)
     torch.manual_seed(0)
@@ -91,8 +89,8 @@ def test_freeze_all_caches_features_and_keeps_trunk(data, tmp_path):
     assert not torch.equal(trained["head.0.weight"], initial["head.0.weight"])
 
 
-def test_kfold_writes_per_fold_and_summary(data, tmp_path):
-    outcome = run_kfold(config(data, tmp_path, epochs=1, kfold=2), log=lambda s: None)
+def test_kfold_writes_per_fold_and_summary(data, tmp_path, log_lines):
+    outcome = run_kfold(config(data, tmp_path, epochs=1, kfold=2))
     run = tmp_path / "runs" / "exp"
     assert [row["fold"] for row in outcome["folds"]] == [1, 2]
     assert (run / "fold1" / "best.pt").is_file() and (run / "fold2" / "best.pt").is_file()
@@ -104,8 +102,8 @@ def test_kfold_writes_per_fold_and_summary(data, tmp_path):
     val_sets = [json.loads((run / f"fold{i}" / "splits.json").read_text())["val"] for i in (1, 2)]
     assert len(val_sets[0]) + len(val_sets[1]) == 54 and not {tuple(x) for x in val_sets[0]} & {tuple(x) for x in val_sets[1]}
     # rerunning skips finished folds
-    lines = []
-    run_kfold(config(data, tmp_path, epochs=1, kfold=2), log=lines.append, resume_dir=run)
+    lines = log_lines
+    run_kfold(config(data, tmp_path, epochs=1, kfold=2), resume_dir=run)
     assert sum("already finished" in line for line in lines) == 2
 
 
@@ -148,8 +146,8 @@ def test_user_errors_exit_2_with_one_line(case, make_image_folder, tmp_path, cap
 def test_cached_features_train_the_head_like_the_uncached_run(data, tmp_path):
     """The cache is an optimisation only: same batches, same head updates, same answers."""
     common = dict(epochs=3, freeze="all", lr=1e-2, model="mobilenet_v2", arch_kwargs={"width_mult": 0.25})
-    cached = train_run(config(data, tmp_path, name="cached", **common), log=lambda s: None)
-    plain = train_run(config(data, tmp_path, name="plain", cache_features=False, **common), log=lambda s: None)
+    cached = train_run(config(data, tmp_path, name="cached", **common))
+    plain = train_run(config(data, tmp_path, name="plain", cache_features=False, **common))
     for a, b in zip(cached.history, plain.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["val_acc"] == b["val_acc"]

@@ -25,7 +25,7 @@ from tledge.provenance import environment, pack, verdicts
 def shipped(tiny_run, tmp_path_factory):
     """An export of the tiny run (onnx + CPU INT8), then only its export folder copied to 'the device'."""
     out = tmp_path_factory.mktemp("exported") / "export"
-    result = export_run(tiny_run, "onnx,int8", out, tolerance="int8=100", echo=lambda m: None)
+    result = export_run(tiny_run, "onnx,int8", out, tolerance="int8=100")
     device = tmp_path_factory.mktemp("device") / "export"
     shutil.copytree(out, device)
     return result, out, device
@@ -192,9 +192,9 @@ def test_another_kernel_family_is_warned_in_predict_bench_and_load_until_verifie
     monkeypatch.setenv(environment.CPU_KERNELS_ENV, other)
 
     assert main(["predict", str(int8), str(image)]) == 0
-    out = capsys.readouterr().out
-    assert out.count("was verified on 1 other environment") == 1
-    assert f"cpu_kernels {here} → {other}" in out and f"tledge verify {int8}" in out
+    err = capsys.readouterr().err  # a warning: on stderr, as bench's is
+    assert err.count("warning: ") == err.count("was verified on 1 other environment") == 1
+    assert f"cpu_kernels {here} → {other}" in err and f"tledge verify {int8}" in err
 
     assert main(["bench", str(int8), "--batch", "1", "--iters", "2", "--warmup", "0", "--out",
                  str(tmp_path / "b")]) == 0
@@ -212,7 +212,7 @@ def test_another_kernel_family_is_warned_in_predict_bench_and_load_until_verifie
     assert main(["verify", str(int8)]) in (0, 4)  # now verified under this kernel family as well
     capsys.readouterr()
     assert main(["predict", str(int8), str(image)]) == 0
-    assert "was verified on" not in capsys.readouterr().out
+    assert "was verified on" not in "".join(capsys.readouterr())
     assert main(["info", str(int8)]) == 0
     info = capsys.readouterr().out
     assert "parity verdicts" in info and f", {other} (" in info and f", {here} (" in info
@@ -293,7 +293,7 @@ def test_an_export_folder_is_verified_artifact_by_artifact(shipped, tmp_path, ca
     _, out, device = shipped
     target = tmp_path / "export"
     shutil.copytree(device, target)
-    results = tledge.verify(target, echo=lambda m: None, record=False)
+    results = tledge.verify(target, record=False)
     assert [r.artifact.name for r in results] == ["model.int8.onnx", "model.onnx"]
     exported = _parity_rows(out)
     assert [r.parity.agreement for r in results] == [exported[n]["agreement"] for n in ("model.int8.onnx", "model.onnx")]

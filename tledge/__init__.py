@@ -37,3 +37,13 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(list(globals()) + list(_LAZY))
+
+
+def _library_logging() -> None:
+    """A library configures no logging: a NullHandler on `tledge` only (the CLI and users add their own)."""
+    import logging
+
+    logging.getLogger("tledge").addHandler(logging.NullHandler())
+
+
+_library_logging()

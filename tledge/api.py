@@ -12,10 +12,11 @@ imports torch at import time.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from tledge.errors import TledgeError
 from tledge.options import build
@@ -24,9 +25,9 @@ from tledge.runtime.model import Model, Prediction, load
 if TYPE_CHECKING:
     from tledge.exporting.pipeline import ExportResult
 
-__all__ = ["Run", "train", "evaluate", "export", "verify", "load", "bench", "bench_result", "Model", "Prediction"]
+log = logging.getLogger(__name__)
 
-Log = Callable[[str], None]
+__all__ = ["Run", "train", "evaluate", "export", "verify", "load", "bench", "bench_result", "Model", "Prediction"]
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Run:
 
 
 def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | None = None, force: bool = False,
-          log: Log = print, **options: Any) -> Run:
+          **options: Any) -> Run:
     """Fine-tune a backbone on `data` (class subfolders, or train/val/test folders of them).
 
     `options` are TrainConfig fields, named as the CLI options are (model, weights, freeze, epochs, img_size,
@@ -56,14 +57,14 @@ def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | 
     if resuming.resume is not None:
         if data is not None or options:
             raise TledgeError("--resume continues a run with its saved options; give no DATA or other options")
-        return _resume(Path(resuming.resume), resuming.force, log)
+        return _resume(Path(resuming.resume), resuming.force)
     if data is None:
         raise TledgeError("train needs DATA (an image folder) or --resume RUN")
     config = build(TrainConfig, {"data": str(data), **options}, "train option")
-    return run_training(config, log=log)
+    return run_training(config)
 
 
-def run_training(config, *, resume_dir: Path | None = None, log: Log = print) -> Run:
+def run_training(config, *, resume_dir: Path | None = None) -> Run:
     """Train a checked TrainConfig (k-fold when config.kfold), or resume `resume_dir`."""
     from tledge.training.checks import check_config
     from tledge.training.fit import train_run
@@ -71,22 +72,21 @@ def run_training(config, *, resume_dir: Path | None = None, log: Log = print) ->
 
     check_config(config)  # before any run folder exists
     if config.kfold:
-        outcome = run_kfold(config, log=log, resume_dir=resume_dir)
+        outcome = run_kfold(config, resume_dir=resume_dir)
         run_dir = Path(outcome["run_dir"])
         return Run(run_dir, outcome.get("summary", {}), outcome.get("interrupted", False))
-    result = train_run(config, run_dir=resume_dir, resume=resume_dir is not None, log=log)
+    result = train_run(config, run_dir=resume_dir, resume=resume_dir is not None)
     return Run(result.run_dir, dict(result.test_metrics or {}), result.interrupted)
 
 
-def _resume(run_dir: Path, force: bool, log: Log) -> Run:
+def _resume(run_dir: Path, force: bool) -> Run:
     from tledge.training.resume import resume_run
 
-    resumed = resume_run(run_dir, force=force, log=log)
+    resumed = resume_run(run_dir, force=force)
     return Run(resumed.run_dir, resumed.metrics, resumed.interrupted)
 
 
-def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, log: Log = print,
-             **options: Any) -> dict:
+def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, **options: Any) -> dict:
     """Metrics of a trained model (a Run, run folder or best.pt) on its run's test split, or on `data`, a
     labelled folder with the same classes; writes RUN/eval/ (or RUN/eval-<folder>/): metrics.json,
     metrics.md, confusion_matrix.png, samples.png. Returns the metrics dict (accuracy, macro, per_class, ...).
@@ -101,47 +101,62 @@ def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, l
     from tledge.runtime.evaluate import eval_artifact, is_artifact
 
     if is_artifact(opts.run):
-        return eval_artifact(opts.run, opts.data, opts.json, opts.device, opts.batch_size, log=log)
+        return eval_artifact(opts.run, opts.data, opts.json, opts.device, opts.batch_size)
     from tledge.training.evaluate import eval_run
 
-    return eval_run(opts.run, opts.data, opts.json, opts.device, opts.batch_size, log=log)
+    return eval_run(opts.run, opts.data, opts.json, opts.device, opts.batch_size)
 
 
 def export(source: str | os.PathLike, formats: str | Sequence[str] | None = None, *, strict: bool = False,
-           echo: Log = print, **options: Any) -> ExportResult:
+           **options: Any) -> ExportResult:
     """Export a run (a Run, run folder or best.pt) to `formats` (onnx, int8, trt-fp16, trt-int8), check each
     artifact against PyTorch, and return the result: `exp["onnx"]` is a Path, `exp.parity` the parity rows.
 
     `options` are ExportOptions fields (opset, calib_images, tolerance, out, ...); bad ones raise TledgeError
     before anything is written. Each format is a step: a failed step is a row of the result (its status says
     why) and the others still run. An artifact outside its parity tolerance or a failed step sets
-    `exp.failure` (and `exp.exit_code`: 3 parity, 2 or 1 a failed step) and prints a warning; with
-    `strict=True` that failure is raised instead (what the CLI does)."""
+    `exp.failure` (and `exp.exit_code`: 3 parity, 2 or 1 a failed step) and logs a warning; with
+    `strict=True` that failure is raised instead. The table (`exp.report()`) is logged at INFO."""
+    result = export_result(source, formats, **options)
+    log.info(result.report())
+    if result.failure is not None:
+        if strict:
+            raise result.failure
+        log.warning(str(result.failure))
+    return result
+
+
+def export_result(source: str | os.PathLike, formats: str | Sequence[str] | None = None,
+                  **options: Any) -> ExportResult:
+    """`export` without reporting: the result, its `.failure` set rather than raised (the CLI prints the
+    table, then raises it)."""
     from tledge.exporting.pipeline import export_run
     from tledge.runtime.model import artifact_path
 
     source = artifact_path(source, "export()")
     if formats is not None:
         options["formats"] = formats
-    result = export_run(os.fspath(source), echo=echo, raise_on_failure=strict, **options)
-    if result.failure is not None and not strict:
-        echo(f"warning: {result.failure}")
-    return result
+    return export_run(os.fspath(source), raise_on_failure=False, **options)
 
 
-def verify(artifact: str | os.PathLike, *, strict: bool = False, echo: Log = print, **options: Any):
+def verify(artifact: str | os.PathLike, *, strict: bool = False, **options: Any):
     """Re-check an exported artifact (.onnx, .engine) on this device against the parity pack beside it (or
     `pack=DIR`), with the runtime-only install: no torch, no dataset. Returns a VerifyResult (`.outcome`
     within / over / inconclusive, `.parity`, `.environment`) and records the verdict beside the artifact.
     `options` are VerifyOptions fields (pack, provider, device, threads, tolerance, record); with `strict=True`
-    an over-budget or inconclusive verdict is raised (ParityError / ParityInconclusive), as the CLI does."""
-    from tledge.verification.verify import verify as run
+    an over-budget or inconclusive verdict is raised (ParityError / ParityInconclusive), as the CLI does. The
+    verdict (format_verify) is logged at INFO."""
+    from tledge.verification.verify import format_verify, raise_worst, verify as run
 
-    return run(os.fspath(artifact), echo=echo, raise_on_failure=strict, **options)
+    results = run(os.fspath(artifact), **options)
+    for result in results if isinstance(results, list) else [results]:
+        log.info(format_verify(result))
+    if strict:
+        raise_worst(results)
+    return results
 
 
-def bench_result(source: str | os.PathLike | Sequence[str | os.PathLike], options=None, *,
-                 log: Log = lambda _m: None) -> dict:
+def bench_result(source: str | os.PathLike | Sequence[str | os.PathLike], options=None) -> dict:
     """The whole bench result: rows, machine facts, evaluation set, options (what bench.json holds)."""
     from tledge.runtime.bench import bench as run_bench
 
@@ -150,15 +165,14 @@ def bench_result(source: str | os.PathLike | Sequence[str | os.PathLike], option
     if isinstance(source, (str, os.PathLike)) or source is None or not hasattr(source, "__iter__"):
         source = [source]
     items = [str(artifact_path(s, "bench()")) for s in source]
-    return run_bench(items, None, options, log=log)
+    return run_bench(items, None, options)
 
 
-def bench(source: str | os.PathLike | Sequence[str | os.PathLike], *, log: Log = lambda _m: None,
-          **options: Any) -> list[dict]:
+def bench(source: str | os.PathLike | Sequence[str | os.PathLike], **options: Any) -> list[dict]:
     """Benchmark a run (best.pt + every export/*.onnx, *.engine) or a list of artifacts; returns one row per
     artifact × batch size: status, size_mb, accuracy, p50_ms, p99_ms, throughput, speedup.
 
     `options` are BenchOptions fields (batches, iters, warmup, threads, min_time, device, data)."""
     from tledge.runtime.options import BenchOptions
 
-    return bench_result(source, build(BenchOptions, options, "bench option"), log=log)["rows"]
+    return bench_result(source, build(BenchOptions, options, "bench option"))["rows"]

@@ -77,20 +77,20 @@ def run_demo(options: DemoOptions) -> dict:
     weights = "imagenet" if _imagenet_available("mobilenet_v2") else "none"
     trained = api.train(data, model="mobilenet_v2", weights=weights,
                         freeze="stages:8" if weights == "imagenet" else "none", img_size=img_size, epochs=epochs,
-                        batch_size=32, augment="light", lr=1e-3, project=project, log=click.echo)
+                        batch_size=32, augment="light", lr=1e-3, project=project)
     if trained.interrupted:
         raise click.Abort()
     run = trained.dir
     timings["train_s"] = time.perf_counter() - started
 
     started = _step(f"eval: tledge eval {run}")
-    report = eval_run(run, log=lambda line: None)
+    report = eval_run(run)
     click.echo(f"test accuracy {report['accuracy']:.4f}, macro F1 {report['macro']['f1']:.4f} "
                f"on {report['num_samples']} images; plots in {run / 'eval'}")
     timings["eval_s"] = time.perf_counter() - started
 
     started = _step(f"export: tledge export {run} --formats {formats}")
-    exported = api.export(run, formats=formats, echo=click.echo)
+    exported = api.export(run, formats=formats)
     if exported.failure is not None:  # the artifacts are written; the demo shows the verdict and goes on
         click.echo(click.style(f"export: {exported.failure}", fg="red"))
     timings["export_s"] = time.perf_counter() - started
@@ -108,7 +108,7 @@ def run_demo(options: DemoOptions) -> dict:
             target.write_bytes(path.read_bytes())
     started = _step(f"predict: tledge predict {artifact} {sample_dir} --topk 3")
     run_predict(PredictRequest(str(artifact), str(sample_dir), topk=3, batch=1,
-                               summary_json=str(run / "demo_predict_summary.json")), echo=click.echo)
+                               summary_json=str(run / "demo_predict_summary.json")))
     timings["predict_s"] = time.perf_counter() - started
 
     started = _step(f"bench: tledge bench {run} --batch 1,16")

@@ -23,8 +23,16 @@ COMMAND_MODULES = ("tledge.cli.train", "tledge.cli.sweep", "tledge.cli.export", 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog="\b\nExit codes (every command):\n" + exit_code_table())
 @click.version_option(__version__, prog_name="tledge")
-def cli():
+@click.option("-q", "--quiet", is_flag=True, help="Only results and problems: no step lines, no progress bars.")
+@click.option("-v", "--verbose", is_flag=True, help="Also the details (DEBUG lines).")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, verbose: bool):
     """Image folder → fine-tuned model → ONNX / INT8 / TensorRT, verified → camera, video, folder."""
+    from tledge.logs import LEVELS, cli_logging
+
+    if quiet and verbose:
+        raise TledgeError("-q/--quiet and -v/--verbose contradict each other; give one")
+    ctx.with_resource(cli_logging(LEVELS["quiet" if quiet else "verbose" if verbose else "normal"]))
 
 
 def _register_commands() -> None:

@@ -20,9 +20,12 @@ def export(source, **values):
     error (or a step failed on one); 3 over tolerance (the data show it; also an INT8 search that cannot
     fit); 4 inconclusive: too few parity images to tell (the message says how many would); 1 a step crashed.
     """
-    from tledge.api import export as export_api
+    from tledge.api import export_result
 
-    export_api(source, strict=True, echo=click.echo, **given(values, ExportOptions))
+    result = export_result(source, **given(values, ExportOptions))
+    click.echo(result.report())  # the table and the next commands: shown under -q too
+    if result.failure is not None:
+        raise result.failure
 
 
 COMMANDS = [export]

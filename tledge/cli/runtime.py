@@ -23,9 +23,13 @@ def predict(**values):
     SOURCE: camera index (0) or /dev/videoN, csi://N (Jetson CSI camera), a video file, an rtsp/http URL,
     an image, a folder (recursive) or a quoted glob ("photos/**/*.jpg").
     """
-    from tledge.runtime.runner import run_predict
+    from tledge.runtime.predict import format_summary
+    from tledge.runtime.runner import check_summary, predict_summary
 
-    run_predict(PredictRequest(**given(values, PredictRequest)), echo=click.echo)
+    request = PredictRequest(**given(values, PredictRequest))
+    summary = predict_summary(request)
+    click.echo(format_summary(summary))  # the result: shown under -q too
+    check_summary(summary, request)
 
 
 @click.command()
@@ -40,7 +44,7 @@ def bench(sources, **values):
 
     options = BenchOptions(**given(values, BenchOptions))
     out = bench_out_dir(sources, options.out, options.data)
-    result = bench_result(list(sources), options, log=lambda m: click.echo(m, err=True))
+    result = bench_result(list(sources), options)
     click.echo(format_bench_table(result))
     json_path, png = write_bench(result, out)
     click.echo(f"wrote {json_path}" + (f" and {png}" if png else " (no plot: matplotlib is not installed)"))

@@ -19,9 +19,12 @@ def verify(**values):
     images to tell), 2 a user error (no pack, damaged pack, wrong artifact). The verdict and this machine's
     environment are added to ARTIFACT.verdicts.json (`tledge info ARTIFACT` lists them).
     """
-    from tledge.verification.verify import verify as run
+    from tledge.verification.verify import format_verify, raise_worst, verify as run
 
-    run(echo=click.echo, raise_on_failure=True, **given(values, VerifyOptions))
+    results = run(**given(values, VerifyOptions))
+    for result in results if isinstance(results, list) else [results]:
+        click.echo(format_verify(result))  # the verdicts: shown under -q too
+    raise_worst(results)
 
 
 COMMANDS = [verify]

@@ -36,15 +36,18 @@ is for.
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from tledge.card import card_from_onnx
 from tledge.errors import TledgeError
+
+log = logging.getLogger(__name__)
 
 HIST_BINS = 4096  # signed bins over [-a, a]; folded to 2048 bins of |x| for Percentile
 ENTROPY_BINS = 256  # signed bins: thresholds searched down to half the range (ONNX Runtime's search is O(bins²) Python)
@@ -55,13 +58,11 @@ KEEP_DECODED_BYTES = 1 << 30  # preprocessed calibration batches kept in memory 
 class Calibration:
     """The calibration caches of one model and one image set, computed on demand and at most once."""
 
-    def __init__(self, fp32_onnx: str | Path, images: Sequence[Path], work_dir: str | Path,
-                 echo: Callable[[str], None] = lambda m: None):
+    def __init__(self, fp32_onnx: str | Path, images: Sequence[Path], work_dir: str | Path):
         self.fp32_onnx = Path(fp32_onnx)
         self.images = list(images)
         self.work = Path(work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
-        self.echo = echo
         self.card = card_from_onnx(self.fp32_onnx)
         self._prepared: Path | None = None
         self._ranges = None  # TensorsData of the MinMax pass
@@ -184,7 +185,7 @@ class Calibration:
                     calibrator.collect_data(_OneBatch(inputs))
                 self._ranges = calibrator.compute_data()
             self.seconds["minmax pass"] = round(time.perf_counter() - started, 2)
-            self.echo(f"  calibration: MinMax pass over {len(self.images)} images, {len(self._ranges.data)} tensors, "
+            log.debug(f"  calibration: MinMax pass over {len(self.images)} images, {len(self._ranges.data)} tensors, "
                       f"{self.seconds['minmax pass']:.0f} s")
         return self._ranges
 
@@ -202,7 +203,7 @@ class Calibration:
                     hist[name] += _fixed_range_histogram(values, limits[name], scratch)
             self._hist = hist
             self.seconds["histogram pass"] = round(time.perf_counter() - started, 2)
-            self.echo(f"  calibration: one histogram pass for every percentile and entropy, "
+            log.debug(f"  calibration: one histogram pass for every percentile and entropy, "
                       f"{self.seconds['histogram pass']:.0f} s")
         return self._hist
 

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from tledge.atomic import write_json
 from tledge.exporting.result import ArtifactRow, ExportResult
+
+log = logging.getLogger(__name__)
 
 PARITY_FILE = "parity.json"
 
@@ -21,11 +24,11 @@ def parity_data(job):
         return job.parity_set
     if job.splits is not None and job.splits.items.get("test"):
         return ParityData(job.splits.paths("test"), job.splits.labels("test"), f"test split of {job.run_dir}")
-    job.echo(f"warning: no parity check: {job.ckpt} has no test split next to it; pass --parity-data DIR to check")
+    log.warning(f"no parity check: {job.ckpt} has no test split next to it; pass --parity-data DIR to check")
     return None
 
 
-def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, data, tolerances, echo,
+def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, data, tolerances,
                  pack_images: int = 0) -> None:
     import numpy as np
     import torch
@@ -44,19 +47,19 @@ def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, dat
             return model(x).float().numpy()
 
     artifacts = [(row.format, row.path, row.kind) for row in rows]
-    echo(f"parity: {len(data.paths)} images from {data.source}, PyTorch FP32 vs {', '.join(a[0] for a in artifacts)}")
+    log.info(f"parity: {len(data.paths)} images from {data.source}, PyTorch FP32 vs {', '.join(a[0] for a in artifacts)}")
     results, info = run_parity(reference, artifacts, data, card, tolerances)
     info["skipped"] = list(getattr(data, "skipped", [])) + list(info["skipped"])  # found by the folder reader too
-    echo("  ran on: " + ", ".join(f"{p.name} {p.backend}" for p in results)
-         + " (FP32 ONNX on FP32 arithmetic: CPU, or CUDA with TF32 off)")
+    log.debug("  ran on: " + ", ".join(f"{p.name} {p.backend}" for p in results)
+              + " (FP32 ONNX on FP32 arithmetic: CPU, or CUDA with TF32 off)")
     for row, parity in zip(rows, results):
         row.parity = parity
     environments = [describe(p.backend) for p in results]  # once: a GPU provider's facts ask the driver
-    _write_verification(result, rows, results, environments, info, card, reference, tolerances, pack_images, echo)
+    _write_verification(result, rows, results, environments, info, card, reference, tolerances, pack_images)
     result.outcome = combine([p.outcome for p in results])
     result.parity_source = data.source
     if info["skipped"]:
-        echo(f"warning: parity skipped {len(info['skipped'])} unreadable image(s): {', '.join(info['skipped'][:5])}")
+        log.warning(f"parity skipped {len(info['skipped'])} unreadable image(s): {', '.join(info['skipped'][:5])}")
     report = {"source": info["source"], "images": info["images"], "skipped": info["skipped"],
               "tolerances": tolerances, "outcome": result.outcome, "passed": result.passed,
               "intervals": "95%: Wilson (agreement), Tango paired score (accuracy difference); see tledge/stats.py",
@@ -68,7 +71,7 @@ def check_parity(result: ExportResult, rows: list[ArtifactRow], model, card, dat
 
 
 def _write_verification(result: ExportResult, rows, results, environments, info, card, reference, tolerances,
-                        pack_images: int, echo) -> None:
+                        pack_images: int) -> None:
     """The parity pack (what `tledge verify` re-checks with on another device) and each artifact's first verdict,
     with the environment it was obtained in (tledge.verification)."""
     from tledge.provenance import pack, verdicts
@@ -80,8 +83,8 @@ def _write_verification(result: ExportResult, rows, results, environments, info,
     folder = pack.write_pack(result.out_dir, info["paths"], info["labels"], info["reference_logits"],
                              info["input_sha"], card, info["source"], tolerances, cap=pack_images, reference=reference)
     manifest = pack.read_manifest(folder)  # just written: its checksums need no second pass
-    echo(f"  parity pack: {folder} ({manifest['sampling']['images']} of {manifest['sampling']['of']} images, "
-         f"{pack.pack_size_mb(folder):.1f} MB); on another device: tledge verify {rows[0].path}")
+    log.info(f"  parity pack: {folder} ({manifest['sampling']['images']} of {manifest['sampling']['of']} images, "
+             f"{pack.pack_size_mb(folder):.1f} MB); on another device: tledge verify {rows[0].path}")
 
 
 def _interleaved_latency_ms(paths: dict, card, rounds: int = 5, runs: int = 10) -> dict[str, float]:
@@ -104,7 +107,7 @@ def _interleaved_latency_ms(paths: dict, card, rounds: int = 5, runs: int = 10) 
             backend.close()
 
 
-def compare_flavours(onnx_path: Path, rows: dict, card, echo) -> None:
+def compare_flavours(onnx_path: Path, rows: dict, card) -> None:
     """Batch-1 latency of FP32 and both INT8 flavours on this CPU (interleaved rounds), recorded in each INT8 card."""
     from tledge.exporting.int8 import record_latency
 
@@ -112,6 +115,6 @@ def compare_flavours(onnx_path: Path, rows: dict, card, echo) -> None:
     compared = {k: round(v, 3) for k, v in latencies.items()}
     for flavour, row in rows.items():
         record_latency(row.path, {"latency_ms_batch1": compared[flavour], "latency_compared_ms_batch1": compared})
-    echo("  int8 latency, batch 1, this CPU, interleaved: " + ", ".join(f"{k} {v:.2f} ms" for k, v in compared.items()))
+    log.info("  int8 latency, batch 1, this CPU, interleaved: " + ", ".join(f"{k} {v:.2f} ms" for k, v in compared.items()))
     if latencies["s8s8"] < latencies["u8s8"]:
-        echo("  note: symmetric s8s8 is faster than u8s8 on this CPU; model.int8.trt.onnx also runs in ONNX Runtime")
+        log.info("  note: symmetric s8s8 is faster than u8s8 on this CPU; model.int8.trt.onnx also runs in ONNX Runtime")

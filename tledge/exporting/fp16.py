@@ -14,13 +14,15 @@ with other float-only inputs is reported rather than silently broken (onnx.check
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from tledge.atomic import atomic_write_with
 from tledge.errors import TledgeError, require
+
+log = logging.getLogger(__name__)
 
 # (op_type, input index) pairs that stay float32 in a float16 graph.
 KEEP_FLOAT32_INPUTS = {("Resize", 2), ("Upsample", 1)}
@@ -29,13 +31,12 @@ FP16_MIN_NORMAL = float(np.finfo(np.float16).tiny)  # 6.1e-05: below it float16 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
-def convert_to_fp16(src: str | Path, dst: str | Path, min_opset: int | None = None,
-                    echo: Callable[[str], None] | None = None) -> Path:
+def convert_to_fp16(src: str | Path, dst: str | Path, min_opset: int | None = None) -> Path:
     """Write an FP16 copy of the ONNX at `src` to `dst` (I/O stay float32); returns dst.
 
     `min_opset` raises the default-domain opset (19 lets Q/DQ scales be float16, so a QDQ graph's float
     region becomes FP16 too: DequantizeLinear then outputs float16). Q/DQ scales below float16's smallest
-    normal are raised to it first (see raise_tiny_scales); `echo` hears how many."""
+    normal are raised to it first (see raise_tiny_scales); how many is logged."""
     onnx = require("onnx", "export", "FP16 conversion")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -47,10 +48,10 @@ def convert_to_fp16(src: str | Path, dst: str | Path, min_opset: int | None = No
     keep32 = {node.input[i] for node in graph.node for op, i in KEEP_FLOAT32_INPUTS
               if node.op_type == op and len(node.input) > i}
     raised = raise_tiny_scales(graph)
-    if raised and echo is not None:
-        echo(f"  fp16: {len(raised)} Q/DQ scale tensor(s) had values below float16's smallest normal "
-             f"({FP16_MIN_NORMAL:.2g}); raised to it, their INT8 weights requantized ({', '.join(raised[:3])}"
-             f"{', ...' if len(raised) > 3 else ''})")
+    if raised:
+        log.debug(f"  fp16: {len(raised)} Q/DQ scale tensor(s) had values below float16's smallest normal "
+                  f"({FP16_MIN_NORMAL:.2g}); raised to it, their INT8 weights requantized ({', '.join(raised[:3])}"
+                  f"{', ...' if len(raised) > 3 else ''})")
 
     for index, init in enumerate(graph.initializer):
         if init.data_type == TensorProto.FLOAT and init.name not in keep32:

@@ -260,16 +260,29 @@ def record_latency(path: str | Path, latency_ms: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------- helpers
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
 @contextlib.contextmanager
 def _quiet():
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """ONNX Runtime's quantizer prints histogram progress to stdout and logs through the root logger itself
+    (`logging.info(…)`, which also installs a root handler when there is none). For the call, records logged
+    on the root logger itself below ERROR and the `onnxruntime` loggers' are dropped; tledge's own records
+    (which only pass through the root) and the caller's logging config (root level, handlers) are untouched."""
+    root, ort = logging.getLogger(), logging.getLogger("onnxruntime")
+    handlers, ort_level, drop = list(root.handlers), ort.level, _BelowError()
+    root.addFilter(drop)  # a logger's filters see only the records logged on it, not propagated ones
+    ort.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
-        logger.setLevel(level)
+        root.removeFilter(drop)
+        ort.setLevel(ort_level)
+        for handler in [h for h in root.handlers if h not in handlers]:  # logging.basicConfig run by ORT
+            root.removeHandler(handler)
 
 
 def _ort_method(quant, method: str):

@@ -28,15 +28,18 @@ A recipe (method, percentile, nodes kept in float) reproduces the result without
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from tledge import preprocess
 from tledge.errors import ExportOptionError, TledgeError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = ("minmax", "percentile:99.9", "percentile:99.99", "percentile:99.999", "entropy")
 DEFAULT_MAX_GROUPS = 8
@@ -220,7 +223,7 @@ class SearchResult:
 def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: str | Path,
                 calib_paths: Sequence[Path], val: ValBatch, budget: float, candidates=None,
                 max_groups: int = DEFAULT_MAX_GROUPS, calibration_source: str = "",
-                echo: Callable[[str], None] = print, mode: str = "budget") -> SearchResult:
+                mode: str = "budget") -> SearchResult:
     """Search on `val`; `reference_onnx` gives the FP32 answers, `source_onnx` is what gets quantized (the same
     file, or a QAT fine-tuned one). Quantized probes are written under `work_dir`."""
     from tledge import stats
@@ -234,7 +237,7 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     candidates = parse_candidates(candidates)
-    calibration = Calibration(source_onnx, calib_paths, work / "calibration", echo)
+    calibration = Calibration(source_onnx, calib_paths, work / "calibration")
     reference = onnx_logits(reference_onnx, val.x)  # FP32 val logits: computed once
     ref_right = reference.argmax(1) == val.labels
     fp32_acc = 100.0 * float(np.mean(ref_right))
@@ -242,11 +245,11 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
     if Path(source_onnx) != Path(reference_onnx):  # e.g. QAT: how much of a drop is the fine-tuning's own
         source_logits = onnx_logits(source_onnx, val.x)
         result.source_val_acc = 100.0 * float(np.mean(source_logits.argmax(1) == val.labels))
-        echo(f"  int8 search: the model to quantize (fine-tuned) is {result.source_val_acc:.2f}% on val in FP32")
+        log.info(f"  int8 search: the model to quantize (fine-tuned) is {result.source_val_acc:.2f}% on val in FP32")
     n = len(val.labels)
     resolvable = 100.0 * stats.resolvable_drop(n, 0)
-    echo(f"  int8 search ({mode}): budget {budget:g} pt on {n} val images (FP32 {fp32_acc:.2f}%; these images "
-         f"resolve a drop of about {resolvable:.2f} pt at full agreement)")
+    log.info(f"  int8 search ({mode}): budget {budget:g} pt on {n} val images (FP32 {fp32_acc:.2f}%; these images "
+             f"resolve a drop of about {resolvable:.2f} pt at full agreement)")
     counter = iter(range(10_000))
 
     def probe(stage, label, method, pct, nodes, groups) -> Step:
@@ -265,8 +268,8 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
                     time.perf_counter() - t0, fp32_acc - acc <= budget + 1e-9, -100.0 * low <= budget + 1e-9)
         path.unlink(missing_ok=True)
         result.steps.append(step)
-        echo(f"    {stage:<11} {label:<26} val {acc:6.2f}% ({step.delta_text()}), agreement {step.agreement:6.2f}%, "
-             f"{step.seconds:.0f} s")
+        log.info(f"    {stage:<11} {label:<26} val {acc:6.2f}% ({step.delta_text()}), agreement {step.agreement:6.2f}%, "
+                 f"{step.seconds:.0f} s")
         return step
 
     def finish(reason: str) -> SearchResult:
@@ -285,11 +288,11 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
         step = probe("calibration", candidate_label(method, pct), method, pct, [], [])
         if not step.drop_low > budget + 1e-9:  # not shown over: choosing among the rest would select noise
             result.chosen, result.fits = step, step.fits
-            echo(f"  int8 search: {n} val images cannot resolve a {budget:g}-pt budget (they resolve {resolvable:.2f} "
-                 f"pt); keeping the cheapest candidate, {step.label}, without searching further")
+            log.info(f"  int8 search: {n} val images cannot resolve a {budget:g}-pt budget (they resolve {resolvable:.2f} "
+                     f"pt); keeping the cheapest candidate, {step.label}, without searching further")
             return finish(f"{n} val images resolve {resolvable:.2f} pt, more than the {budget:g}-pt budget: kept the "
                           f"cheapest candidate ({step.label}); a larger val split lets the search decide")
-        echo(f"  int8 search: {step.label} is shown over the budget even on {n} val images; searching on")
+        log.info(f"  int8 search: {step.label} is shown over the budget even on {n} val images; searching on")
         tried.append(step)
         candidates = candidates[1:]
 
@@ -316,8 +319,8 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
 
     # Step 2: sensitivity of each layer group (with the closest calibration), then greedy float fallback.
     groups = {g.name: g for g in layer_groups(calibration.prepared())}
-    echo(f"  int8 search: best calibration {best.label}: {best.delta_text()} against FP32; measuring the "
-         f"sensitivity of {len(groups)} layer groups")
+    log.info(f"  int8 search: best calibration {best.label}: {best.delta_text()} against FP32; measuring the "
+             f"sensitivity of {len(groups)} layer groups")
     cache = calibration.cache_for(best.method, best.percentile)
 
     def evaluate(nodes):
@@ -326,7 +329,7 @@ def search_int8(reference_onnx: str | Path, source_onnx: str | Path, work_dir: s
                       calibration_source, cache)
         return onnx_logits(path, val.x)
 
-    ranked = measure_sensitivity(list(groups.values()), evaluate, reference, echo)
+    ranked = measure_sensitivity(list(groups.values()), evaluate, reference)
     result.sensitivity = [s.to_dict() for s in ranked]
     helpful = [s for s in ranked if s.kl > 1e-6 or s.agreement < 100.0]
     chosen_groups: list[str] = []

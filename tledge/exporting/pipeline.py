@@ -12,6 +12,7 @@ The FP32 ONNX is always written: every other format is built from it.
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import tempfile
 import time
@@ -29,6 +30,8 @@ from tledge.image_files import find_images
 from tledge.options import build
 from tledge.paths import clean_stale_temp_files
 from tledge.splits import SPLITS_FILE, Splits
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FORMATS = ("onnx", "int8")
 
@@ -61,7 +64,6 @@ class ExportJob:
     nodes: Sequence[str] | None
     recipe: dict | None
     tolerances: dict
-    echo: Callable[[str], None]
     parity_set: Any = None  # ParityData from --parity-data (checked up front)
     tmp: Path | None = None
     outputs: dict[str, Path] = field(default_factory=dict)  # step → file it wrote
@@ -89,7 +91,7 @@ class Step:
 
 
 def export_run(source: str | Path, formats: str | Sequence[str] | None = None, out_dir: str | Path | None = None, *,
-               options: ExportOptions | None = None, echo: Callable[[str], None] = print,
+               options: ExportOptions | None = None,
                raise_on_failure: bool = True, **values: Any) -> ExportResult:
     """Export a run folder (or a best.pt) to `formats`, check parity, write parity.json; see module doc.
 
@@ -104,14 +106,14 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         if out_dir is not None:
             values["out"] = out_dir
         options = build(ExportOptions, values, "export option")
-    job = prepare(source, options, echo)
+    job = prepare(source, options)
     steps = plan_steps(job)
     created = not job.out.exists()
     job.out.mkdir(parents=True, exist_ok=True)
     clean_stale_temp_files(job.out)
     try:
         result = ExportResult(job.out)
-        echo(f"exporting {job.ckpt} → {job.out}/ ({', '.join(requested_formats(job.options))})")
+        log.info(f"exporting {job.ckpt} → {job.out}/ ({', '.join(requested_formats(job.options))})")
         with tempfile.TemporaryDirectory(prefix="tledge-export-") as tmp:
             job.tmp = Path(tmp)
             run_steps(job, steps, result)
@@ -119,15 +121,12 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
         parity_set = parity_data(job)
         checked = [r for r in result.rows if r.ok]
         if parity_set is not None and checked:
-            check_parity(result, checked, job.model, job.card, parity_set, job.tolerances, echo,
+            check_parity(result, checked, job.model, job.card, parity_set, job.tolerances,
                          pack_images=job.options.pack_images)
         _write_int8_report(job, result)
-        echo(result.table())
         result.next_commands = next_commands(result, job.run_dir, job.options.parity_data)
-        if result.next_commands:
-            echo("next:\n" + "\n".join(f"  {c}" for c in result.next_commands))
         result.failure = worst_outcome(result)
-        _record_in_tracking(job, result, echo)
+        _record_in_tracking(job, result)
         if job.search is not None and job.search.shown_over and (result.failure is None or result.failure.exit_code in (3, 4)):
             report = Path(o.int8_report) if (o := job.options).int8_report else job.out / "int8_report.md"
             result.failure = ParityError(job.search.explain() + f"\n(report: {report}; the INT8 file is written for "
@@ -140,21 +139,21 @@ def export_run(source: str | Path, formats: str | Sequence[str] | None = None, o
     return result
 
 
-def _record_in_tracking(job: ExportJob, result: ExportResult, echo: Callable[[str], None]) -> None:
+def _record_in_tracking(job: ExportJob, result: ExportResult) -> None:
     """A run tracked in MLflow (RUN/tracking.json) gets this export's artifacts and parity verdicts."""
     from tledge.training.tracking import record_export
 
     files = [r.path for r in result.rows if r.ok and r.path is not None]
     if result.parity_path is not None:
         files.append(result.parity_path)
-    record_export(job.run_dir, result.rows, files, echo)
+    record_export(job.run_dir, result.rows, files)
 
 
 def requested_formats(options: ExportOptions) -> list[str]:
     return [f.name for f in parse_formats(options.formats)]
 
 
-def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], None]) -> ExportJob:
+def prepare(source: str | Path, options: ExportOptions) -> ExportJob:
     """Check everything that can be checked and load the checkpoint; nothing is written here."""
     from tledge.checkpoint import resolve_checkpoint
     from tledge.models.restore import load_model
@@ -166,7 +165,7 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
 
         reason = tensorrt_unavailable_reason()
         if reason and "not installed" not in reason:  # TensorRT is here but cannot be used: say why
-            echo(f"warning: trt-fp16 left out of the default formats: {reason}")
+            log.warning(f"trt-fp16 left out of the default formats: {reason}")
         options = dataclasses.replace(options, formats=tuple(default_formats()))
     o = options
     fmts = parse_formats(o.formats)
@@ -226,8 +225,8 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
             raise TledgeError("the INT8 search (--int8-budget, --int8-search, --int8-methods) judges on the run's val "
                               "split, and this source has none (a run folder trained with a val split is needed); use "
                               "--int8-recipe or plain --calib-method instead")
-        echo("note: no val split to judge INT8 on: calibrating with minmax, without the accuracy-budgeted search "
-             "(the parity check below still judges it)")
+        log.info("note: no val split to judge INT8 on: calibrating with minmax, without the accuracy-budgeted search "
+                 "(the parity check below still judges it)")
         search_mode = "off"
     if o.qat_epochs and (splits is None or not splits.items.get("train")):
         raise TledgeError("--qat-epochs fine-tunes on the run's train split; this source has no splits.json")
@@ -238,7 +237,7 @@ def prepare(source: str | Path, options: ExportOptions, echo: Callable[[str], No
 
         recipe = load_recipe(o.int8_recipe)
         method, percentile, nodes = recipe["method"], recipe["percentile"], recipe["nodes_to_exclude"]
-    job = ExportJob(o, ckpt, run_dir, splits, model, card, out, opset, exporter, profile, calib_paths, calib_source, method, percentile, nodes, recipe, tolerances, echo,
+    job = ExportJob(o, ckpt, run_dir, splits, model, card, out, opset, exporter, profile, calib_paths, calib_source, method, percentile, nodes, recipe, tolerances,
                     search_mode=search_mode)
     if o.parity and o.parity_data is not None:
         from tledge.verification.parity import labelled_folder
@@ -282,10 +281,10 @@ def _build_calibration(job: ExportJob) -> None:
     if o.qat_epochs:
         from tledge.exporting.qat import qat_finetune
 
-        job.echo(f"quantization-aware fine-tuning: {o.qat_epochs} epoch(s) on the train split of {job.run_dir}")
+        log.info(f"quantization-aware fine-tuning: {o.qat_epochs} epoch(s) on the train split of {job.run_dir}")
         qmodel, job.qat_facts = qat_finetune(job.model, job.card, job.splits.paths("train"),
                                              job.splits.labels("train"), o.qat_epochs, o.qat_lr,
-                                             images_per_epoch=o.qat_images, echo=job.echo)
+                                             images_per_epoch=o.qat_images)
         job.int8_source = tmp / "model.qat.onnx"
         export_onnx(qmodel, job.card, job.int8_source, opset=job.opset, batch=job.onnx_batch,
                     dynamo=job.exporter == "dynamo")
@@ -302,17 +301,17 @@ def _build_calibration(job: ExportJob) -> None:
     val = int8_search.load_val(splits.paths("val"), splits.labels("val"), job.card, f"val split of {job.run_dir}")
     search = int8_search.search_int8(job.outputs["onnx"], job.int8_source, tmp / "search", job.calib_paths, val,
                                      budget, o.int8_methods, o.int8_max_groups or int8_search.DEFAULT_MAX_GROUPS,
-                                     job.calib_source, job.echo, mode=job.search_mode)
+                                     job.calib_source, mode=job.search_mode)
     job.search = search
     job.method, job.percentile, job.nodes = search.method, search.percentile, search.nodes_excluded
     job.calibration_cache = search.cache_path
     if not search.fits and search.shown_over:  # still written, with its verdict, for the user to inspect
-        job.echo(f"warning: the val data show every INT8 candidate over the {budget:g}-pt budget; writing the best "
-                 f"({search.chosen.label}, {search.chosen.delta_text()}) with that verdict; the export will exit 3")
+        log.warning(f"the val data show every INT8 candidate over the {budget:g}-pt budget; writing the best "
+                    f"({search.chosen.label}, {search.chosen.delta_text()}) with that verdict; the export will exit 3")
     elif not search.fits:
-        job.echo(f"warning: no INT8 candidate is within {budget:g} pt on val by its estimate, but "
-                 f"{search.val_images} val images cannot show it is over either; keeping the closest "
-                 f"({search.chosen.label}) and letting the parity check judge it")
+        log.warning(f"no INT8 candidate is within {budget:g} pt on val by its estimate, but "
+                    f"{search.val_images} val images cannot show it is over either; keeping the closest "
+                    f"({search.chosen.label}) and letting the parity check judge it")
     write_json(job.out / int8_recipe.RECIPE_FILE, search.recipe())
     return None
 
@@ -342,7 +341,7 @@ def _engine(fmt_name: str, source_step: str) -> Callable[[ExportJob], Path]:
         # work_dir: the FP16 ONNX a strongly typed build parses is an intermediate, not an artifact (beside
         # the engines, bench would take it for one more model).
         return build_engine(job.outputs[source_step], artifact_path(job.out, fmt), fmt.precision, job.profile,
-                            workspace_mib=job.options.workspace, echo=job.echo, work_dir=job.tmp)
+                            workspace_mib=job.options.workspace, work_dir=job.tmp)
 
     return build
 
@@ -393,12 +392,12 @@ def run_steps(job: ExportJob, steps: Sequence[Step], result: ExportResult) -> No
                 row.path, row.size_mb = path, path.stat().st_size / 1e6
             if row.error is not None:
                 failed[step.name] = row.error
-                job.echo(f"{step.name}: {row.error}")
+                log.info(f"{step.name}: {row.error}")  # the error line at the end says it once on stderr
         if step.row or (row.error is not None and not row.error.startswith("skipped")):
             result.rows.append(row)  # a hidden step (calibration) shows up only when it fails
     cpu_int8 = [r for r in result.rows if r.format in ("int8", "int8-trt") and r.ok]
     if len(cpu_int8) == 2:
-        compare_flavours(job.outputs["onnx"], {"u8s8": cpu_int8[0], "s8s8": cpu_int8[1]}, job.card, job.echo)
+        compare_flavours(job.outputs["onnx"], {"u8s8": cpu_int8[0], "s8s8": cpu_int8[1]}, job.card)
 
 
 def _write_deploy_files(job: ExportJob, result: ExportResult) -> None:
@@ -413,7 +412,7 @@ def _write_deploy_files(job: ExportJob, result: ExportResult) -> None:
     try:
         written = write_deploy_files(job.out, paths, job.card, job.options.max_batch)
     except TledgeError as exc:
-        job.echo(f"warning: deployment files not written: {_first_line(exc)}")
+        log.warning(f"deployment files not written: {_first_line(exc)}")
         return
     result.deploy_files = written
     result.deploy_commands = deploy_commands(job.out, job.card)
@@ -433,7 +432,7 @@ def _write_int8_report(job: ExportJob, result: ExportResult) -> None:
     report = write_report(Path(o.int8_report) if o.int8_report else job.out / "int8_report.md", job.search,
                           [r for r in result.rows if r.kind == "int8" and r.ok],
                           {"qat": job.qat_facts, "recipe": job.recipe})
-    job.echo(f"int8 report: {report}")
+    log.info(f"int8 report: {report}")
 
 
 Export = ExportResult  # the name the public API documents (tledge.export(...) returns one)

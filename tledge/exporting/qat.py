@@ -30,10 +30,13 @@ quantize well; the caller exports it to ONNX and quantizes it like any model.
 
 from __future__ import annotations
 
+import logging
 import copy
 import random
 import time
 from typing import Callable, Sequence
+
+log = logging.getLogger(__name__)
 
 DEFAULT_QAT_LR = 1e-5
 OBSERVER_EPOCHS = 1  # activation ranges are updated during the first epoch only (when there are more)
@@ -141,7 +144,7 @@ class RuntimeBatches:
 
 def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: int, lr: float | None = None,
                  batch_size: int = QAT_BATCH, seed: int = 0, device: str = "cpu",
-                 images_per_epoch: int | None = None, echo: Callable[[str], None] = print):
+                 images_per_epoch: int | None = None):
     """Fine-tune a copy of `model` with fake quantization on (paths, labels) — the run's train split.
 
     `images_per_epoch`: each epoch trains on a fresh seeded random sample of that many images (all when None):
@@ -193,8 +196,8 @@ def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: in
         steps += batches.yielded
         history.append({"epoch": epoch + 1, "loss": round(stats.loss, 4),
                         "train_acc_fakequant": round(100.0 * stats.accuracy, 2)})
-        echo(f"  qat epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f}, "
-             f"train acc (fake-quantized) {history[-1]['train_acc_fakequant']:.2f}%")
+        log.info(f"  qat epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f}, "
+                 f"train acc (fake-quantized) {history[-1]['train_acc_fakequant']:.2f}%")
     points, weights = remove.points, remove.weights
     remove()
     qmodel = qmodel.cpu().eval()

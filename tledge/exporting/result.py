@@ -67,6 +67,13 @@ class ExportResult:
     def table(self) -> str:
         return format_table([r.table_row() for r in self.rows])
 
+    def report(self) -> str:
+        """What `tledge export` prints when it is done: the table, then the next commands."""
+        text = self.table()
+        if self.next_commands:
+            text += "\nnext:\n" + "\n".join(f"  {c}" for c in self.next_commands)
+        return text
+
     @property
     def passed(self) -> bool:
         """Every checked artifact within its parity tolerance (the data show it)."""

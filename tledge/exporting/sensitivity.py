@@ -14,6 +14,7 @@ set where accuracy moves in coarse steps.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # Nodes whose float fallback only moves a Q/DQ pair around; a group made only of these is not a candidate.
 _PASSIVE_OPS = {"Shape", "Gather", "Unsqueeze", "Concat", "Reshape", "Flatten", "Constant", "Identity"}
@@ -101,7 +104,7 @@ class Sensitivity:
 
 
 def measure_sensitivity(groups: Sequence[LayerGroup], evaluate: Callable[[list[str]], np.ndarray],
-                        reference: np.ndarray, echo: Callable[[str], None] = lambda m: None) -> list[Sensitivity]:
+                        reference: np.ndarray) -> list[Sensitivity]:
     """Quantize each group alone; `evaluate(nodes_kept_in_float)` returns val logits. Most damaging first."""
     import time
 
@@ -114,6 +117,6 @@ def measure_sensitivity(groups: Sequence[LayerGroup], evaluate: Callable[[list[s
         agreement = 100.0 * float(np.mean(logits.argmax(1) == reference.argmax(1)))
         results.append(Sensitivity(group.name, len(group.nodes), group.macs, kl, agreement,
                                    time.perf_counter() - started))
-        echo(f"    sensitivity {group.name:<14} alone in INT8: KL {kl:.5f}, agreement {agreement:.2f}%")
+        log.debug(f"    sensitivity {group.name:<14} alone in INT8: KL {kl:.5f}, agreement {agreement:.2f}%")
     results.sort(key=lambda s: (-s.kl, s.agreement, s.macs))
     return results

@@ -24,16 +24,18 @@ cannot be installed on the development machines); `scripts/gpu_check.sh` on a GP
 
 from __future__ import annotations
 
+import logging
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tledge.atomic import atomic_write_bytes
 from tledge.card import ModelCard, card_from_onnx, engine_sidecar_path
 from tledge.errors import ExportOptionError, MissingDependency, TledgeError
 from tledge.cuda_runtime import detect_gpu  # the one GPU probe (builder and backend)
+
+log = logging.getLogger(__name__)
 
 WEAK, STRONG = "weak", "strong"
 STRONG_TYPING_FROM = (10, 12)
@@ -174,8 +176,7 @@ def network_from_onnx(trt, builder, onnx_path: str | Path, era: str, logger):
 
 
 def builder_config(trt, builder, network, era: str, precision: str, profile: Profile, input_size,
-                   workspace_mib: int | None = None, timing_cache: bytes | None = None,
-                   progress: Callable[[str], None] | None = None):
+                   workspace_mib: int | None = None, timing_cache: bytes | None = None):
     """Config with precision flags (weak era), workspace limit, optimization profile, timing cache, progress.
 
     Returns (config, facts) where facts says what was set (for the sidecar).
@@ -212,8 +213,8 @@ def builder_config(trt, builder, network, era: str, precision: str, profile: Pro
         config.set_timing_cache(cache, False)
         facts["timing_cache_reused"] = False
 
-    if progress is not None and hasattr(trt, "IProgressMonitor") and hasattr(config, "progress_monitor"):
-        config.progress_monitor = _progress_monitor(trt, progress)
+    if hasattr(trt, "IProgressMonitor") and hasattr(config, "progress_monitor"):
+        config.progress_monitor = _progress_monitor(trt)
         facts["progress"] = "monitor"
     else:
         facts["progress"] = "logger"
@@ -239,9 +240,9 @@ def write_engine(engine_path: str | Path, data: bytes, card: ModelCard) -> Path:
     return engine_path
 
 
-def _progress_monitor(trt, echo: Callable[[str], None]):
+def _progress_monitor(trt):
     class ProgressMonitor(trt.IProgressMonitor):
-        """Prints top-level build phases (builds can take minutes on a Jetson)."""
+        """Logs top-level build phases (builds can take minutes on a Jetson)."""
 
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
@@ -250,7 +251,7 @@ def _progress_monitor(trt, echo: Callable[[str], None]):
         def phase_start(self, phase_name, parent_phase, num_steps):
             self._started[phase_name] = time.perf_counter()
             if parent_phase is None:
-                echo(f"  tensorrt: {phase_name} ({num_steps} steps)")
+                log.info(f"  tensorrt: {phase_name} ({num_steps} steps)")
 
         def step_complete(self, phase_name, step):
             return True  # False would cancel the build
@@ -264,7 +265,7 @@ def _progress_monitor(trt, echo: Callable[[str], None]):
 # ----------------------------------------------------------------------------------------- all together
 def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str, profile: Profile,
                  workspace_mib: int | None = None, timing_cache_path: str | Path | None = None,
-                 echo: Callable[[str], None] = print, work_dir: str | Path | None = None) -> Path:
+                 work_dir: str | Path | None = None) -> Path:
     """Build a TensorRT engine of `precision` from a tledge ONNX file and write engine + sidecar.
 
     precision "fp16": `onnx_path` is the FP32 ONNX (converted to FP16 first in the strongly typed era);
@@ -282,7 +283,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
 
         require_qdq_ok(source, "tensorrt")  # the parser's Q/DQ rules, checked before minutes of building
     if era == STRONG:
-        source = strongly_typed_source(source, precision, Path(work_dir or engine_path.parent), echo)
+        source = strongly_typed_source(source, precision, Path(work_dir or engine_path.parent))
     cache_path = Path(timing_cache_path) if timing_cache_path else engine_path.parent / TIMING_CACHE_NAME
     cached = cache_path.read_bytes() if cache_path.is_file() else None
 
@@ -290,9 +291,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     builder = trt.Builder(logger)
     network, _parser = network_from_onnx(trt, builder, source, era, logger)
     config, facts = builder_config(trt, builder, network, era, precision, profile, card.input_size, workspace_mib,
-                                   cached, progress=echo)
-    echo(f"  tensorrt {getattr(trt, '__version__', '?')} ({era}ly typed): building {precision} engine from "
-         f"{source.name}, batch {profile.min}/{profile.opt}/{profile.max} — this can take minutes")
+                                   cached)
+    log.info(f"  tensorrt {getattr(trt, '__version__', '?')} ({era}ly typed): building {precision} engine from "
+             f"{source.name}, batch {profile.min}/{profile.opt}/{profile.max} — this can take minutes")
     data = build_serialized(builder, network, config)
     atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
 
@@ -316,8 +317,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     return write_engine(engine_path, data, card)
 
 
-def strongly_typed_source(onnx_path: Path, precision: str, work_dir: Path,
-                          echo: Callable[[str], None] | None = None) -> Path:
+def strongly_typed_source(onnx_path: Path, precision: str, work_dir: Path) -> Path:
     """The ONNX a strongly typed build parses: types come from the graph, so FP16 needs an FP16 graph, and
     an INT8 QDQ graph needs its unquantized region (layers kept in float, by the budget search or by
     design) in FP16 too, or it runs in FP32 and the INT8 engine can be slower than the FP16 one. Opset 19
@@ -327,7 +327,7 @@ def strongly_typed_source(onnx_path: Path, precision: str, work_dir: Path,
 
     if precision == "fp16":
         return convert_to_fp16(onnx_path, work_dir / "model.fp16.onnx")
-    converted = convert_to_fp16(onnx_path, work_dir / "model.int8.fp16.onnx", min_opset=QDQ_FP16_OPSET, echo=echo)
+    converted = convert_to_fp16(onnx_path, work_dir / "model.int8.fp16.onnx", min_opset=QDQ_FP16_OPSET)
     from tledge.exporting.qdq_check import require_qdq_ok
 
     require_qdq_ok(converted, "tensorrt")

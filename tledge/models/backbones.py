@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,8 @@ from torch import nn
 
 from tledge.card import ModelCard
 from tledge.errors import TledgeError, UnknownBackbone
+
+log = logging.getLogger(__name__)
 
 HEADS = ("linear", "mlp")
 MLP_HIDDEN = 512
@@ -204,7 +207,7 @@ def _load_matching(module: nn.Module, state: dict, source: str) -> None:
     skipped = [k for k in own if k not in usable]
     module.load_state_dict(usable, strict=False)
     if len(skipped) > 4:
-        print(f"warning: {source}: {len(skipped)} of {len(own)} tensors did not match and keep their init")
+        log.warning(f"{source}: {len(skipped)} of {len(own)} tensors did not match and keep their init")
 
 
 def create_model(

@@ -11,14 +11,16 @@ each followed by `backend.synchronize()` before the clock is read.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from tledge.card import ModelCard
 from tledge.errors import TledgeError
+from tledge.logs import log_note
 from tledge.metrics import accuracy, latency_stats
 from tledge.runtime.backends import backend_options, exported_suffixes, kind_of, load_backend
 from tledge.runtime.backends.base import check_batch_fits
@@ -28,6 +30,7 @@ from tledge.staleness import stale_reason
 from tledge.table import format_table
 from tledge.timing import Clock, time_calls
 
+log = logging.getLogger(__name__)
 ROW_KEYS = ("artifact", "format", "backend", "batch", "status", "size_mb", "accuracy", "p50_ms", "p99_ms",
             "throughput", "speedup")
 BASELINE_FORMAT = "pytorch"
@@ -178,7 +181,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def bench(source, data: str | Path | None = None, options: BenchOptions | None = None,
-          clock: Clock = time.perf_counter, log: Callable[[str], None] = lambda _m: None) -> dict:
+          clock: Clock = time.perf_counter) -> dict:
     """Run the benchmark and return {"rows": [...], "machine": {...}, "eval_set": ..., "note": ...}."""
     options = options or BenchOptions()
     data = data if data is not None else options.data
@@ -198,19 +201,19 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
         except Exception as exc:  # noqa: BLE001 - a row fails, the table goes on
             for b in batches:
                 rows.append({**base, "backend": "-", "batch": b, "status": f"failed: {_reason(exc)}"})
-            log(f"{path.name}: failed to load ({_reason(exc)})")
+            log.warning(f"{path.name}: failed to load ({_reason(exc)})")
             continue
         for note in getattr(backend, "notes", ()):
-            log(f"{path.name}: {note}")
+            log_note(log, note, about=path.name)
         unverified = unverified_here(path, backend.name)
         if unverified:
-            log(f"warning: {unverified}")
+            log.warning(unverified)
         stale = stale_reason(path, backend.card)
         if stale:
             backend.close()
             for b in batches:
                 rows.append({**base, "backend": backend.name, "batch": b, "status": f"failed: stale: {stale}"})
-            log(f"{path.name}: refused ({stale})")
+            log.warning(f"{path.name}: refused ({stale})")
             continue
         try:
             card = backend.card
@@ -225,7 +228,7 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
                     if skipped is not None:
                         eval_cache["skipped"] = skipped
                 except Exception as exc:  # noqa: BLE001
-                    log(f"{path.name}: accuracy failed ({_reason(exc)})")
+                    log.warning(f"{path.name}: accuracy failed ({_reason(exc)})")
             for b in batches:
                 row = {**base, "backend": backend.name, "provider": getattr(backend, "provider", None), "batch": b,
                        "accuracy": acc}
@@ -248,7 +251,7 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
                 except Exception as exc:  # noqa: BLE001
                     row["status"] = f"failed: {_reason(exc)}"
                 rows.append(row)
-                log(f"{path.name} batch {b}: {row['status']}")
+                log.warning(f"{path.name} batch {b}: {row['status']}")
         finally:
             backend.close()
     for row in rows:

@@ -9,15 +9,18 @@ run, beside the artifact: eval/<artifact>/ or eval-<DATA>/<artifact>/.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from tledge import metrics as m
 from tledge.errors import TledgeError
+from tledge.logs import log_note, log_result
 from tledge.splits import SPLITS_FILE, Splits
+
+log = logging.getLogger(__name__)
 
 SAMPLE_IMAGES = 16
 
@@ -39,7 +42,7 @@ def run_of(artifact: Path) -> Path | None:
 
 
 def eval_artifact(artifact: str | Path, data: str | Path | None = None, json_path: str | Path | None = None,
-                  device: str = "auto", batch_size: int = 32, log: Callable[[str], None] = print) -> dict:
+                  device: str = "auto", batch_size: int = 32) -> dict:
     """Evaluate an exported artifact on its run's test split or on `data`; writes the metrics files and
     returns the metrics dict (accuracy, macro, per_class, confusion_matrix, top3_accuracy, loss, ...)."""
     from tledge.atomic import write_json
@@ -63,7 +66,7 @@ def eval_artifact(artifact: str | Path, data: str | Path | None = None, json_pat
     backend = load_backend(path, device=device)
     try:
         for note in getattr(backend, "notes", ()):
-            log(note)
+            log_note(log, note)
         card = backend.card
         if data is None:
             splits = Splits.load(run_dir)
@@ -78,13 +81,13 @@ def eval_artifact(artifact: str | Path, data: str | Path | None = None, json_pat
 
             items, skipped_files = read_labelled_folder(data, card.class_names)
             for rel, reason in skipped_files:
-                log(f"skipped {rel}: {reason}")
+                log.warning(f"skipped {rel}: {reason}")
             paths, labels = [p for p, _ in items], [label for _, label in items]
             missing = missing_classes(items, card.class_names)
             if missing:
-                log(f"note: no images of {', '.join(missing)} in {data}")
+                log.info(f"note: no images of {', '.join(missing)} in {data}")
             source = str(data)
-        log(f"eval: {path.name} ({backend.name}) on {len(paths)} images from {source}")
+        log.info(f"eval: {path.name} ({backend.name}) on {len(paths)} images from {source}")
         logits, kept, seconds = _logits(backend, paths, batch_size)
     finally:
         backend.close()
@@ -98,17 +101,17 @@ def eval_artifact(artifact: str | Path, data: str | Path | None = None, json_pat
     report["images_per_s"] = len(kept) / seconds if seconds > 0 else None
     report.update({"source": str(path), "artifact": path.name, "backend": backend.name,
                    "data": str(data) if data is not None else "test split", "skipped": skipped})
-    _write_reports(report, logits, y, [paths[i] for i in kept], card, out_dir, log)
+    _write_reports(report, logits, y, [paths[i] for i in kept], card, out_dir)
     write_json(out_dir / "metrics.json", report)
     if json_path:
         write_json(Path(json_path), report)
     if skipped:
-        log(f"warning: {len(skipped)} unreadable image(s) skipped: {', '.join(skipped[:5])}")
+        log.warning(f"{len(skipped)} unreadable image(s) skipped: {', '.join(skipped[:5])}")
     from tledge.metrics import per_class_table
 
-    log(per_class_table(report))
-    log(f"test accuracy {report['accuracy']:.4f}  macro F1 {report['macro']['f1']:.4f}  ({len(kept)} images)")
-    log(f"eval results in {out_dir}")
+    log_result(log, per_class_table(report))
+    log_result(log, f"test accuracy {report['accuracy']:.4f}  macro F1 {report['macro']['f1']:.4f}  ({len(kept)} images)")
+    log_result(log, f"eval results in {out_dir}")
     return report
 
 
@@ -138,7 +141,7 @@ def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
-def _write_reports(report: dict, logits, labels, paths, card, out_dir: Path, log) -> None:
+def _write_reports(report: dict, logits, labels, paths, card, out_dir: Path) -> None:
     """metrics.md and confusion_matrix.csv always; the PNGs where matplotlib is installed (the train extra)."""
     from tledge.atomic import atomic_write_bytes
     from tledge.metrics import metrics_markdown
@@ -152,8 +155,8 @@ def _write_reports(report: dict, logits, labels, paths, card, out_dir: Path, log
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        log("note: matplotlib is not installed: confusion_matrix.png and samples.png left out (the matrix is in "
-            "confusion_matrix.csv and metrics.json)")
+        log.info("note: matplotlib is not installed: confusion_matrix.png and samples.png left out (the matrix is in "
+                 "confusion_matrix.csv and metrics.json)")
         return
     from tledge.preprocess import load_image, resize_rgb
     from tledge import eval_plots

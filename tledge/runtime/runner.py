@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
-from typing import Callable
 
 from tledge.errors import Interrupted, TledgeError
+from tledge.logs import log_note
 from tledge.preprocess import decode_min_size
 from tledge.runtime.backends import backend_options, load_backend
 from tledge.runtime.options import PredictRequest
 from tledge.runtime.predict import PredictOptions, format_summary, predict_stream, preprocessor
 from tledge.runtime.sources import Clock, open_source
+
+log = logging.getLogger(__name__)
 
 
 def predict_backend_options(request: PredictRequest) -> dict:
@@ -33,11 +36,11 @@ def _serve_address(text: str | None):
     return parse_address(text)
 
 
-def _serve_sink(address: tuple[str, int], backend, source, echo):
+def _serve_sink(address: tuple[str, int], backend, source):
     from tledge.runtime.serve import ServeOptions, ServeSink
 
     info = {"backend": backend.name, "source": str(source.spec), "classes": list(backend.card.class_names)}
-    return ServeSink(ServeOptions(host=address[0], port=address[1]), info, echo=echo)
+    return ServeSink(ServeOptions(host=address[0], port=address[1]), info)
 
 
 def check_predict_outputs(request: PredictRequest) -> None:
@@ -75,24 +78,35 @@ def open_predict_source(request: PredictRequest, card, clock: Clock = time.perf_
                        decode_min_size=decode_min_size(card) if request.fast_decode else None)
 
 
-def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, clock: Clock = time.perf_counter) -> dict:
+def run_predict(request: PredictRequest, clock: Clock = time.perf_counter) -> dict:
+    """`tledge predict` in Python: the per-image table and the summary are logged (INFO), then a run that was
+    interrupted or read nothing raises. The CLI prints the summary itself (predict_summary, check_summary)."""
+    summary = predict_summary(request, clock)
+    log.info(format_summary(summary))
+    check_summary(summary, request)
+    return summary
+
+
+def predict_summary(request: PredictRequest, clock: Clock = time.perf_counter) -> dict:
+    """Run the prediction and return its summary (written to --summary-json too); the per-image table of a
+    folder is logged (INFO: `tledge -q` leaves it out), and so are the backend's notes and the problems."""
     from tledge.runtime.outputs import CsvSink, JsonlSink, ProgressSink, TableSink, write_summary_json
 
     check_predict_outputs(request)
     serve_address = _serve_address(request.serve)
     backend = load_backend(request.artifact, request.device, **predict_backend_options(request))
     for note in getattr(backend, "notes", ()):  # provider fallbacks, the CPU INT8 flavour kept on the CPU
-        echo(note)
+        log_note(log, note)
     from tledge.staleness import stale_reason
 
     stale = stale_reason(request.artifact, backend.card)
     if stale:
-        echo(f"warning: {stale}")
+        log.warning(stale)
     from tledge.provenance.verdicts import unverified_here
 
     unverified = unverified_here(request.artifact, backend.name)
     if unverified:
-        echo(f"warning: {unverified}")
+        log.warning(unverified)
     sinks = []
     try:
         source = open_predict_source(request, backend.card, clock)
@@ -113,11 +127,14 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
 
                 sinks.append(OverlaySink(request.show, request.save, fps=source.fps or 30.0))
             if serve_address is not None:
-                sinks.append(_serve_sink(serve_address, backend, source, echo))
+                sinks.append(_serve_sink(serve_address, backend, source))
             if table is not None:
                 sinks.append(table)
                 sinks.append(ProgressSink(len(source)))
             options = PredictOptions(request.topk, request.batch, request.warmup, request.max_frames)
+            log.debug(f"predict: {request.artifact} on {backend.name}, {source.kind} source {request.source} "
+                      f"({len(source) if source.kind == 'images' else 'open-ended'} items), batch {options.batch}, "
+                      f"{request.workers} decode worker(s)")
             summary = predict_stream(backend, source, options, sinks, clock=clock)
     finally:
         for sink in sinks:  # already closed by the loop on success; closing twice is harmless
@@ -125,14 +142,17 @@ def run_predict(request: PredictRequest, echo: Callable[[str], None] = print, cl
         backend.close()
     summary["artifact"] = str(request.artifact)
     if table is not None and table.total:
-        echo(table.render())
-    echo(format_summary(summary))
+        log.info(table.render())
     if request.summary_json:
         write_summary_json(summary, request.summary_json)
+    return summary
+
+
+def check_summary(summary: dict, request: PredictRequest) -> None:
+    """After the summary is shown: an interrupted run, or one that could read none of its inputs, raises."""
     if summary.get("interrupted"):
         raise Interrupted(f"stopped after {summary['items']} item(s); the summary above covers what ran")
     if summary["items"] == 0 and summary["skipped"]:
         first = summary["skipped_items"][0]
         raise TledgeError(f"none of the {summary['skipped']} input(s) of {request.source} could be read "
                           f"(e.g. {first['source']}: {first['error']}); check the files")
-    return summary

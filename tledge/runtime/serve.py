@@ -19,6 +19,7 @@ import errno
 import ipaddress
 import itertools
 import json
+import logging
 import re
 import socket
 import sys
@@ -38,6 +39,8 @@ from tledge.metrics import latency_stats
 from tledge.runtime.overlay import draw_overlay
 from tledge.runtime.predict import Sink
 from tledge.runtime.sources import Item
+
+log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 BOUNDARY = "tledgeframe"
@@ -301,8 +304,8 @@ class _LiveHTTPServer(ThreadingHTTPServer):
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 if not self.out_of_files_warned:
                     self.out_of_files_warned = True
-                    print(f"serve: out of file descriptors ({len(self.connections)} connections open; raise "
-                          "`ulimit -n`): new viewers wait", file=sys.stderr)
+                    log.warning(f"serve: out of file descriptors ({len(self.connections)} connections open; "
+                                "raise `ulimit -n`): new viewers wait")
                 time.sleep(self.out_of_files_pause)
             raise
 
@@ -323,7 +326,7 @@ class _LiveHTTPServer(ThreadingHTTPServer):
         error = sys.exc_info()[1]
         if isinstance(error, (ConnectionError, TimeoutError)):
             return  # a client that went away mid-request is normal
-        print(f"serve: request from {client_address[0]} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        log.warning(f"serve: request from {client_address[0]} failed: {type(error).__name__}: {error}")
 
 
 class LiveServer:
@@ -382,12 +385,12 @@ def bind_error_message(host: str, port: int, exc: OSError) -> str:
 class ServeSink(Sink):
     """The predict loop's end of the live view: starts the server, publishes every prediction, stops with the loop."""
 
-    def __init__(self, options: ServeOptions, info: dict | None = None, echo=print):
+    def __init__(self, options: ServeOptions, info: dict | None = None):
         self.view = LiveView(options, info)
         self.server = LiveServer(self.view)
         self._closed = False
-        echo(f"live view on {self.server.url} (stream {self.server.url}stream.mjpg, numbers {self.server.url}stats); "
-             "Ctrl-C stops")
+        log.info(f"live view on {self.server.url} (stream {self.server.url}stream.mjpg, numbers {self.server.url}stats); "
+                 "Ctrl-C stops")
 
     @property
     def url(self) -> str:

@@ -5,16 +5,16 @@ would no longer match its card, so the resume is refused unless forced.
 
 from __future__ import annotations
 
+import logging
 import json
 from pathlib import Path
-from typing import Callable
 
 from tledge.checkpoint import LAST, load_checkpoint
 from tledge.errors import TledgeError
 from tledge.training.config import TrainConfig
 from tledge.training.rundir import CARD_FILE
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 def recorded_fingerprint(run_dir: Path) -> str:
@@ -28,7 +28,7 @@ def recorded_fingerprint(run_dir: Path) -> str:
     return ""
 
 
-def check_data_unchanged(run_dir: Path, config: TrainConfig, log: Log = print) -> str:
+def check_data_unchanged(run_dir: Path, config: TrainConfig) -> str:
     """Rescan the data folder; refuse (TledgeError) when its fingerprint differs from the recorded one.
 
     Returns the current fingerprint ("" when nothing was recorded, e.g. runs made before fingerprints).

@@ -8,6 +8,7 @@ only the rest.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
@@ -20,7 +21,9 @@ from tledge.training.features import feature_loader
 from tledge.training.freeze import set_train_mode
 from tledge.training.loop import EpochStats, evaluate, train_one_epoch
 from tledge.training.prefix import TrainableSuffix, cache_prefix
-from tledge.training.session import Log, RunResult, TrainSession, prefix_stages, save_epoch, uses_prefix_cache
+from tledge.training.session import RunResult, TrainSession, prefix_stages, save_epoch, uses_prefix_cache
+
+log = logging.getLogger(__name__)
 
 STAGE_CACHE_DTYPE = "float16"  # stage feature maps are large; vectors of freeze all stay float32
 
@@ -42,7 +45,7 @@ def _loader(session: TrainSession, dataset, shuffle: bool, epoch: int = 0):
                        shard=shard)
 
 
-def _cache_split(session: TrainSession, dataset, label: str, views: int, log: Log):
+def _cache_split(session: TrainSession, dataset, label: str, views: int):
     """One split's prefix outputs: vectors for freeze all (float32), feature maps for stages:K (float16,
     half the memory; their rounding is far below the training noise)."""
     from tledge.progress import progress_bar
@@ -54,7 +57,7 @@ def _cache_split(session: TrainSession, dataset, label: str, views: int, log: Lo
         loader = _loader(session, dataset, False)
         with progress_bar(len(loader), f"caching {label}") as bar:
             return cache_prefix(session.model, stages, loader, session.setup, views=views, dtype=dtype,
-                                progress=lambda step: bar.update(1), log=log)
+                                progress=lambda step: bar.update(1))
 
     if session.feature_cache is None:
         return compute()
@@ -63,29 +66,29 @@ def _cache_split(session: TrainSession, dataset, label: str, views: int, log: Lo
     key = trunk_cache.feature_key(session.model, stages, dataset, views, dtype, session.setup,
                                   session.card.dataset_fingerprint)
     started = time.perf_counter()
-    cached, engine, seconds, reused = trunk_cache.shared_features(session.feature_cache, key, compute, log)
+    cached, engine, seconds, reused = trunk_cache.shared_features(session.feature_cache, key, compute)
     if reused:  # this run's cost is the wait and the load, not the first run's computing
-        log(f"{label}: frozen-prefix outputs shared from {session.feature_cache / key}.pt")
+        log.info(f"{label}: frozen-prefix outputs shared from {session.feature_cache / key}.pt")
         return cached, f"{engine}, shared", time.perf_counter() - started
     return cached, engine, seconds
 
 
-def run_epochs(session: TrainSession, train_ds, val_ds, log: Log,
+def run_epochs(session: TrainSession, train_ds, val_ds,
                on_epoch_end: Callable[[int, dict], None] | None) -> RunResult:
     """Train from session.start_epoch to the last epoch (or early stop, or Ctrl-C: then `interrupted`)."""
     config, model, setup = session.config, session.model, session.setup
     cached = uses_prefix_cache(config)
     if cached:
-        train_feats, engine, train_s = _cache_split(session, train_ds, "train", config.cache_views, log)
-        val_feats, _, val_s = _cache_split(session, val_ds, "val", 1, log)
+        train_feats, engine, train_s = _cache_split(session, train_ds, "train", config.cache_views)
+        val_feats, _, val_s = _cache_split(session, val_ds, "val", 1)
         cache_s = train_s + val_s
         session.train_time_s += cache_s if session.start_epoch == 0 else 0.0
         stages = prefix_stages(session)
         val_module = TrainableSuffix(model, stages)  # the network after the prefix, for the val pass
         what = "trunk features" if stages is None else f"outputs of the first {stages} stages"
         views = f", {config.cache_views} views per train image" if config.cache_views > 1 else ""
-        log(f"freeze {config.freeze}: {what} cached in {cache_s:.1f} s ({engine}{views}); "
-            "epochs now train only the rest")
+        log.info(f"freeze {config.freeze}: {what} cached in {cache_s:.1f} s ({engine}{views}); "
+                 "epochs now train only the rest")
 
     interrupted = False
     epochs_without_gain = _epochs_since_best(session)
@@ -125,23 +128,23 @@ def run_epochs(session: TrainSession, train_ds, val_ds, log: Log,
             epochs_without_gain = 0 if improved else epochs_without_gain + 1
             save_epoch(session, epoch, improved)
             saved = epoch + 1
-            log(_epoch_line(row, config.epochs, improved))
+            log.info(_epoch_line(row, config.epochs, improved))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
             if config.patience and epochs_without_gain >= config.patience:
-                log(f"early stop: val accuracy has not improved for {config.patience} epochs")
+                log.info(f"early stop: val accuracy has not improved for {config.patience} epochs")
                 break
     except KeyboardInterrupt:
         interrupted = True
         if session.history:
-            log(f"\ninterrupted: {session.run_dir / LAST} holds epoch {session.history[-1]['epoch']}. "
-                f"Resume with: tledge train --resume {session.run_dir}")
+            log.warning(f"\ninterrupted: {session.run_dir / LAST} holds epoch {session.history[-1]['epoch']}. "
+                        f"Resume with: tledge train --resume {session.run_dir}")
         else:
-            log("\ninterrupted before the first epoch finished: nothing saved to resume; start the run again")
+            log.warning("\ninterrupted before the first epoch finished: nothing saved to resume; start the run again")
     except WriteError:  # disk full, I/O error: say what the run folder holds before the one-line error
         if saved:
-            log(f"\n{session.run_dir / LAST} holds epoch {saved}; once the disk is fixed, resume with: "
-                f"tledge train --resume {session.run_dir}")
+            log.warning(f"\n{session.run_dir / LAST} holds epoch {saved}; once the disk is fixed, resume with: "
+                        f"tledge train --resume {session.run_dir}")
         raise
     return RunResult(session.run_dir, session.card, session.history, session.best_epoch + 1,
                      session.best_val_acc, session.train_time_s, interrupted=interrupted)

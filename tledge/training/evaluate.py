@@ -5,8 +5,8 @@ The images go through the same shared preprocessing as training's validation and
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -16,12 +16,15 @@ from tledge import metrics as m
 from tledge.card import ModelCard
 from tledge.models.restore import load_model
 from tledge.errors import TledgeError
+from tledge.logs import log_result
 from tledge.preprocess import load_image, resize_rgb
 from tledge.splits import Splits
 from tledge.training import reports
 from tledge.training.dataset import ImageDataset, make_loader
 from tledge.models.device import DeviceSetup, resolve_device
 from tledge.training.loop import evaluate
+
+log = logging.getLogger(__name__)
 
 SAMPLE_IMAGES = 16
 
@@ -33,7 +36,6 @@ def evaluate_and_report(
     out_dir: Path,
     setup: DeviceSetup,
     batch_size: int = 32,
-    log: Callable[[str], None] = print,
 ) -> dict:
     """Run `dataset` through `model`; write metrics.md, confusion_matrix.png, samples.png; return metrics."""
     loader = make_loader(dataset, batch_size, False, 0, 0, 0, setup.pin_memory)
@@ -49,9 +51,9 @@ def evaluate_and_report(
     reports.plot_confusion_matrix(np.asarray(report["confusion_matrix"]), card.class_names,
                                   out_dir / "confusion_matrix.png")
     _plot_samples(dataset, logits, labels, card, out_dir / "samples.png")
-    log(reports.per_class_table(report))
-    log(f"test accuracy {report['accuracy']:.4f}  macro F1 {report['macro']['f1']:.4f}  "
-        f"({report['num_samples']} images)")
+    log_result(log, reports.per_class_table(report))
+    log_result(log, f"test accuracy {report['accuracy']:.4f}  macro F1 {report['macro']['f1']:.4f}  "
+               f"({report['num_samples']} images)")
     return report
 
 
@@ -73,7 +75,6 @@ def eval_run(
     json_path: str | Path | None = None,
     device: str = "auto",
     batch_size: int = 32,
-    log: Callable[[str], None] = print,
 ) -> dict:
     """Evaluate a run folder (or best.pt) on its test split, or on a labelled folder with the same classes."""
     from tledge.checkpoint import BEST
@@ -103,16 +104,16 @@ def eval_run(
     else:
         items, skipped = read_labelled_folder(data, card.class_names)
         for rel, reason in skipped:
-            log(f"skipped {rel}: {reason}")
+            log.warning(f"skipped {rel}: {reason}")
         paths, labels = [p for p, _ in items], [label for _, label in items]
         out_dir = run_dir / f"eval-{Path(data).resolve().name}"
     with torch.inference_mode():
         report = evaluate_and_report(model, card, ImageDataset(paths, labels, card, "none", 0), out_dir, setup,
-                                     batch_size, log)
+                                     batch_size)
     report["source"] = str(source)
     report["data"] = str(data) if data is not None else "test split"
     reports.write_json(out_dir / "metrics.json", report)
     if json_path:
         reports.write_json(Path(json_path), report)
-    log(f"eval results in {out_dir}")
+    log_result(log, f"eval results in {out_dir}")
     return report

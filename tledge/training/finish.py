@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import logging
 from tledge.checkpoint import BEST, save_checkpoint
+from tledge.logs import log_result
 from tledge.table import format_table
 from tledge.training import reports
 from tledge.training.rundir import CARD_FILE, METRICS_FILE
-from tledge.training.session import Log, RunResult, TrainSession
+from tledge.training.session import RunResult, TrainSession
+
+log = logging.getLogger(__name__)
 
 
-def finish_run(session: TrainSession, result: RunResult, test_ds, log: Log) -> RunResult:
+def finish_run(session: TrainSession, result: RunResult, test_ds) -> RunResult:
     """Restore the best epoch, evaluate it on the test split, write metrics, plots and the diagnosis."""
     from tledge.training.evaluate import evaluate_and_report
 
@@ -18,13 +22,13 @@ def finish_run(session: TrainSession, result: RunResult, test_ds, log: Log) -> R
     model.load_state_dict(session.best_state)
     diagnosis = reports.diagnose_fit(session.history, session.card.num_classes)
     result.diagnosis = diagnosis
-    log(f"fit: {diagnosis['verdict']} - {diagnosis['reason']}")
+    log.info(f"fit: {diagnosis['verdict']} - {diagnosis['reason']}")
     if len(test_ds) == 0:
-        log("no test split: skipping test metrics")
+        log.info("no test split: skipping test metrics")
         metrics = {}
     else:
         metrics = evaluate_and_report(model, session.card, test_ds, run_dir, session.setup,
-                                      session.config.batch_size, log)
+                                      session.config.batch_size)
         session.card.best_metrics = {**session.card.best_metrics, "test_acc": metrics["accuracy"],
                                      "test_macro_f1": metrics["macro"]["f1"]}
     metrics.update({
@@ -42,8 +46,8 @@ def finish_run(session: TrainSession, result: RunResult, test_ds, log: Log) -> R
                                      "epoch": session.best_epoch, "config": session.config.to_dict()})
     session.card.save(run_dir / CARD_FILE)
     reports.plot_curves(session.history, run_dir / "curves.png", title=f"{session.card.arch} · {run_dir.name}")
-    log(_summary_table(session, metrics))
-    log(f"results in {run_dir}  (next: tledge export {run_dir})")
+    log_result(log, _summary_table(session, metrics))
+    log_result(log, f"results in {run_dir}  (next: tledge export {run_dir})")
     result.test_metrics = metrics
     return result
 

@@ -11,6 +11,7 @@ same result as an uninterrupted run (data order and augmentation are seeded per 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -19,12 +20,14 @@ from tledge.errors import TledgeError
 from tledge.splits import Splits
 from tledge.training import distributed, reports
 from tledge.training.config import TrainConfig
-from tledge.datasets.folders import build_splits
+from tledge.training.data import build_splits
 from tledge.training.epochs import make_datasets, run_epochs
 from tledge.training.finish import finish_run
 from tledge.training.rundir import CONFIG_FILE, METRICS_FILE, check_run_target, new_run_dir
-from tledge.training.session import Log, RunResult, TrainSession, device_type, new_session, resume_session
+from tledge.training.session import RunResult, TrainSession, device_type, new_session, resume_session
 from tledge.training.tracking import Tracker
+
+log = logging.getLogger(__name__)
 
 
 def train_run(
@@ -35,7 +38,6 @@ def train_run(
     fingerprint: str = "",
     resume: bool = False,
     force: bool = False,
-    log: Log = print,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     parent_tracker: Tracker | None = None,
     feature_cache: Path | None = None,
@@ -53,8 +55,8 @@ def train_run(
     from tledge.paths import clean_stale_temp_files
 
     info = distributed.from_environment()
-    if not info.is_main:
-        log = _silent
+    if not info.is_main:  # the rank is the process's for good (torchrun's environment): only rank 0 talks
+        logging.getLogger("tledge").setLevel(logging.WARNING)
     succeeded = False
     created: Path | None = None  # the run folder, when this call made it (removed again if nothing was saved)
     tracker: Tracker | None = None
@@ -68,9 +70,9 @@ def train_run(
                 if not force:
                     from tledge.training.data_check import check_data_unchanged
 
-                    check_data_unchanged(run_dir, config, log)
+                    check_data_unchanged(run_dir, config)
                 distributed.init(info, device_type(config))
-                session = resume_session(run_dir, log, info)
+                session = resume_session(run_dir, info)
             else:
                 if run_dir is None:
                     check_run_target(config.project, config.name, config.exist_ok)
@@ -78,10 +80,10 @@ def train_run(
                 if splits is None:
                     splits, report = build_splits(config.data, tuple(config.split), config.seed)
                     for line in report.summary_lines():
-                        log(line)
+                        log.info(line)
                     fingerprint = report.fingerprint
                 _check_splits_usable(splits)
-                session = new_session(config, None, splits, fingerprint, log, info)
+                session = new_session(config, None, splits, fingerprint, info)
                 if info.is_main:
                     target = Path(run_dir) if run_dir is not None else None
                     if target is None and config.name:
@@ -97,19 +99,19 @@ def train_run(
                 run_dir = Path(distributed.broadcast(str(run_dir), info))
                 session.run_dir = run_dir
             session.feature_cache = Path(feature_cache) if feature_cache is not None else None
-            tracker = Tracker.open(config.track if info.is_main else (), Path(run_dir), log, parent=parent_tracker,
+            tracker = Tracker.open(config.track if info.is_main else (), Path(run_dir), parent=parent_tracker,
                                    resume=resume, resume_step=session.start_epoch + 1 if resume else None)
             if not resume:
                 tracker.log_params(config.to_dict())
-            result = _fit(session, log, on_epoch_end, tracker)
+            result = _fit(session, on_epoch_end, tracker)
         except BaseException as exc:
             if tracker is not None:
                 tracker.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-            _remove_half_made(created, log)
+            _remove_half_made(created)
             raise
         tracker.close("KILLED" if result.interrupted else "FINISHED", announce=parent_tracker is None)
         if result.interrupted:
-            _remove_half_made(created, log)
+            _remove_half_made(created)
         succeeded = True
         return result
     finally:
@@ -121,18 +123,14 @@ def _check_splits_usable(splits: Splits) -> None:
         raise TledgeError("the train and val splits both need images; use more images or another --split")
 
 
-def _remove_half_made(created: Path | None, log: Log) -> None:
+def _remove_half_made(created: Path | None) -> None:
     """A run folder this call made, with no checkpoint in it yet, is removed (it could not be resumed)."""
     import shutil
 
     if created is None or not created.is_dir() or (created / LAST).is_file():
         return
     shutil.rmtree(created, ignore_errors=True)
-    log(f"removed {created}: the run stopped before its first checkpoint")
-
-
-def _silent(_line: str) -> None:
-    """Log sink of ranks other than 0."""
+    log.info(f"removed {created}: the run stopped before its first checkpoint")
 
 
 def _config_of(run_dir: Path) -> TrainConfig:
@@ -142,7 +140,7 @@ def _config_of(run_dir: Path) -> TrainConfig:
     return TrainConfig.from_dict(load_checkpoint(last)["config"])
 
 
-def _fit(session: TrainSession, log: Log, on_epoch_end, tracker: Tracker) -> RunResult:
+def _fit(session: TrainSession, on_epoch_end, tracker: Tracker) -> RunResult:
     """Datasets, the epochs, and (on rank 0, when an epoch was kept) the test split and the run's files."""
     if tracker.active:
         user_hook = on_epoch_end
@@ -155,10 +153,10 @@ def _fit(session: TrainSession, log: Log, on_epoch_end, tracker: Tracker) -> Run
     train_ds, val_ds, test_ds = make_datasets(session)
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise TledgeError("the train and val splits both need images; use more images or another --split")
-    log(f"device: {session.setup.describe()}; train {len(train_ds)}, val {len(val_ds)}, test {len(test_ds)} images")
-    result = run_epochs(session, train_ds, val_ds, log, on_epoch_end)
+    log.info(f"device: {session.setup.describe()}; train {len(train_ds)}, val {len(val_ds)}, test {len(test_ds)} images")
+    result = run_epochs(session, train_ds, val_ds, on_epoch_end)
     if result.interrupted or session.best_state is None or not session.dist.is_main:
         return result
-    result = finish_run(session, result, test_ds, log)
+    result = finish_run(session, result, test_ds)
     tracker.log_final(result.test_metrics or {}, session.run_dir, [session.run_dir / METRICS_FILE])
     return result

@@ -13,6 +13,7 @@ differ by more than `MAX_REL_DIFF` of the output scale; the tests hold it to the
 
 from __future__ import annotations
 
+import logging
 import io
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from torch import nn
 
 from tledge.models.device import DeviceSetup
 from tledge.training.freeze import parse_policy
+
+log = logging.getLogger(__name__)
 
 MAX_REL_DIFF = 1e-4  # |ORT - torch| / max|torch| on the first batch
 CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -124,7 +127,7 @@ def relative_difference(reference: torch.Tensor, other: torch.Tensor) -> float:
     return float((reference - other).abs().max()) / scale
 
 
-def choose_engine(prefix: FrozenPrefix, first_batch: torch.Tensor, setup: DeviceSetup, log=print) -> PrefixEngine:
+def choose_engine(prefix: FrozenPrefix, first_batch: torch.Tensor, setup: DeviceSetup) -> PrefixEngine:
     """ONNX Runtime on the CPU when it matches PyTorch on `first_batch`; PyTorch otherwise (and on CUDA)."""
     reference = _torch_engine(prefix, setup)
     if setup.is_cuda:
@@ -133,17 +136,17 @@ def choose_engine(prefix: FrozenPrefix, first_batch: torch.Tensor, setup: Device
         fast = onnxruntime_engine(prefix, first_batch)
         diff = relative_difference(reference.run(first_batch), fast.run(first_batch))
     except Exception as exc:  # noqa: BLE001 - any exporter/runtime failure just means the slower engine
-        log(f"prefix cache: ONNX Runtime unavailable for this network ({str(exc).splitlines()[0][:120]}); "
-            "using PyTorch")
+        log.info(f"prefix cache: ONNX Runtime unavailable for this network ({str(exc).splitlines()[0][:120]}); "
+                 "using PyTorch")
         return reference
     if diff > MAX_REL_DIFF:
-        log(f"prefix cache: ONNX Runtime differs from PyTorch by {diff:.1e} of the output scale; using PyTorch")
+        log.info(f"prefix cache: ONNX Runtime differs from PyTorch by {diff:.1e} of the output scale; using PyTorch")
         return reference
     return fast
 
 
 def cache_prefix(model, stages: int | None, loader, setup: DeviceSetup, views: int = 1, dtype: str = "float32",
-                 engine: PrefixEngine | None = None, progress=None, log=print):
+                 engine: PrefixEngine | None = None, progress=None):
     """(outputs, labels) of the frozen prefix for every item of `loader`, in loader order.
 
     views=2 adds each image's horizontal mirror as a second view: outputs then have shape
@@ -162,7 +165,7 @@ def cache_prefix(model, stages: int | None, loader, setup: DeviceSetup, views: i
     try:
         for step, (inputs, targets) in enumerate(loader, 1):
             if engine is None:
-                engine = choose_engine(prefix, inputs, setup, log)
+                engine = choose_engine(prefix, inputs, setup)
             batch = [engine.run(inputs)]
             if views == 2:
                 batch.append(engine.run(torch.flip(inputs, dims=[3])))

@@ -6,18 +6,19 @@ refused unless `force=True` (`--force`).
 
 from __future__ import annotations
 
+import logging
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tledge.checkpoint import LAST
 from tledge.errors import TledgeError
 from tledge.training.config import TrainConfig
 from tledge.training.rundir import CONFIG_FILE
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
+
 FOLD_NAME = re.compile(r"fold\d+")
 
 
@@ -35,7 +36,7 @@ class Resumed:
     interrupted: bool = False
 
 
-def resume_run(run_dir: str | Path, force: bool = False, log: Log = print) -> Resumed:
+def resume_run(run_dir: str | Path, force: bool = False) -> Resumed:
     """Resume RUN (k-fold runs resume their unfinished folds; RUN/foldK resumes that fold only)."""
     from tledge.training.fit import train_run
     from tledge.training.kfold import run_kfold
@@ -46,25 +47,25 @@ def resume_run(run_dir: str | Path, force: bool = False, log: Log = print) -> Re
         raise TledgeError(f"cannot resume {run_dir}: no {CONFIG_FILE} (not a tledge run folder)")
     config = TrainConfig.from_dict(json.loads(config_path.read_text()))
     if not config.kfold or is_fold_dir(run_dir):
-        finished = _finished(run_dir, log)
+        finished = _finished(run_dir)
         if finished is not None:
             return Resumed(run_dir, finished)
     if is_fold_dir(run_dir):
         if not (run_dir / LAST).is_file():
             raise TledgeError(f"{run_dir} has not saved a checkpoint yet; resume the k-fold run instead: "
                               f"tledge train --resume {run_dir.parent}")
-        result = train_run(config, run_dir=run_dir, resume=True, force=force, log=log)
+        result = train_run(config, run_dir=run_dir, resume=True, force=force)
         if not result.interrupted:
-            log(f"fold resumed; to update the k-fold table run: tledge train --resume {run_dir.parent}")
+            log.info(f"fold resumed; to update the k-fold table run: tledge train --resume {run_dir.parent}")
         return Resumed(run_dir, dict(result.test_metrics or {}), result.interrupted)
     if config.kfold:
-        outcome = run_kfold(config, log=log, resume_dir=run_dir, force=force)
+        outcome = run_kfold(config, resume_dir=run_dir, force=force)
         return Resumed(run_dir, dict(outcome.get("summary", {})), bool(outcome.get("interrupted", False)))
-    result = train_run(config, run_dir=run_dir, resume=True, force=force, log=log)
+    result = train_run(config, run_dir=run_dir, resume=True, force=force)
     return Resumed(run_dir, dict(result.test_metrics or {}), result.interrupted)
 
 
-def _finished(run_dir: Path, log: Log) -> dict | None:
+def _finished(run_dir: Path) -> dict | None:
     """The metrics of a run that already finished (metrics.json is its last word), after saying so; None for
     a run that can go on. Resuming a finished run touches nothing: its best.pt, and so its exports, stay."""
     from tledge.training.rundir import METRICS_FILE
@@ -76,6 +77,6 @@ def _finished(run_dir: Path, log: Log) -> dict | None:
         metrics = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    log(f"{run_dir} finished already ({metrics.get('epochs_run', '?')} epochs; see {METRICS_FILE}): nothing to "
-        "resume, its files are unchanged. To train longer, start a new run: tledge train DATA --epochs N")
+    log.info(f"{run_dir} finished already ({metrics.get('epochs_run', '?')} epochs; see {METRICS_FILE}): nothing to "
+             "resume, its files are unchanged. To train longer, start a new run: tledge train DATA --epochs N")
     return metrics if isinstance(metrics, dict) else {}

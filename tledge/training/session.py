@@ -7,9 +7,9 @@ bit-for-bit the same result as an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ from tledge.training.optim import make_optimizer, make_scheduler
 from tledge.training.prefix import TrainableSuffix, cached_prefix_stages, has_cacheable_prefix
 from tledge.training.rundir import CARD_FILE, HISTORY_FILE
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,11 +104,11 @@ def _build_card(config: TrainConfig, class_names: list[str], fingerprint: str) -
     )
 
 
-def _assemble(config, run_dir, splits, card, weights, log, info=distributed.SINGLE) -> TrainSession:
+def _assemble(config, run_dir, splits, card, weights, info=distributed.SINGLE) -> TrainSession:
     torch.manual_seed(config.seed)
     model = create_model(config.model, card.num_classes, weights, config.head, config.dropout, **config.arch_kwargs)
     frozen = apply_freeze(model, config.freeze)
-    log(frozen.summary)
+    log.info(frozen.summary)
     device = config.device
     if info.enabled and device_type(config) == "cuda":
         device = f"cuda:{info.local_rank}"
@@ -145,17 +145,17 @@ def _wrap_for_training(session: TrainSession) -> nn.Module:
     return DistributedDataParallel(module, device_ids=ids)
 
 
-def new_session(config: TrainConfig, run_dir: Path, splits: Splits, fingerprint: str, log: Log,
+def new_session(config: TrainConfig, run_dir: Path, splits: Splits, fingerprint: str,
                 info: distributed.DistInfo) -> TrainSession:
     card = _build_card(config, splits.class_names, fingerprint)
-    return _assemble(config, run_dir, splits, card, config.weights, log, info)
+    return _assemble(config, run_dir, splits, card, config.weights, info)
 
 
-def resume_session(run_dir: Path, log: Log, info: distributed.DistInfo) -> TrainSession:
+def resume_session(run_dir: Path, info: distributed.DistInfo) -> TrainSession:
     state = load_checkpoint(run_dir / LAST)
     config = TrainConfig.from_dict(state["config"])
     card = ModelCard.from_dict(state["card"])
-    session = _assemble(config, run_dir, Splits.load(run_dir), card, "none", log, info)
+    session = _assemble(config, run_dir, Splits.load(run_dir), card, "none", info)
     session.model.load_state_dict(state["model"])
     session.optimizer.load_state_dict(state["optimizer"])
     if session.scheduler is not None and state.get("scheduler"):
@@ -173,7 +173,7 @@ def resume_session(run_dir: Path, log: Log, info: distributed.DistInfo) -> Train
     session.train_time_s = float(state.get("train_time_s", 0.0))
     if (run_dir / BEST).is_file():
         session.best_state = load_checkpoint(run_dir / BEST)["model"]
-    log(f"resuming {run_dir} at epoch {session.start_epoch + 1}/{config.epochs}")
+    log.info(f"resuming {run_dir} at epoch {session.start_epoch + 1}/{config.epochs}")
     return session
 
 

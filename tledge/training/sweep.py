@@ -27,6 +27,7 @@ Nothing here imports torch at import time; running cells does.
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import os
 import re
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tledge.errors import TledgeError
+from tledge.logs import log_result
 from tledge.training import reports
 from tledge.training.config import TrainConfig
 from tledge.devices import device_problem
@@ -48,7 +50,7 @@ from tledge.training.sweep_results import (  # noqa: F401 - the results' public 
     CSV_COLUMNS, KFOLD_FILE, METRICS, RESULT_FILES, TABLE_LEGEND, TABLE_METRICS, _log_summary, cell_result,
     cell_state, plot_results, results_table, write_results)
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
 WORKER_LOGS = "workers"  # SWEEP_DIR/workers/worker1-cuda0.log …: the output of --devices' worker processes
@@ -155,7 +157,7 @@ def cell_config(cell: Cell, sweep_dir: Path, device: str | None = None) -> Train
     return dataclasses.replace(cell.config, **changes)
 
 
-def run_cell(cell: Cell, sweep_dir: Path, log: Log = print, device: str | None = None,
+def run_cell(cell: Cell, sweep_dir: Path, device: str | None = None,
              splits_cache: dict | None = None, tracker: Tracker | None = None,
              on_epoch_end: Callable[[int, dict], None] | None = None, feature_cache: Path | None = None) -> str:
     """Train one cell in sweep_dir/<name> (or read it back, or resume it). Returns 'done' or 'interrupted'.
@@ -169,26 +171,26 @@ def run_cell(cell: Cell, sweep_dir: Path, log: Log = print, device: str | None =
     config = cell_config(cell, Path(sweep_dir), device)
     state = cell_state(cell, cell_dir)
     if state == "done":
-        log(f"{cell.name}: already finished, skipping")
+        log.info(f"{cell.name}: already finished, skipping")
         return "done"
     if config.kfold:
         if state == "started":
-            log(f"{cell.name}: resuming k-fold run")
-        outcome = run_kfold(config, log, resume_dir=cell_dir if state == "started" else None,
+            log.info(f"{cell.name}: resuming k-fold run")
+        outcome = run_kfold(config, resume_dir=cell_dir if state == "started" else None,
                             parent_tracker=tracker)
         return "interrupted" if outcome.get("interrupted") else "done"
     if state == "started":
-        log(f"{cell.name}: resuming from {cell_dir / 'last.pt'}")
-        result = train_run(config, run_dir=cell_dir, resume=True, log=log, parent_tracker=tracker,
+        log.info(f"{cell.name}: resuming from {cell_dir / 'last.pt'}")
+        result = train_run(config, run_dir=cell_dir, resume=True, parent_tracker=tracker,
                            on_epoch_end=on_epoch_end, feature_cache=feature_cache)
     else:
-        splits, fingerprint = _shared_splits(config, splits_cache, log)
-        result = train_run(config, run_dir=cell_dir, splits=splits, fingerprint=fingerprint, log=log,
+        splits, fingerprint = _shared_splits(config, splits_cache)
+        result = train_run(config, run_dir=cell_dir, splits=splits, fingerprint=fingerprint,
                            parent_tracker=tracker, on_epoch_end=on_epoch_end, feature_cache=feature_cache)
     return "interrupted" if result.interrupted else "done"
 
 
-def _shared_splits(config: TrainConfig, cache: dict | None, log: Log):
+def _shared_splits(config: TrainConfig, cache: dict | None):
     """Scan the data once per (data, split, seed) and share the split between cells: every cell of a sweep
     sees the same images (the same seed gives the same split anyway; this only saves the scan)."""
     if cache is None:
@@ -199,7 +201,7 @@ def _shared_splits(config: TrainConfig, cache: dict | None, log: Log):
     if key not in cache:
         splits, report = build_splits(config.data, tuple(config.split), config.seed)
         for line in report.summary_lines():
-            log(line)
+            log.info(line)
         cache[key] = (splits, report.fingerprint)
     return cache[key]
 
@@ -211,7 +213,7 @@ def feature_cache_dir(sweep_dir: str | Path) -> Path | None:
     return Path(sweep_dir) / FOLDER if load_study_spec(sweep_dir)["shared_cache"] else None
 
 
-def run_study_sweep(sweep_dir: str | Path, log: Log = print, device: str | None = None,
+def run_study_sweep(sweep_dir: str | Path, device: str | None = None,
                     devices: Sequence[str] | None = None) -> list[dict]:
     """Run the sweep folder's study (tledge.training.sweep_study) until the grid or the trial budget is done,
     then write the results over every cell so far, with the cell chosen on val. One worker in this process,
@@ -223,20 +225,20 @@ def run_study_sweep(sweep_dir: str | Path, log: Log = print, device: str | None 
     cells = sweep_cells(sweep_dir)
     devices = parse_devices(devices)
     sweep_study.load_study(sweep_dir, cells, spec["search"], spec["storage"])  # a bad storage: before the tracker
-    tracker = _open_sweep_tracker(cells, sweep_dir, log)
+    tracker = _open_sweep_tracker(cells, sweep_dir)
     try:
         if len(devices) > 1:
-            outcomes = _run_device_workers(sweep_dir, devices, log)
+            outcomes = _run_device_workers(sweep_dir, devices)
         else:
-            outcomes = _study_worker(sweep_dir, cells, devices[0] if devices else device, log, tracker)
+            outcomes = _study_worker(sweep_dir, cells, devices[0] if devices else device, tracker)
     except BaseException:
         tracker.close("KILLED")
         raise
     rows = sweep_study.study_rows(sweep_dir, cells, spec["search"], spec["storage"], outcomes)
     best = sweep_study.mark_best(rows)
     write_results(rows, sweep_dir, best=best)
-    _log_summary(rows, sweep_dir, log)
-    log(sweep_study.summary(best))
+    _log_summary(rows, sweep_dir)
+    log_result(log, sweep_study.summary(best))
     files = [sweep_dir / name for name in ("results.csv", "results.md", "results.json", SWEEP_FILE)]
     tracker.log_final({}, sweep_dir, files)
     stopped = {row["status"] for row in rows} & {"interrupted", "pending", "started", "incomplete"}
@@ -244,7 +246,7 @@ def run_study_sweep(sweep_dir: str | Path, log: Log = print, device: str | None 
     return rows
 
 
-def _study_worker(sweep_dir: Path, cells: Sequence[Cell], device: str | None, log: Log,
+def _study_worker(sweep_dir: Path, cells: Sequence[Cell], device: str | None,
                   tracker: Tracker | None) -> dict[str, tuple[str, str | None]]:
     """This process as one worker of the sweep's study: take trials until none is left."""
     from functools import partial
@@ -255,16 +257,16 @@ def _study_worker(sweep_dir: Path, cells: Sequence[Cell], device: str | None, lo
     _, axes, _ = load_grid(sweep_dir)
     runner = partial(run_cell, feature_cache=feature_cache_dir(sweep_dir))
     return sweep_study.run_worker(sweep_dir, cells, normalize_axes(axes), search=spec["search"],
-                                  trials=spec["trials"], storage=spec["storage"], device=device, log=log,
+                                  trials=spec["trials"], storage=spec["storage"], device=device,
                                   tracker=tracker, run_cell=runner, reason_of=_reason)
 
 
-def _open_sweep_tracker(cells: Sequence[Cell], sweep_dir: Path, log: Log) -> Tracker:
+def _open_sweep_tracker(cells: Sequence[Cell], sweep_dir: Path) -> Tracker:
     """The sweep's own records (the parent of every cell's), when its cells are tracked: the base options
     with each grid axis as its comma list."""
     names = cells[0].config.track if cells else ()
     resumed = any(cell_state(cell, sweep_dir / cell.name) != "new" for cell in cells)
-    tracker = Tracker.open(names, sweep_dir, log, resume=resumed)
+    tracker = Tracker.open(names, sweep_dir, resume=resumed)
     if tracker.active and (sweep_dir / SWEEP_FILE).is_file():
         base, axes, _ = load_grid(sweep_dir)
         tracker.log_params({**base.to_dict(), **axes, "cells": len(cells)})
@@ -308,7 +310,7 @@ def worker_command(sweep_dir: Path, device: str, threads: int | None = None) -> 
     return [sys.executable, "-m", "tledge.training.sweep", str(sweep_dir), device], env
 
 
-def _run_device_workers(sweep_dir: Path, devices: list[str], log: Log) -> dict[str, tuple[str, str | None]]:
+def _run_device_workers(sweep_dir: Path, devices: list[str]) -> dict[str, tuple[str, str | None]]:
     """One study worker process per device; wait for all. Their trials (and failures) are in the study; a
     worker stopped by Ctrl-C or SIGTERM leaves its cell interrupted (the next --resume continues it)."""
     cpu_workers = sum(1 for d in devices if d == "cpu")
@@ -323,7 +325,7 @@ def _run_device_workers(sweep_dir: Path, devices: list[str], log: Log) -> dict[s
             handle = open(path, "a", encoding="utf-8")
             workers.append((device, subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env),
                             handle, path))
-            log(f"worker {index} on {device}: pid {workers[-1][1].pid}, log {path}")
+            log.info(f"worker {index} on {device}: pid {workers[-1][1].pid}, log {path}")
         interrupted = False
         for index, (device, process, handle, path) in enumerate(workers, 1):
             code = process.wait()
@@ -331,11 +333,11 @@ def _run_device_workers(sweep_dir: Path, devices: list[str], log: Log) -> dict[s
             if code in (130, 143, -signal.SIGINT, -signal.SIGTERM):
                 interrupted = True
             elif code != 0:
-                log(f"worker {index} on {device} exited with code {code}: {_last_line(path)} (log: {path})")
+                log.warning(f"worker {index} on {device} exited with code {code}: {_last_line(path)} (log: {path})")
         if interrupted:
             raise KeyboardInterrupt
     except KeyboardInterrupt:
-        log(f"sweep interrupted: stopping {len(workers)} worker(s); resume with: tledge sweep --resume {sweep_dir}")
+        log.warning(f"sweep interrupted: stopping {len(workers)} worker(s); resume with: tledge sweep --resume {sweep_dir}")
         for _, process, handle, _ in workers:
             _stop_worker(process)
             handle.close()
@@ -364,20 +366,22 @@ def _last_line(path: Path) -> str:
 def worker_main(argv: Sequence[str]) -> int:
     """`python -m tledge.training.sweep SWEEP_DIR DEVICE`: one study worker of a saved sweep, on DEVICE."""
     if len(argv) != 2:
-        print("usage: python -m tledge.training.sweep SWEEP_DIR DEVICE", file=sys.stderr)
+        sys.stderr.write("usage: python -m tledge.training.sweep SWEEP_DIR DEVICE\n")
         return 2
     sweep_dir, device = Path(argv[0]), argv[1]
     cells = sweep_cells(sweep_dir)
+    from tledge.logs import cli_logging
     from tledge.signals import sigterm_as_interrupt
 
-    # the sweep's records, opened by the parent process (tracking.json): the cells' are children of them
-    tracked = (sweep_dir / TRACKING_FILE).is_file() and bool(cells)
-    tracker = Tracker.open(cells[0].config.track, sweep_dir, print, resume=True) if tracked else None
-    with sigterm_as_interrupt() as stop:  # a SIGTERM to every process (systemd's cgroup) saves last.pt too
-        try:
-            outcomes = _study_worker(sweep_dir, cells, device, print, tracker)
-        except KeyboardInterrupt:
-            return stop.exit_code or 130
+    with cli_logging():  # the worker's log file (SWEEP/workers/) gets the lines `tledge train` prints
+        # the sweep's records, opened by the parent process (tracking.json): the cells' are children of them
+        tracked = (sweep_dir / TRACKING_FILE).is_file() and bool(cells)
+        tracker = Tracker.open(cells[0].config.track, sweep_dir, resume=True) if tracked else None
+        with sigterm_as_interrupt() as stop:  # a SIGTERM to every process (systemd's cgroup) saves last.pt too
+            try:
+                outcomes = _study_worker(sweep_dir, cells, device, tracker)
+            except KeyboardInterrupt:
+                return stop.exit_code or 130
     if any(status == "interrupted" for status, _ in outcomes.values()):
         return stop.exit_code or 130
     return 0

@@ -3,20 +3,22 @@
 
 from __future__ import annotations
 
+import logging
 import csv
 import io
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from tledge.atomic import atomic_write_bytes
+from tledge.logs import log_result
 from tledge.plots import closed_on_error, pyplot, save_figure
 from tledge.table import format_table
 from tledge.training import reports
 from tledge.training.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE
 from tledge.training.sweep_grid import AXIS_TYPES, Cell
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 KFOLD_FILE = "kfold.json"  # tledge.training.kfold.KFOLD_JSON (not imported: that module imports torch)
 RESULT_FILES = ("results.csv", "results.md", "results.json", "results.png")
@@ -216,9 +218,9 @@ def plot_results(rows: Sequence[dict], path: str | Path, title: str | None = Non
     return save_figure(fig, path)
 
 
-def _log_summary(rows: Sequence[dict], sweep_dir: Path, log: Log) -> None:
-    log("\n" + format_table(results_table(rows)))
+def _log_summary(rows: Sequence[dict], sweep_dir: Path) -> None:
+    log_result(log, "\n" + format_table(results_table(rows)))
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
-        log(f"{len(failed)} of {len(rows)} cells failed: " + "; ".join(f"{r['cell']}: {r['error']}" for r in failed))
-    log(f"results in {sweep_dir} (results.md, results.csv, results.json, results.png)")
+        log.warning(f"{len(failed)} of {len(rows)} cells failed: " + "; ".join(f"{r['cell']}: {r['error']}" for r in failed))
+    log_result(log, f"results in {sweep_dir} (results.md, results.csv, results.json, results.png)")

@@ -16,6 +16,7 @@ optuna is imported only here (`pip install 'tledge[sweep]'`).
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import math
 import os
@@ -28,7 +29,7 @@ from tledge.errors import TledgeError, require
 from tledge.training.sweep_grid import Cell
 from tledge.training.sweep_results import cell_result
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 STUDY_DB = "study.db"
 LOCK_FILE = "study.lock"
@@ -119,7 +120,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _reap_dead_trials(study, log: Log) -> None:
+def _reap_dead_trials(study) -> None:
     """RUNNING trials of dead workers on this host → FAIL, with their cell queued again (it resumes)."""
     optuna = _optuna()
     host = socket.gethostname()
@@ -128,7 +129,7 @@ def _reap_dead_trials(study, log: Log) -> None:
         if attrs.get("host") == host and "pid" in attrs and not _alive(int(attrs["pid"])):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-            log(f"trial {trial.number} ({attrs.get('cell')}): its worker (pid {attrs['pid']}) is gone; queued again")
+            log.info(f"trial {trial.number} ({attrs.get('cell')}): its worker (pid {attrs['pid']}) is gone; queued again")
 
 
 def _requeue_failed(study, names: Sequence[str]) -> None:
@@ -188,7 +189,7 @@ def _value(cell: Cell, cell_dir: Path) -> float | None:
 
 def run_worker(sweep_dir: Path, cells: Sequence[Cell], axes: dict, *, search: str = "grid",
                trials: int | None = None, storage: str | None = None, device: str | None = None,
-               log: Log = print, tracker=None, seed: int = 0, run_cell: Callable, reason_of: Callable[[BaseException], str]
+               tracker=None, seed: int = 0, run_cell: Callable, reason_of: Callable[[BaseException], str]
                ) -> dict[str, tuple[str, str | None]]:
     """Take trials until the grid (or the trial budget) is done. Returns this worker's outcomes per cell.
     `run_cell` trains one cell and `reason_of` words a failure: tledge.training.sweep's own (passed in, so this
@@ -201,18 +202,18 @@ def run_worker(sweep_dir: Path, cells: Sequence[Cell], axes: dict, *, search: st
     outcomes: dict[str, tuple[str, str | None]] = {}
     cache: dict = {}
     with _locked(sweep_dir):
-        _reap_dead_trials(study, log)
+        _reap_dead_trials(study)
         if search == "grid":
             _requeue_failed(study, names)
             finished = {t.user_attrs.get("cell") for t in study.get_trials(deepcopy=False, states=(states.COMPLETE,))}
             for name in names:
                 if name in finished:
-                    log(f"{name}: already finished, skipping")
+                    log.info(f"{name}: already finished, skipping")
                     outcomes[name] = ("done", None)
     asked = 0
     while True:
         with _locked(sweep_dir):
-            _reap_dead_trials(study, log)
+            _reap_dead_trials(study)
             more = _grid_has_work(study, names) if search == "grid" else _budget_left(study, budget)
             if not more or asked >= len(cells) + budget:  # the last: a worker whose every cell fails stops
                 break
@@ -222,7 +223,7 @@ def run_worker(sweep_dir: Path, cells: Sequence[Cell], axes: dict, *, search: st
             cell = _suggest_cell(trial, cells, axes, search)
             trial.set_user_attr("cell", cell.name)
         asked += 1
-        log(f"\n=== sweep trial {trial.number}: {cell.name} ===")
+        log.info(f"\n=== sweep trial {trial.number}: {cell.name} ===")
 
         def report(epoch: int, row: dict, trial=trial) -> None:
             value = row.get("val_acc")
@@ -234,9 +235,9 @@ def run_worker(sweep_dir: Path, cells: Sequence[Cell], axes: dict, *, search: st
                 raise _Pruned(f"pruned after epoch {step} (val acc {float(value):.4f})")
 
         try:
-            status = run_cell(cell, sweep_dir, log, device, cache, tracker, on_epoch_end=report)
+            status = run_cell(cell, sweep_dir, device, cache, tracker, on_epoch_end=report)
         except _Pruned as exc:
-            log(f"{cell.name}: {exc}")
+            log.info(f"{cell.name}: {exc}")
             trial.set_user_attr("error", str(exc))
             study.tell(trial, state=states.PRUNED)
             outcomes[cell.name] = ("pruned", str(exc))
@@ -245,13 +246,13 @@ def run_worker(sweep_dir: Path, cells: Sequence[Cell], axes: dict, *, search: st
             trial.set_user_attr("interrupted", True)
             study.tell(trial, state=states.FAIL)
             outcomes[cell.name] = ("interrupted", None)
-            log(f"sweep interrupted in {cell.name}; resume with: tledge sweep --resume {sweep_dir}")
+            log.warning(f"sweep interrupted in {cell.name}; resume with: tledge sweep --resume {sweep_dir}")
             break
         except Exception as exc:
             reason = reason_of(exc)
-            log(f"{cell.name}: FAILED: {reason}")
+            log.warning(f"{cell.name}: FAILED: {reason}")
             if not isinstance(exc, TledgeError):
-                log(traceback.format_exc().rstrip())
+                log.info(traceback.format_exc().rstrip())
             trial.set_user_attr("error", reason)
             study.tell(trial, state=states.FAIL)
             outcomes[cell.name] = ("failed", reason)
@@ -260,7 +261,7 @@ def run_worker(sweep_dir: Path, cells: Sequence[Cell], axes: dict, *, search: st
             trial.set_user_attr("interrupted", True)
             study.tell(trial, state=states.FAIL)
             outcomes[cell.name] = ("interrupted", None)
-            log(f"sweep interrupted in {cell.name}; resume with: tledge sweep --resume {sweep_dir}")
+            log.warning(f"sweep interrupted in {cell.name}; resume with: tledge sweep --resume {sweep_dir}")
             break
         value = _value(cell, Path(sweep_dir) / cell.name)
         if value is None:

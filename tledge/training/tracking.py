@@ -30,6 +30,8 @@ from typing import Any, Callable, Iterable
 
 from tledge.errors import TledgeError
 
+log = logging.getLogger(__name__)
+
 TRACKERS = ("tensorboard", "mlflow")
 MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # what must import for each tracker
 TRACKING_FILE = "tracking.json"
@@ -38,8 +40,6 @@ MLFLOW_DIR = "mlruns"
 MLFLOW_DB = "mlflow.db"
 EXPERIMENT = "tledge"
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")
-
-Log = Callable[[str], None]
 
 
 # ------------------------------------------------------------------------------------------------ the option
@@ -266,25 +266,25 @@ def local_uri(store_dir: Path) -> str:
 # ------------------------------------------------------------------------------------------------ the tracker
 class Tracker:
     """The chosen trackers of one run, fold or parent. Every method is safe to call: a backend that raises
-    is reported once through `log` and dropped; the others and the training run go on. With no trackers
+    is reported once (a warning) and dropped; the others and the training run go on. With no trackers
     chosen every method does nothing."""
 
-    def __init__(self, run_dir: Path | None, records: dict[str, Any], log: Log) -> None:
-        self.run_dir, self.records, self.log = run_dir, records, log
+    def __init__(self, run_dir: Path | None, records: dict[str, Any]) -> None:
+        self.run_dir, self.records = run_dir, records
 
     @property
     def active(self) -> bool:
         return bool(self.records)
 
     @classmethod
-    def open(cls, names: Iterable[str], run_dir: Path, log: Log, *, parent: "Tracker | None" = None,
+    def open(cls, names: Iterable[str], run_dir: Path, *, parent: "Tracker | None" = None,
              resume: bool = False, resume_step: int | None = None) -> "Tracker":
         """Start the records of `run_dir` (or, with `resume`, go on in those RUN/tracking.json names). A
         fold's or cell's records go into its parent's store: MLflow a nested run, TensorBoard a subfolder.
         `resume_step`: the first epoch still to come (TensorBoard drops what was written from there on)."""
         run_dir = Path(run_dir)
         names = tuple(names)
-        tracker = cls(run_dir, {}, log)
+        tracker = cls(run_dir, {})
         if not names:
             return tracker
         saved = _read_saved(run_dir) if resume else {}
@@ -292,7 +292,7 @@ class Tracker:
             try:
                 tracker.records[name] = _open_record(name, run_dir, saved.get(name), parent, resume_step)
             except Exception as exc:  # noqa: BLE001 - tracking must never cost the run
-                log(f"warning: {name} tracking off for this run: {_first_line(exc)}")
+                log.warning(f"{name} tracking off for this run: {_first_line(exc)}")
         tracker._save()
         return tracker
 
@@ -304,7 +304,7 @@ class Tracker:
 
             write_json(self.run_dir / TRACKING_FILE, {n: r.info() for n, r in self.records.items()})
         except Exception as exc:  # noqa: BLE001
-            self.log(f"warning: cannot write {self.run_dir / TRACKING_FILE}: {_first_line(exc)}")
+            log.warning(f"cannot write {self.run_dir / TRACKING_FILE}: {_first_line(exc)}")
 
     def _each(self, action: Callable[[Any], None]) -> None:
         for name, record in list(self.records.items()):
@@ -312,7 +312,7 @@ class Tracker:
                 action(record)
             except Exception as exc:  # noqa: BLE001 - tracking must never cost the run
                 del self.records[name]
-                self.log(f"warning: {name} tracking stopped: {_first_line(exc)}; training goes on without it")
+                log.warning(f"{name} tracking stopped: {_first_line(exc)}; training goes on without it")
 
     def log_params(self, config: dict) -> None:
         params = flat_params(config)
@@ -345,7 +345,7 @@ class Tracker:
         self._each(lambda r: r.close(status))
         self.records = {}
         for line in lines:
-            self.log(line)
+            log.info(line)
 
 
 def _read_saved(run_dir: Path) -> dict:
@@ -376,7 +376,7 @@ def _open_record(name: str, run_dir: Path, saved: dict | None, parent: Tracker |
 
 
 # ------------------------------------------------------------------------------------------------ export
-def record_export(run_dir: Path | None, rows: Iterable[Any], files: Iterable[Path], echo: Log) -> bool:
+def record_export(run_dir: Path | None, rows: Iterable[Any], files: Iterable[Path]) -> bool:
     """`tledge export` of a run tracked in MLflow: its artifacts (under export/) and, per format, the
     parity verdict (tag parity.FORMAT: within / over / inconclusive / the step's failure) and numbers
     (parity_FORMAT_agreement, _acc, _acc_delta, _images; FORMAT_size_mb) go into the run's MLflow run.
@@ -385,7 +385,7 @@ def record_export(run_dir: Path | None, rows: Iterable[Any], files: Iterable[Pat
     if not saved:
         return False
     if importlib.util.find_spec("mlflow") is None:
-        echo(f"note: {run_dir} is tracked in MLflow, but mlflow is not installed here: this export is not recorded")
+        log.warning(f"{run_dir} is tracked in MLflow, but mlflow is not installed here: this export is not recorded")
         return False
     try:
         record = MlflowRecord(saved["uri"], saved["experiment_id"], saved["run_id"], resumed=True)
@@ -408,8 +408,8 @@ def record_export(run_dir: Path | None, rows: Iterable[Any], files: Iterable[Pat
             if Path(path).is_file():
                 record.client.log_artifact(record.run_id, str(path), "export")
         record.client.update_run(record.run_id, status=status)
-        echo(f"export recorded in MLflow run {record.run_id} ({record.uri})")
+        log.info(f"export recorded in MLflow run {record.run_id} ({record.uri})")
         return True
     except Exception as exc:  # noqa: BLE001 - the export stands without its record
-        echo(f"warning: this export was not recorded in MLflow: {_first_line(exc)}")
+        log.warning(f"this export was not recorded in MLflow: {_first_line(exc)}")
         return False

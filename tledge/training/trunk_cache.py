@@ -61,7 +61,7 @@ def _locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def shared_features(folder: Path, key: str, compute: Callable[[], tuple], log=print):
+def shared_features(folder: Path, key: str, compute: Callable[[], tuple]):
     """(TensorDataset, engine name, seconds, reused): FOLDER/<key>.pt when it exists (another cell, or another
     worker, computed it), else `compute()` (→ dataset, engine, seconds) saved there for the next cell."""
     from torch.utils.data import TensorDataset

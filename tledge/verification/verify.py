@@ -9,15 +9,18 @@ over → 3, inconclusive → 4). The verdict is added, with this environment, to
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tledge.errors import ParityError, ParityInconclusive, TledgeError
+from tledge.logs import log_note
 from tledge.options import option, validate
 from tledge.devices import DEVICE_HELP, THREADS_HELP, parse_device
 from tledge.runtime.options import PROVIDERS
+
+log = logging.getLogger(__name__)
 
 VERIFY_BATCH = 32
 EXIT_CODES = {"within": 0, "over": ParityError.exit_code, "inconclusive": ParityInconclusive.exit_code}
@@ -64,7 +67,7 @@ class VerifyResult:
         return EXIT_CODES[self.parity.outcome]
 
 
-def verify(artifact: str | Path, *, echo: Callable[[str], None] = print, raise_on_failure: bool = False,
+def verify(artifact: str | Path, *, raise_on_failure: bool = False,
            **values) -> VerifyResult | list[VerifyResult]:
     """Check `artifact` on this device against its parity pack (see module doc); `values` are VerifyOptions
     fields. An export folder checks every artifact export judged in it (a list of results). Raises
@@ -77,15 +80,24 @@ def verify(artifact: str | Path, *, echo: Callable[[str], None] = print, raise_o
 
     options = build(VerifyOptions, {"artifact": artifact, **values}, "verify option")
     if not Path(options.artifact).is_dir():
-        return run_verify(options, echo=echo, raise_on_failure=raise_on_failure)
+        return run_verify(options, raise_on_failure=raise_on_failure)
     artifacts = folder_artifacts(Path(options.artifact))
     pack = packs.read_pack(packs.find_pack(artifacts[0], options.pack))  # one pack, checked once, for them all
-    results = [run_verify(dataclasses.replace(options, artifact=str(path)), echo=echo, pack=pack)
+    results = [run_verify(dataclasses.replace(options, artifact=str(path)), pack=pack)
                for path in artifacts]
-    worst = combine([r.outcome for r in results])
-    if raise_on_failure and worst != "within":
-        raise_verdict(next(r for r in results if r.outcome == worst))
+    if raise_on_failure:
+        raise_worst(results)
     return results
+
+
+def raise_worst(results: VerifyResult | list[VerifyResult]) -> None:
+    """The worst verdict of one or several results, raised (nothing when all are within budget)."""
+    from tledge.stats import combine
+
+    results = results if isinstance(results, list) else [results]
+    worst = combine([r.outcome for r in results])
+    if worst != "within":
+        raise_verdict(next(r for r in results if r.outcome == worst))
 
 
 def folder_artifacts(folder: Path) -> list[Path]:
@@ -101,9 +113,10 @@ def folder_artifacts(folder: Path) -> list[Path]:
     return found
 
 
-def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print, raise_on_failure: bool = False,
+def run_verify(options: VerifyOptions, raise_on_failure: bool = False,
                pack=None) -> VerifyResult:
-    """Verify one artifact; `pack` is its pack when the caller has already read (and checked) it."""
+    """Verify one artifact; `pack` is its pack when the caller has already read (and checked) it. The verdict
+    is the result (format_verify shows it); the steps are logged."""
     from tledge.verification.parity import parity_backend_options, run_on_images, judge, parse_tolerance
     from tledge.runtime.backends import backend_options, exported_suffixes, kind_of, load_backend
     from tledge.provenance import environment, pack as packs, verdicts
@@ -131,10 +144,10 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print, rais
         backend = load_backend(path, options.device, **chosen, **parity_backend_options(path, card_kind))
         notes = list(getattr(backend, "notes", ()))
         for note in notes:
-            echo(note)
+            log_note(log, note)
         env = environment.describe(backend.name)
-        echo(f"verify: {path.name} on {len(pack.paths)} pack images ({pack.source}); running on "
-             f"{environment.short(env)}")
+        log.info(f"verify: {path.name} on {len(pack.paths)} pack images ({pack.source}); running on "
+                 f"{environment.short(env)}")
         # the pack's checksums are of the normalized float tensors: a uint8-input model gets those too (its
         # backend turns them back into its pixels)
         float_card = card.replace(layout="NCHW", extra={k: v for k, v in card.extra.items() if k != "input"})
@@ -153,14 +166,13 @@ def run_verify(options: VerifyOptions, echo: Callable[[str], None] = print, rais
     if differ:
         result.notes.append(f"note: {differ} of {len(pack.paths)} pack images decode to other pixels here than on "
                             "the exporting machine (another OpenCV/libjpeg): the comparison includes that difference")
-        echo(result.notes[-1])
+        log_note(log, result.notes[-1])
     if options.record:
         try:
             result.verdict_file = verdicts.record(path, verdicts.make_verdict(
                 parity, "verify", env, pack_images=len(pack.paths), tolerances=tolerances, inputs_differ=differ))
         except OSError as exc:  # a read-only mount: the verdict is still printed
-            echo(f"warning: could not write {verdicts.verdicts_path(path)} ({exc.strerror or exc})")
-    echo(format_verify(result))
+            log.warning(f"could not write {verdicts.verdicts_path(path)} ({exc.strerror or exc})")
     if raise_on_failure and result.exit_code:
         raise_verdict(result)
     return result
