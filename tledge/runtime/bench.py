@@ -28,7 +28,7 @@ from tledge.staleness import stale_reason
 from tledge.table import format_table
 from tledge.timing import Clock, time_calls
 
-ARTIFACT_SUFFIXES = (".onnx", ".engine")
+ARTIFACT_SUFFIXES = (".onnx", ".engine", ".xml")  # [issue 23 wiring] .xml: OpenVINO IR
 ROW_KEYS = ("artifact", "format", "backend", "batch", "status", "size_mb", "accuracy", "p50_ms", "p99_ms",
             "throughput", "speedup")
 BASELINE_FORMAT = "pytorch"
@@ -61,6 +61,8 @@ def artifact_format(path: Path) -> str:
     name = path.name.lower()
     if kind == "onnxruntime":
         return "onnx-int8" if ".int8" in name else ("onnx-fp16" if ".fp16" in name else "onnx")
+    if kind == "openvino":  # [issue 23 wiring]
+        return "openvino-int8" if ".int8" in name else "openvino"
     for precision in ("int8", "fp16", "fp32"):
         if f".{precision}" in name:
             return f"tensorrt-{precision}"
@@ -177,7 +179,7 @@ def _size_mb(path: Path) -> float:
 def _backend_options(path: Path, threads: int | None, cache: str | None = None, fp16: bool = False,
                      batch: int | None = None) -> dict:
     kind = artifact_kind(path)
-    options = {"threads": threads} if threads and kind in ("onnxruntime", "torch") else {}
+    options = {"threads": threads} if threads and kind in ("onnxruntime", "torch", "openvino") else {}  # [issue 23]
     if kind == "onnxruntime" and (cache or fp16):
         options.update(cache_dir=cache, fp16=fp16)
     if kind == "onnxruntime" and batch:
@@ -321,6 +323,12 @@ def machine_facts() -> dict:
 
         facts["onnxruntime"] = onnxruntime.__version__
     except ImportError:
+        pass
+    try:  # [issue 23 wiring] the installed version, without importing it
+        from importlib.metadata import version
+
+        facts["openvino"] = version("openvino")
+    except Exception:  # noqa: BLE001 - not installed
         pass
     return facts
 

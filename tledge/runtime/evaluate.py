@@ -27,7 +27,7 @@ def is_artifact(path: str | Path) -> bool:
     from tledge.runtime.backends import artifact_kind
 
     try:
-        return artifact_kind(path) in ("onnxruntime", "tensorrt")
+        return artifact_kind(path) in ("onnxruntime", "tensorrt", "openvino")  # [issue 23 wiring] openvino
     except TledgeError:  # not an artifact suffix at all
         return False
 

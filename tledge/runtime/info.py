@@ -34,6 +34,10 @@ def read_card(path: str | Path) -> ModelCard:
         except Exception as exc:  # noqa: BLE001
             raise TledgeError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
         return card_from_onnx_session(session, path)
+    if kind == "openvino":  # [issue 23 wiring]
+        from tledge.runtime.backends.openvino_backend import read_openvino_card
+
+        return read_openvino_card(path)
     from tledge.runtime.backends.tensorrt_backend import read_engine_sidecar
 
     return read_engine_sidecar(path)

@@ -10,7 +10,7 @@ from tledge.errors import TledgeError
 from tledge.options import option, validate
 
 DEVICES = ("auto", "cpu", "cuda")
-PROVIDERS = ("tensorrt", "cuda", "cpu")
+PROVIDERS = ("tensorrt", "cuda", "cpu", "openvino")  # [issue 23 wiring] openvino: the .onnx run by OpenVINO
 DEVICE_HELP = "auto, cpu, cuda or cuda:N (the GPU index also reaches ONNX Runtime's providers and .engine files)."
 CACHE_HELP = "ONNX Runtime's TensorRT provider engine cache folder (default: MODEL.onnx.trt-cache next to the model)."
 FP16_HELP = "Let ONNX Runtime's TensorRT provider use FP16 kernels (.onnx files)."
@@ -57,7 +57,8 @@ class PredictRequest:
     topk: int = option(5, "How many classes to report per item.", min=1)
     batch: int = option(1, "Items per inference call (files and video).", min=1)
     device: str = option("auto", DEVICE_HELP, parse=parse_device)
-    provider: str | None = option(None, "ONNX Runtime provider to force: tensorrt, cuda or cpu.", choices=PROVIDERS)
+    provider: str | None = option(None, "ONNX Runtime provider to force: tensorrt, cuda or cpu; openvino runs the "
+                                                 ".onnx with OpenVINO instead.", choices=PROVIDERS)
     cache: str | None = option(None, CACHE_HELP)
     fp16: bool = option(False, FP16_HELP)
     threads: int | None = option(None, THREADS_HELP, min=1)

@@ -19,10 +19,12 @@ def backend_options(artifact: str | Path, provider: str | None, threads: int | N
     """Only the options the artifact's backend understands; a forced provider on a non-ONNX artifact is an error."""
     kind = artifact_kind(artifact)
     for given, flag in ((provider, "--provider"), (cache, "--cache"), (fp16, "--fp16")):
-        if given and kind != "onnxruntime":
+        if given and kind != "onnxruntime" and not (kind == "openvino" and flag == "--fp16"):  # [issue 23 wiring]
             raise TledgeError(f"{flag} applies to .onnx artifacts only ({Path(artifact).name} runs on {kind})")
     options: dict = {}
-    if kind == "onnxruntime":
+    if kind == "openvino":  # [issue 23 wiring]
+        options.update(threads=threads, fp16=fp16)
+    elif kind == "onnxruntime":
         # No busy-waiting ORT threads in the predict loop: decode threads share the cores with inference, and
         # measured end-to-end folder throughput is higher without spinning (benchmarks/pipeline_bench.py).
         options.update(provider=provider, threads=threads, spin=False, cache_dir=cache, fp16=fp16, batch=batch)

@@ -29,8 +29,9 @@ class VerifyOptions:
     artifact: str = option(help=".onnx or .engine file to check on this device, or an export folder (each "
                                 "artifact export checked in it).", argument=True)
     pack: str | None = option(None, "Parity pack folder (default: parity-pack/ beside the artifact).")
-    provider: str | None = option(None, "ONNX Runtime provider to check: tensorrt, cuda or cpu (default: what "
-                                        "predict would use).", choices=PROVIDERS)
+    provider: str | None = option(None, "ONNX Runtime provider to check: tensorrt, cuda or cpu, or openvino for "
+                                        "the .onnx run by OpenVINO (default: what predict would use).",
+                                 choices=PROVIDERS)
     device: str = option("auto", DEVICE_HELP, parse=parse_device)
     threads: int | None = option(None, THREADS_HELP, min=1)
     tolerance: str | None = option(None, "Override parity gates: KIND=VALUE or KIND.METRIC=VALUE, comma-separated; "
@@ -91,7 +92,7 @@ def folder_artifacts(folder: Path) -> list[Path]:
     """The artifacts of an export folder that export judged (those with a verdict file), in name order."""
     from tledge.verification.verdicts import SUFFIX
 
-    found = sorted(p for p in folder.iterdir() if p.suffix in (".onnx", ".engine")
+    found = sorted(p for p in folder.iterdir() if p.suffix in (".onnx", ".engine", ".xml")  # [issue 23 wiring] .xml
                    and p.with_name(p.name + SUFFIX).is_file())
     if not found:
         raise TledgeError(f"{folder}: no exported artifact with a parity verdict here (an export folder holds "

@@ -1,5 +1,6 @@
 """`load_backend(path, device)`: the backend is chosen by file type (.pt / run folder → torch,
-.onnx → onnxruntime, .engine → TensorRT). Heavy imports happen inside each backend module."""
+.onnx → onnxruntime (OpenVINO with provider="openvino"), .engine → TensorRT, .xml → OpenVINO). Heavy imports
+happen inside each backend module."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ def artifact_kind(path: str | Path) -> str:
         return "onnxruntime"
     if path.suffix in (".engine", ".plan", ".trt"):
         return "tensorrt"
+    if path.suffix == ".xml":  # [issue 23 wiring] OpenVINO IR
+        return "openvino"
     raise TledgeError(
-        f"{path}: unknown artifact type {path.suffix or '(no extension)'!r}; expected a run folder, .pt, .onnx or .engine"
+        f"{path}: unknown artifact type {path.suffix or '(no extension)'!r}; expected a run folder, .pt, .onnx, "
+        ".engine or OpenVINO .xml"
     )
 
 
@@ -34,6 +38,10 @@ def load_backend(path: str | Path, device: str = "auto", **options) -> Backend:
         from tledge.runtime.backends.torch_backend import TorchBackend
 
         return TorchBackend(path, device=device, **options)
+    if kind == "openvino" or (kind == "onnxruntime" and options.get("provider") == "openvino"):  # [issue 23 wiring]
+        from tledge.runtime.backends.openvino_backend import OpenVINOBackend
+
+        return OpenVINOBackend(path, device=device, **options)
     if kind == "onnxruntime":
         from tledge.runtime.backends.onnxrt import OnnxRuntimeBackend
 
