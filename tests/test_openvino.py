@@ -145,6 +145,11 @@ def test_predict_bench_verify_info_accept_an_ir(ov_export, tiny_run, tmp_path, c
                                                          "onnxruntime-cpu-int8", "openvino-cpu-int8"]
     assert rows[xml.name]["accuracy"] == rows["model.onnx"]["accuracy"]
     assert result["machine"]["openvino"]
+    both = bench([str(ov_export["onnx"]), str(ov_export["int8"])],
+                 options=BenchOptions(batches=(1,), iters=2, warmup=0, threads=1, openvino=True))
+    assert [(r["artifact"], r["backend"], r["status"]) for r in both["rows"]] == [
+        ("model.onnx", "onnxruntime-cpu-fp32", "ok"), ("model.onnx", "openvino-cpu-fp32", "ok"),
+        ("model.int8.onnx", "onnxruntime-cpu-int8", "ok"), ("model.int8.onnx", "openvino-cpu-int8", "ok")]
 
 
 def test_missing_openvino_is_one_line_naming_the_extra(tiny_run, tmp_path, monkeypatch):  # noqa: F811
@@ -162,6 +167,8 @@ def test_missing_openvino_is_one_line_naming_the_extra(tiny_run, tmp_path, monke
     with pytest.raises(MissingDependency) as caught:
         load_backend(xml)
     assert "pip install 'tledge[openvino]'" in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(MissingDependency, match=r"bench --openvino needs"):
+        bench([str(xml)], options=BenchOptions(openvino=True))
     with pytest.raises(MissingDependency, match=r"the openvino export formats needs"):
         export_run(tiny_run, "onnx,openvino", tmp_path / "none", echo=lambda m: None)
     assert not (tmp_path / "none").exists()  # found before any work

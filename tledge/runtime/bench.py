@@ -198,18 +198,25 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
     options = options or BenchOptions()
     data = data if data is not None else options.data
     artifacts, run = discover_artifacts(source)
+    runs = [(path, {}) for path in artifacts]
+    if options.openvino:  # [issue 23 wiring] each .onnx a second time, through OpenVINO, right after itself
+        from tledge.runtime.backends.openvino_backend import import_openvino
+
+        import_openvino("bench --openvino")
+        runs = [run_ for path in artifacts for run_ in [(path, {})] + (
+            [(path, {"provider": "openvino"})] if artifact_kind(path) == "onnxruntime" else [])]
     batches = sorted({int(b) for b in options.batches})
     if not batches or batches[0] < 1:
         raise TledgeError("--batch needs positive sizes, e.g. 1,16")
     rows: list[dict] = []
     inputs: dict[int, np.ndarray] = {}  # the same timing batch for every backend
     eval_cache: dict = {}
-    for path in artifacts:
+    for path, forced in runs:
         fmt = artifact_format(path)
         base = {"artifact": path.name, "format": fmt, "size_mb": _size_mb(path) if path.is_file() else None}
         try:
             backend = load_backend(path, options.device, **_backend_options(path, options.threads, options.cache,
-                                                                             options.fp16, max(batches)))
+                                                                             options.fp16, max(batches)), **forced)
         except Exception as exc:  # noqa: BLE001 - a row fails, the table goes on
             for b in batches:
                 rows.append({**base, "backend": "-", "batch": b, "status": f"failed: {_reason(exc)}"})

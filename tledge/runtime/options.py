@@ -98,6 +98,8 @@ class BenchOptions:
     device: str = option("auto", DEVICE_HELP, parse=parse_device)
     cache: str | None = option(None, CACHE_HELP)
     fp16: bool = option(False, FP16_HELP)
+    openvino: bool = option(False, "Also run each .onnx with OpenVINO: its row beside ONNX Runtime's, same file and "
+                                   "inputs (needs the openvino extra).")  # [issue 23 wiring]
     eval_batch: int = option(32, "Batch size of the accuracy pass.", min=1, cli=False)
     data: str | None = option(None, "Labelled folder (class subfolders) for accuracy; default: the run's test split, "
                                     "else the parity pack exported beside the artifacts.")
