@@ -13,6 +13,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -21,7 +22,7 @@ from tledge.card import card_from_onnx
 from tledge.cli import main
 from tledge.errors import MissingDependency
 from tledge.export.pipeline import export_run
-from tledge.preprocess import load_batch
+from tledge.preprocess import load_batch, load_image
 from tledge.runtime.backends import artifact_kind, load_backend
 from tledge.runtime.bench import artifact_format, bench
 from tledge.runtime.options import BenchOptions
@@ -117,6 +118,20 @@ def test_openvino_parity_rows(ov_export):
 
 
 @needs_openvino
+def test_uint8_input_onnx_through_openvino(tiny_run, tmp_path):  # noqa: F811
+    """A model with its normalization in the graph (export --input uint8: uint8 NHWC) runs the same in OpenVINO."""
+    result = export_run(tiny_run, "onnx", tmp_path / "u", input="uint8", parity=False, echo=lambda m: None)
+    path = tmp_path / "u" / "model.uint8.onnx"
+    images = np.stack([cv2.resize(load_image(p), (32, 32)) for p in Splits.load(tiny_run).paths("test")[:8]])
+    with load_backend(path, "cpu") as ort, load_backend(path, "cpu", provider="openvino") as ov:
+        assert ov.card.input_format == "uint8" and ov.name == "openvino-cpu-fp32"
+        want, got = ort.predict(images), ov.predict(images)
+    assert images.dtype == np.uint8 and got.shape == (8, 3)
+    assert np.abs(got - want).max() / np.abs(want).max() < 1e-4
+    assert result.rows[0].ok
+
+
+@needs_openvino
 def test_openvino_int8_alone_quantizes_without_an_int8_row(tiny_run, tmp_path):  # noqa: F811
     result = export_run(tiny_run, "openvino-int8", tmp_path / "o", tolerance="int8=100", pack_images=0,
                         echo=lambda m: None)
@@ -144,6 +159,7 @@ def test_predict_bench_verify_info_accept_an_ir(ov_export, tiny_run, tmp_path, c
     assert [rows[p.name]["backend"] for p in files] == ["onnxruntime-cpu-fp32", "openvino-cpu-fp32",
                                                          "onnxruntime-cpu-int8", "openvino-cpu-int8"]
     assert rows[xml.name]["accuracy"] == rows["model.onnx"]["accuracy"]
+    assert rows[xml.name]["size_mb"] == pytest.approx((xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 1e6)
     assert result["machine"]["openvino"]
     both = bench([str(ov_export["onnx"]), str(ov_export["int8"])],
                  options=BenchOptions(batches=(1,), iters=2, warmup=0, threads=1, openvino=True))

@@ -421,7 +421,9 @@ def run_steps(job: ExportJob, steps: Sequence[Step], result: ExportResult) -> No
             if row.error is None and path is not None:
                 path = Path(path)
                 job.outputs[step.name] = path
-                row.path, row.size_mb = path, path.stat().st_size / 1e6
+                from tledge.runtime.backends.openvino_backend import artifact_bytes  # [issue 23 wiring] .xml + .bin
+
+                row.path, row.size_mb = path, artifact_bytes(path) / 1e6
             if row.error is not None:
                 failed[step.name] = row.error
                 job.echo(f"{step.name}: {row.error}")

@@ -173,7 +173,9 @@ def time_backend(backend, x: np.ndarray, iters: int, warmup: int, min_time: floa
 
 
 def _size_mb(path: Path) -> float:
-    return path.stat().st_size / 1e6
+    from tledge.runtime.backends.openvino_backend import artifact_bytes  # [issue 23 wiring] an IR: .xml + .bin
+
+    return artifact_bytes(path) / 1e6
 
 
 def _backend_options(path: Path, threads: int | None, cache: str | None = None, fp16: bool = False,

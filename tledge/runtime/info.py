@@ -75,7 +75,9 @@ def card_rows(card: ModelCard, path: str | Path | None = None) -> list[dict]:
 def _size_mb(path: Path) -> float | None:
     if path.is_dir():
         path = path / "best.pt"
-    return path.stat().st_size / 1e6 if path.is_file() else None
+    from tledge.runtime.backends.openvino_backend import artifact_bytes  # [issue 23 wiring] an IR: .xml + .bin
+
+    return artifact_bytes(path) / 1e6 if path.is_file() else None
 
 
 def format_card(card: ModelCard, path: str | Path | None = None) -> str:

@@ -29,6 +29,13 @@ SUFFIXES = (".xml",)
 PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
+def artifact_bytes(path: str | Path) -> int:
+    """Size of an artifact on disk: an IR's .xml and the .bin beside it (the weights are in the .bin)."""
+    path = Path(path)
+    files = [path, path.with_suffix(".bin")] if path.suffix in SUFFIXES else [path]
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
 def import_openvino(why: str = "running an OpenVINO model"):
     """The openvino module, or a one-line MissingDependency naming the extra."""
     return require("openvino", "openvino", why)
