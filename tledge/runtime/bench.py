@@ -184,6 +184,8 @@ def _backend_options(path: Path, threads: int | None, cache: str | None = None, 
     options = {"threads": threads} if threads and kind in ("onnxruntime", "torch", "openvino") else {}  # [issue 23]
     if kind == "onnxruntime" and (cache or fp16):
         options.update(cache_dir=cache, fp16=fp16)
+    if kind == "openvino" and fp16:  # [issue 23 wiring] let OpenVINO pick bf16/f16 float kernels
+        options["fp16"] = True
     if kind == "onnxruntime" and batch:
         options["batch"] = batch  # the TensorRT EP's profile covers every batch size benched
     return options
