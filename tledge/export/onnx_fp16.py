@@ -5,7 +5,10 @@ float32 weights and constants become float16, a Cast follows the graph input and
 card, the preprocessing and every caller stay float32. onnxconverter-common was not used: it pins old
 onnx/protobuf releases and is in maintenance mode, and fp16.py does the same job with `onnx` alone (its
 result passes onnx.checker with full_check). ONNX Runtime's CPU provider runs the file too (it inserts
-float32 casts around the ops it has no float16 kernel for), so parity runs wherever the export runs.
+float32 casts around the ops it has no float16 kernel for, then folds the weight casts: on an x86 CPU the
+tiny MobileNetV2's convolutions ran as float32 NCHWc kernels), so parity runs wherever the export runs; on the
+CPU it measures the float16 rounding of weights and edges, not float16 arithmetic: `tledge verify
+model.fp16.onnx` on the GPU checks that.
 
 The card says precision "fp16", which is the parity gate the file is judged by (agreement and Δacc, not
 FP32's 1e-4 logit distance).
