@@ -42,6 +42,13 @@ FORMATS: dict[str, ExportFormat] = {
                      "TensorRT FP16 engine (needs an NVIDIA GPU and the tensorrt package)"),
         ExportFormat("trt-int8", "model.int8.engine", True, ONNX_OPTIONS | CALIB_OPTIONS | TRT_OPTIONS, "int8",
                      "TensorRT INT8 engine from the symmetric QDQ ONNX (explicit quantization)"),
+        # [issue 23 wiring] rows for tledge/exporting/onnx_fp16.py and tledge/exporting/openvino_ir.py
+        ExportFormat("onnx-fp16", "model.fp16.onnx", False, ONNX_OPTIONS, "fp16",
+                     "ONNX FP16, float32 inputs/outputs (CUDA / TensorRT providers)"),
+        ExportFormat("openvino", "model.openvino.xml", False, ONNX_OPTIONS, "fp32",
+                     "OpenVINO IR FP32 (.xml + .bin) from model.onnx (needs the openvino extra)"),
+        ExportFormat("openvino-int8", "model.int8.openvino.xml", False, ONNX_OPTIONS | CALIB_OPTIONS, "int8",
+                     "OpenVINO IR INT8 from the CPU QDQ ONNX model.int8.onnx (needs the openvino extra)"),
     )
 }
 # The symmetric S8S8 QDQ model that TensorRT needs (written when trt-int8 is asked for, or --int8-flavours both).

@@ -177,6 +177,10 @@ def prepare(source: str | Path, options: ExportOptions) -> ExportJob:
     tolerances = parse_tolerance(o.tolerance)
     opset = 17 if o.opset is None else int(o.opset)
     exporter = choose_exporter(opset, o.exporter)
+    if any(f.name.startswith("openvino") for f in fmts):  # [issue 23 wiring] a missing extra is found before any work
+        from tledge.runtime.backends.openvino_backend import import_openvino
+
+        import_openvino("the openvino export formats")
     profile = None
     if any(f.needs_gpu for f in fmts):
         from tledge.exporting.tensorrt_build import import_tensorrt, make_profile, require_gpu
@@ -207,7 +211,7 @@ def prepare(source: str | Path, options: ExportOptions) -> ExportJob:
     # Calibration images (real photos only; checked before any export work).
     calib_paths: list[Path] = []
     calib_source = ""
-    if "int8" in names or _wants_trt_int8(o, names):
+    if _wants_cpu_int8(names) or _wants_trt_int8(o, names):
         if o.calib_data is not None:
             if not Path(o.calib_data).is_dir():
                 raise TledgeError(f"calibration folder not found: {o.calib_data}")
@@ -219,7 +223,7 @@ def prepare(source: str | Path, options: ExportOptions) -> ExportJob:
                               "pass --calib-data DIR (a folder of representative photos)")
         count = int8_mod.DEFAULT_CALIBRATION_IMAGES if o.calib_images is None else o.calib_images
         calib_paths = int8_mod.select_calibration_images(found, count, calib_source)
-    wants_int8 = "int8" in names or _wants_trt_int8(o, names)
+    wants_int8 = _wants_cpu_int8(names) or _wants_trt_int8(o, names)
     if search_mode != "off" and wants_int8 and (splits is None or not splits.items.get("val")):
         if o.int8_budget is not None or o.int8_search is not None or o.int8_methods is not None:
             raise TledgeError("the INT8 search (--int8-budget, --int8-search, --int8-methods) judges on the run's val "
@@ -244,6 +248,10 @@ def prepare(source: str | Path, options: ExportOptions) -> ExportJob:
 
         job.parity_set = labelled_folder(o.parity_data, card)  # checked now: a bad folder fails before any work
     return job
+
+
+def _wants_cpu_int8(names: set[str]) -> bool:  # [issue 23 wiring] openvino-int8 is converted from model.int8.onnx
+    return "int8" in names or "openvino-int8" in names
 
 
 def _wants_trt_int8(o: ExportOptions, names: set[str]) -> bool:
@@ -351,10 +359,11 @@ def plan_steps(job: ExportJob) -> list[Step]:
     names = set(requested_formats(job.options))
     wants_trt_int8 = _wants_trt_int8(job.options, names)
     steps = [Step("onnx", "fp32", (), _build_onnx, row="onnx" in names)]
-    if "int8" in names or wants_trt_int8:
+    if _wants_cpu_int8(names) or wants_trt_int8:
         steps.append(Step("int8-calibration", "", ("onnx",), _build_calibration, row=False))
-    if "int8" in names:
-        steps.append(Step("int8", "int8", ("int8-calibration",), _quantizer("u8s8", FORMATS["int8"].filename)))
+    if _wants_cpu_int8(names):
+        steps.append(Step("int8", "int8", ("int8-calibration",), _quantizer("u8s8", FORMATS["int8"].filename),
+                          row="int8" in names))
     if wants_trt_int8:
         steps.append(Step("int8-trt", "int8", ("int8-calibration",), _quantizer("s8s8", INT8_TRT_FILENAME)))
     preprocessed = _preprocessed_name(job.options)
@@ -364,7 +373,29 @@ def plan_steps(job: ExportJob) -> list[Step]:
         steps.append(Step("trt-fp16", "fp16", ("onnx",), _engine("trt-fp16", "onnx")))
     if "trt-int8" in names:
         steps.append(Step("trt-int8", "int8", ("int8-trt",), _engine("trt-int8", "int8-trt")))
+    # [issue 23 wiring] the new formats' steps (to become rows of the format table)
+    if "onnx-fp16" in names:
+        steps.append(Step("onnx-fp16", "fp16", ("onnx",), _converted("onnx-fp16", "onnx")))
+    if "openvino" in names:
+        steps.append(Step("openvino", "fp32", ("onnx",), _converted("openvino", "onnx")))
+    if "openvino-int8" in names:
+        steps.append(Step("openvino-int8", "int8", ("int8",), _converted("openvino-int8", "int8")))
     return steps
+
+
+def _converted(fmt_name: str, source_step: str) -> Callable[[ExportJob], Path]:
+    """[issue 23 wiring] A format converted from another step's file by its own module."""
+    def build(job: ExportJob) -> Path:
+        target = artifact_path(job.out, FORMATS[fmt_name])
+        if fmt_name == "onnx-fp16":
+            from tledge.exporting.onnx_fp16 import export_onnx_fp16
+
+            return export_onnx_fp16(job.outputs[source_step], target)
+        from tledge.exporting.openvino_ir import export_openvino
+
+        return export_openvino(job.outputs[source_step], target)
+
+    return build
 
 
 def run_steps(job: ExportJob, steps: Sequence[Step], result: ExportResult) -> None:
@@ -389,7 +420,9 @@ def run_steps(job: ExportJob, steps: Sequence[Step], result: ExportResult) -> No
             if row.error is None and path is not None:
                 path = Path(path)
                 job.outputs[step.name] = path
-                row.path, row.size_mb = path, path.stat().st_size / 1e6
+                from tledge.runtime.backends import kind_of
+
+                row.path, row.size_mb = path, kind_of(path).backend.artifact_bytes(path) / 1e6
             if row.error is not None:
                 failed[step.name] = row.error
                 log.info(f"{step.name}: {row.error}")  # the error line at the end says it once on stderr

@@ -20,7 +20,7 @@ from tledge.errors import TledgeError
 from tledge.splits import Splits
 from tledge.training import distributed, reports
 from tledge.training.config import TrainConfig
-from tledge.training.data import build_splits
+from tledge.datasets.folders import build_splits
 from tledge.training.epochs import make_datasets, run_epochs
 from tledge.training.finish import finish_run
 from tledge.training.rundir import CONFIG_FILE, METRICS_FILE, check_run_target, new_run_dir
