@@ -38,3 +38,7 @@ def export_onnx_fp16(src: str | Path, dst: str | Path) -> Path:
                                       extra={**card.extra, "fp16": {"source": Path(src).name, "io": "float32"}}))
     atomic_write_with(dst, lambda tmp: onnx.save(model, str(tmp)))
     return dst
+
+
+def build(ctx, inputs, target: Path) -> Path:
+    return export_onnx_fp16(inputs["onnx"], target)

@@ -47,3 +47,12 @@ def export_openvino(onnx_path: str | Path, xml_path: str | Path) -> Path:
         os.replace(weights_path(tmp_xml), weights_path(xml_path))
         os.replace(tmp_xml, xml_path)
     return xml_path
+
+
+def build_from(source: str):
+    """The openvino (from model.onnx) and openvino-int8 (from model.int8.onnx) steps."""
+
+    def build(ctx, inputs, target: Path) -> Path:
+        return export_openvino(inputs[source], target)
+
+    return build
