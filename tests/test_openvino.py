@@ -187,6 +187,6 @@ def test_missing_openvino_is_one_line_naming_the_extra(tiny_run, tmp_path, monke
     assert "pip install 'tledge[openvino]'" in str(caught.value) and "\n" not in str(caught.value)
     (row,) = bench([str(xml)], options=BenchOptions(batches=(1,)))["rows"]
     assert row["status"].startswith("failed:") and "tledge[openvino]" in row["status"]
-    with pytest.raises(MissingDependency, match=r"the openvino export formats needs"):
+    with pytest.raises(MissingDependency, match=r"the openvino export format needs"):
         export_run(tiny_run, "onnx,openvino", tmp_path / "none")
     assert not (tmp_path / "none").exists()  # found before any work

@@ -80,11 +80,11 @@ def prepare(source: str | Path, options: ExportOptions) -> ExportContext:
     splits = Splits.load(run_dir) if run_dir is not None and (run_dir / SPLITS_FILE).is_file() else None
     if splits is not None and o.parity and o.parity_data is None:
         splits.paths("test")  # a data folder moved since training is one error now, not after the export
+    model, card = load_model(ckpt)
+    card = card.replace(checkpoint_sha256=file_sha256(ckpt))
     calibration = CalibrationPlan()
     if any(step.name == "int8-calibration" for step in steps):
         calibration = _calibration_plan(o, ckpt, run_dir, splits, search_mode)
-    model, card = load_model(ckpt)
-    card = card.replace(checkpoint_sha256=file_sha256(ckpt))
     parity_set = None
     if o.parity and o.parity_data is not None:
         from tledge.verification.parity import labelled_folder

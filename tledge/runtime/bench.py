@@ -321,10 +321,14 @@ def machine_facts() -> dict:
         pass
     from importlib.metadata import PackageNotFoundError, version
 
-    try:  # the installed version, without importing it
-        facts["openvino"] = version("openvino")
-    except PackageNotFoundError:
-        pass
+    from tledge.runtime.backends import KINDS
+
+    for kind in KINDS:  # every other runtime's installed version, without importing it
+        if kind.module not in facts and kind.module != "torch":
+            try:
+                facts[kind.module] = version(kind.module)
+            except PackageNotFoundError:
+                pass
     return facts
 
 
