@@ -22,7 +22,7 @@ from tledge.checkpoint import save_checkpoint
 from tledge.cli import main
 from tledge.errors import ExportOptionError, TledgeError
 from tledge.exporting.formats import FORMATS, parse_formats
-from tledge.exporting.options import check_options
+from tledge.exporting.options import ExportOptions, check_options
 from tledge.exporting.int8 import quantize_int8, select_calibration_images
 from tledge.exporting.onnx_export import choose_exporter, export_onnx
 from tledge.verification.parity import compare_logits, gate, parse_tolerance
@@ -124,10 +124,13 @@ def test_format_table_and_unknown_format():
 
 def test_option_a_format_does_not_use_is_an_error():
     with pytest.raises(ExportOptionError, match="--workspace applies to trt-fp16, trt-int8"):
-        check_options(parse_formats("onnx"), {"workspace": 512})
+        check_options(parse_formats("onnx"), ExportOptions(workspace=512))
     with pytest.raises(ExportOptionError, match="--calib-method"):
-        check_options(parse_formats("onnx,trt-fp16"), {"calib_method": "entropy"})
-    check_options(parse_formats("onnx,int8"), {"calib_method": "entropy", "workspace": None})
+        check_options(parse_formats("onnx,trt-fp16"), ExportOptions(calib_method="entropy"))
+    with pytest.raises(ExportOptionError, match="--calib-images applies to int8"):
+        check_options(parse_formats("onnx"), ExportOptions(calib_images=64))
+    check_options(parse_formats("onnx,int8"), ExportOptions(calib_method="entropy"))
+    check_options(parse_formats("onnx"), ExportOptions(calib_images=512, opset=17))  # the defaults, given again
 
 
 def test_exporter_choice():

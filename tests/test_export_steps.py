@@ -14,6 +14,7 @@ from test_export import tiny_run  # noqa: F401 - the module-scoped tiny trained 
 from tledge.cli import main
 from tledge.errors import TledgeError
 from tledge.exporting import int8 as int8_mod
+from tledge.exporting.formats import ExportFormat
 from tledge.exporting.pipeline import ExportResult, Step, run_steps
 
 
@@ -68,27 +69,32 @@ def test_a_failed_step_outranks_a_parity_failure(tiny_run, tmp_path, monkeypatch
     assert code == 2 and "no room" in err  # not 3: the int8 parity failure is the lesser outcome
 
 
-def _step(name, needs=(), fail=None):
-    def build(job):
+def _step(name, needs=(), fail=None, seen=None):
+    def build(ctx, inputs, target):
+        if seen is not None:
+            seen[name] = dict(inputs)
         if fail is not None:
             raise fail
-        path = job.out / f"{name}.bin"
-        path.write_bytes(b"x" * 10)
-        return path
+        target.write_bytes(b"x" * 10)
+        return target
 
-    return Step(name, "fp32", tuple(needs), build)
+    return Step(ExportFormat(name, f"{name}.onnx", build, needs=tuple(needs)), name, True)
 
 
 def test_steps_that_need_a_failed_step_are_skipped(tmp_path):
-    job = SimpleNamespace(out=tmp_path, outputs={}, card=None)
-    steps = [_step("a"), _step("b", ["a"], fail=TledgeError("bad b")), _step("c", ["b"]), _step("d", ["a"]),
-             _step("e", ["d"], fail=ValueError("bug in e"))]
+    ctx = SimpleNamespace(out=tmp_path, options=None, card=None)
+    seen = {}
+    steps = [_step("a", seen=seen), _step("b", ["a"], fail=TledgeError("bad b")), _step("c", ["b"], seen=seen),
+             _step("d", ["a"], seen=seen), _step("e", ["d"], fail=ValueError("bug in e"))]
     result = ExportResult(tmp_path)
-    run_steps(job, steps, result)
+    outputs = run_steps(ctx, steps, result)
+    # each step is given exactly the outputs of the steps it needs, and returns its own
+    assert seen == {"a": {}, "d": {"a": tmp_path / "a.onnx"}}
+    assert outputs == {"a": tmp_path / "a.onnx", "d": tmp_path / "d.onnx"}
     status = {r.format: r.status for r in result.rows}
     assert status == {"a": "ok (no parity)", "b": "failed: bad b", "c": "skipped: b failed", "d": "ok (no parity)",
                       "e": "failed: ValueError: bug in e"}
-    assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["a.bin", "d.bin"]
+    assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["a.onnx", "d.onnx"]
     assert {r.format: r.exit_code for r in result.rows}["b"] == 2 and result.rows[-1].exit_code == 1
 
 

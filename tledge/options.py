@@ -268,6 +268,17 @@ def given(values: dict[str, Any], cls: type) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in defaults and v is not None and not _same(v, defaults[k])}
 
 
+def default_of(cls: type, name: str) -> Any:
+    """The default of option `name` of options class `cls` (for a function that takes the option directly)."""
+    return next(o.default for o in options_of(cls) if o.name == name)
+
+
+def changed(options: Any) -> dict[str, Any]:
+    """The fields of an options object whose value differs from the field's default (what the user gave)."""
+    return {o.name: getattr(options, o.name) for o in options_of(type(options))
+            if not _same(getattr(options, o.name), o.default)}
+
+
 def _same(a: Any, b: Any) -> bool:
     try:
         return bool(a == b) and type(a) is type(b)

@@ -14,17 +14,17 @@ log = logging.getLogger(__name__)
 PARITY_FILE = "parity.json"
 
 
-def parity_data(job):
+def parity_data(ctx):
     """The run's test split, --parity-data, or none (with a warning)."""
     from tledge.verification.parity import ParityData
 
-    if not job.options.parity:
+    if not ctx.options.parity:
         return None
-    if job.parity_set is not None:
-        return job.parity_set
-    if job.splits is not None and job.splits.items.get("test"):
-        return ParityData(job.splits.paths("test"), job.splits.labels("test"), f"test split of {job.run_dir}")
-    log.warning(f"no parity check: {job.ckpt} has no test split next to it; pass --parity-data DIR to check")
+    if ctx.parity_set is not None:
+        return ctx.parity_set
+    if ctx.splits is not None and ctx.splits.items.get("test"):
+        return ParityData(ctx.splits.paths("test"), ctx.splits.labels("test"), f"test split of {ctx.run_dir}")
+    log.warning(f"no parity check: {ctx.ckpt} has no test split next to it; pass --parity-data DIR to check")
     return None
 
 

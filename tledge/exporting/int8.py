@@ -300,3 +300,21 @@ def _check_node_names(model, names: Sequence[str]) -> None:
     missing = [n for n in names if n not in known]
     if missing:
         raise ExportOptionError(f"nodes to keep in float not found in the graph: {', '.join(missing[:5])}")
+
+
+def quantize_step(flavour: str):
+    """The int8 (u8s8, the CPU flavour) and int8-trt (s8s8, TensorRT's input) steps: quantize what the
+    calibration step chose, the way it chose, and record how in the card."""
+
+    def build(ctx, inputs, target: Path) -> Path:
+        calibrated = inputs["int8-calibration"]
+        path = quantize_int8(calibrated.source, target, flavour=flavour, images=calibrated.images,
+                             method=calibrated.method, percentile=calibrated.percentile,
+                             nodes_to_exclude=calibrated.nodes, calibration_source=calibrated.images_source,
+                             calibration_cache=calibrated.cache)
+        facts = calibrated.card_facts()
+        if facts:
+            record_latency(path, facts)
+        return path
+
+    return build

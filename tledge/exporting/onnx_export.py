@@ -155,3 +155,9 @@ def _matches_torch(proto, model, card: ModelCard, torch) -> bool:
         want = model(torch.from_numpy(x)).numpy()
     scale = max(float(np.abs(want).max()), 1e-12)
     return got.shape == want.shape and float(np.abs(got - want).max()) / scale <= SIMPLIFY_REL_TOL
+
+
+def build(ctx, inputs, target: Path) -> Path:
+    """The onnx format: the FP32 model with its card (every other format is made from this file)."""
+    return export_onnx(ctx.model, ctx.card, target, opset=ctx.opset, batch=ctx.onnx_batch,
+                       dynamo=ctx.exporter == "dynamo")

@@ -5,12 +5,17 @@ No torch here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from tledge.errors import ExportOptionError, TledgeError
-from tledge.exporting.formats import FORMATS, ExportFormat, parse_formats
+from tledge.exporting.formats import FORMAT_OPTIONS, FORMATS, ExportFormat, parse_formats
+from tledge.exporting.int8 import DEFAULT_CALIBRATION_IMAGES
+from tledge.exporting.int8_search import DEFAULT_MAX_GROUPS
+from tledge.exporting.onnx_export import DEFAULT_OPSET
 from tledge.exporting.preprocess_graph import INPUT_FORMATS, OUTPUT_KINDS
-from tledge.options import option, reuse, validate
+from tledge.exporting.qat import DEFAULT_QAT_LR
+from tledge.options import changed, option, reuse, validate
 from tledge.verification.verify import VerifyOptions
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -32,21 +37,23 @@ class ExportOptions:
     formats: tuple[str, ...] | None = option(
         None, f"Comma-separated: {', '.join(FORMATS)}.", parse=parse_names,
         show="onnx,int8 (+ trt-fp16 where a GPU and TensorRT are)")
-    opset: int | None = option(None, "ONNX opset (default 17: accepted by TensorRT 8.5 to 11; 18+ uses the dynamo "
-                               "exporter).", min=MIN_OPSET, max=MAX_OPSET)
-    exporter: str | None = option(None, "Force a PyTorch ONNX exporter (default: torchscript for opset ≤ 17, "
-                                  "dynamo for 18+).", choices=EXPORTERS)
+    opset: int = option(DEFAULT_OPSET, "ONNX opset (17 is accepted by TensorRT 8.5 to 11; 18+ uses the dynamo "
+                        "exporter).", min=MIN_OPSET, max=MAX_OPSET)
+    exporter: str | None = option(None, "Force a PyTorch ONNX exporter (unset: the opset chooses, torchscript for "
+                                  "≤ 17, dynamo for 18+).", choices=EXPORTERS)
     batch: int | None = option(None, "ONNX: fix the batch size (default dynamic). TensorRT: the batch the engine is "
                                "tuned for (the ONNX then stays dynamic).", min=1)
-    max_batch: int | None = option(None, "TensorRT: largest batch of the optimization profile (default 16).", min=1)
+    max_batch: int | None = option(None, "TensorRT: largest batch of the optimization profile (unset: 16, or --batch "
+                                   "when larger).", min=1)
     workspace: int | None = option(None, "TensorRT: builder workspace limit in MiB (Jetsons: 512-2048).", min=1)
     calib_data: str | None = option(None, "INT8: folder of real images to calibrate on (recursive); default: the "
                                     "run's train split.")
-    calib_images: int | None = option(None, "INT8: how many calibration images (default 512, minimum 32).", min=32)
-    calib_method: str | None = option(None, "INT8 calibration (default minmax).", choices=CALIB_METHODS)
-    calib_percentile: float | None = option(None, "INT8: percentile for --calib-method percentile (default "
-                                            "99.999).", above=0, max=100)
-    int8_flavours: str | None = option(None, "cpu: model.int8.onnx (U8S8, fast on CPU); both: also the symmetric "
+    calib_images: int = option(DEFAULT_CALIBRATION_IMAGES, "INT8: how many calibration images.", min=32)
+    calib_method: str | None = option(None, "INT8 calibration; giving it fixes the calibration (no search). Default: "
+                                      "the search's choice, minmax without a search.", choices=CALIB_METHODS)
+    calib_percentile: float | None = option(None, "INT8: percentile for --calib-method percentile; giving it fixes "
+                                            "the calibration (unset: 99.999, or the search's levels).", above=0, max=100)
+    int8_flavours: str = option("cpu", "cpu: model.int8.onnx (U8S8, fast on CPU); both: also the symmetric "
                                        "S8S8 model.int8.trt.onnx (always written with trt-int8).",
                                        choices=INT8_FLAVOURS)
     nodes_to_exclude: tuple[str, ...] | None = option(None, "INT8: comma-separated ONNX node names to keep in "
@@ -70,8 +77,8 @@ class ExportOptions:
     int8_methods: str | None = option(None, "INT8 search candidates, tried in this order, e.g. "
                                       "minmax,percentile:99.99,entropy (default minmax, percentile "
                                       "99.9/99.99/99.999, entropy: cheapest first).")
-    int8_max_groups: int | None = option(None, "INT8 search: at most this many layer groups kept in float "
-                                         "(default 8).", min=0)
+    int8_max_groups: int = option(DEFAULT_MAX_GROUPS, "INT8 search: at most this many layer groups kept in float.",
+                                  min=0)
     int8_recipe: str | None = option(None, "INT8: reuse a search's decisions without searching: "
                                      "RUN/export/int8_recipe.json, or an INT8 ONNX written by tledge (its card "
                                      "holds the recipe).")
@@ -79,16 +86,16 @@ class ExportOptions:
                                      "RUN/export/int8_report.md when searching or fine-tuning).", flag="--report")
     qat_epochs: int | None = option(None, "INT8: quantization-aware fine-tuning on the train split for N epochs "
                                     "before quantizing.", min=1)
-    qat_lr: float | None = option(None, "INT8: learning rate of --qat-epochs (default 1e-5, cosine to 0, SGD "
-                                  "momentum 0.9; activation ranges frozen after the first epoch).", above=0)
+    qat_lr: float = option(DEFAULT_QAT_LR, "INT8: learning rate of --qat-epochs (cosine to 0, SGD momentum 0.9; "
+                           "activation ranges frozen after the first epoch).", above=0)
     qat_images: int | None = option(None, "INT8: --qat-epochs sees a fresh random sample of this many train images "
                                     "per epoch (default: all; on a CPU an epoch at 224 px costs ~0.25 s per image).",
                                     min=1)
-    input: str | None = option(None, "Also write an ONNX with the preprocessing in its graph: uint8 (model.uint8.onnx, "
+    input: str = option("float", "Also write an ONNX with the preprocessing in its graph: uint8 (model.uint8.onnx, "
                                "uint8 RGB NHWC), uint8-nchw, or pixels (float 0-255 NCHW: DeepStream's exact config); "
                                "fixed H×W, /255 and per-channel mean/std inside. Default float: model.onnx only.",
                                choices=INPUT_FORMATS)
-    output: str | None = option(None, "probs: that ONNX ends with a softmax (output `probs`; model.probs.onnx with "
+    output: str = option("logits", "probs: that ONNX ends with a softmax (output `probs`; model.probs.onnx with "
                                 "--input float). Default logits.", choices=OUTPUT_KINDS)
     out: str | None = option(None, "Output folder (default RUN/export).")
 
@@ -106,12 +113,33 @@ class ExportOptions:
         validate(self)
         if self.formats is not None:
             parse_formats(self.formats)
-        opset = 17 if self.opset is None else self.opset
-        if self.exporter == "torchscript" and opset > TORCHSCRIPT_MAX_OPSET:
-            raise TledgeError(f"--opset {opset}: the torchscript exporter writes opset ≤ {TORCHSCRIPT_MAX_OPSET}; "
+        if self.exporter == "torchscript" and self.opset > TORCHSCRIPT_MAX_OPSET:
+            raise TledgeError(f"--opset {self.opset}: the torchscript exporter writes opset ≤ {TORCHSCRIPT_MAX_OPSET}; "
                               "use --exporter dynamo or a lower --opset")
         if self.batch is not None and self.max_batch is not None and self.batch > self.max_batch:
             raise TledgeError(f"need --batch ≤ --max-batch, got --batch {self.batch} --max-batch {self.max_batch}")
+
+    def fixed_calibration_method(self) -> str:
+        """The calibration method when no search chooses one: --calib-method, else minmax."""
+        return self.calib_method or "minmax"
+
+    def search_budget(self, tolerances: dict) -> float:
+        """--int8-budget, or unset: the int8 parity gate's accuracy drop (the search aims where the gate judges)."""
+        return float(self.int8_budget) if self.int8_budget is not None else tolerances["int8"]["acc_drop"]
+
+    def out_dir(self, source_dir: Path) -> Path:
+        """--out, or unset: SOURCE/export beside the run folder or checkpoint."""
+        return Path(self.out) if self.out is not None else Path(source_dir) / "export"
+
+    def engine_max_batch(self) -> int:
+        """--max-batch, or unset: 16, or --batch when that is larger (the engines' profile)."""
+        from tledge.exporting.tensorrt_build import DEFAULT_MAX_BATCH
+
+        return self.max_batch if self.max_batch is not None else max(self.batch or 1, DEFAULT_MAX_BATCH)
+
+    def changed(self) -> dict[str, object]:
+        """The options given a value other than their default: what the format check judges."""
+        return changed(self)
 
 
 def int8_search_mode(o: ExportOptions) -> str:
@@ -136,8 +164,9 @@ def int8_search_mode(o: ExportOptions) -> str:
                           f"{fixed[0]} fixes them; drop one (--int8-methods restricts the search's candidates)")
     if o.int8_search == "off" and (o.int8_budget is not None or o.int8_methods is not None):
         raise TledgeError("--int8-budget and --int8-methods belong to the INT8 search; drop them or --int8-search off")
-    for flag, value in (("--qat-lr", o.qat_lr), ("--qat-images", o.qat_images)):
-        if value is not None and not o.qat_epochs:
+    given = o.changed()
+    for flag, name in (("--qat-lr", "qat_lr"), ("--qat-images", "qat_images")):
+        if name in given and not o.qat_epochs:
             raise TledgeError(f"{flag} applies to quantization-aware fine-tuning; give --qat-epochs N too")
     if o.int8_methods is not None:
         from tledge.exporting.int8_search import parse_candidates
@@ -148,12 +177,12 @@ def int8_search_mode(o: ExportOptions) -> str:
     return o.int8_search or "budget"
 
 
-def check_options(formats: Iterable[ExportFormat], given: Mapping[str, object]) -> None:
-    """Raise ExportOptionError for an option (given = not None) that none of `formats` uses."""
+def check_options(formats: Iterable[ExportFormat], options: ExportOptions) -> None:
+    """Raise ExportOptionError for an option given a value other than its default that none of `formats` uses."""
     formats = list(formats)
     used = frozenset().union(*(f.options for f in formats))
-    for name, value in given.items():
-        if value is None or name in used:
+    for name in options.changed():
+        if name not in FORMAT_OPTIONS or name in used:
             continue
         users = [f.name for f in FORMATS.values() if name in f.options]
         raise ExportOptionError(

@@ -112,3 +112,18 @@ def add_preprocessing(src: str | Path, dst: str | Path, input_format: str, outpu
     dst = Path(dst)
     atomic_write_with(dst, lambda tmp: onnx.save(model, str(tmp)))
     return dst
+
+
+def filename(options) -> str | None:
+    """--input/--output: the extra ONNX's name (None: not asked for)."""
+    return artifact_name(options.input, options.output)
+
+
+def row_name(options) -> str:
+    """Its row in the export table and parity.json: onnx-uint8, onnx-pixels.probs, onnx-probs."""
+    return "onnx-" + filename(options)[len("model."):-len(".onnx")]
+
+
+def build(ctx, inputs, target: Path) -> Path:
+    """model.onnx with the preprocessing (and softmax) inside the graph."""
+    return add_preprocessing(inputs["onnx"], target, ctx.options.input, ctx.options.output)

@@ -142,7 +142,7 @@ class RuntimeBatches:
             yield torch.from_numpy(batch), torch.tensor([chunk[i][1] for i in kept])
 
 
-def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: int, lr: float | None = None,
+def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: int, lr: float = DEFAULT_QAT_LR,
                  batch_size: int = QAT_BATCH, seed: int = 0, device: str = "cpu",
                  images_per_epoch: int | None = None):
     """Fine-tune a copy of `model` with fake quantization on (paths, labels) — the run's train split.
@@ -161,7 +161,7 @@ def qat_finetune(model, card, paths: Sequence, labels: Sequence[int], epochs: in
 
     if epochs < 1:
         raise TledgeError(f"--qat-epochs must be at least 1, got {epochs}")
-    lr = DEFAULT_QAT_LR if lr is None else float(lr)
+    lr = float(lr)
     if not lr > 0:
         raise TledgeError(f"--qat-lr must be positive, got {lr}")
     items = list(zip(paths, labels))

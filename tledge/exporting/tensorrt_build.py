@@ -336,3 +336,15 @@ def strongly_typed_source(onnx_path: Path, precision: str, work_dir: Path) -> Pa
 
 def read_sidecar(engine_path: str | Path) -> dict:
     return json.loads(engine_sidecar_path(engine_path).read_text())
+
+
+def engine_step(precision: str, source: str):
+    """The trt-fp16 / trt-int8 steps: an engine of `precision` from step `source`'s ONNX. The FP16 ONNX a
+    strongly typed build parses goes to the scratch folder: beside the engines, bench would take it for one
+    more model."""
+
+    def build(ctx, inputs, target: Path) -> Path:
+        return build_engine(inputs[source], target, precision, ctx.profile, workspace_mib=ctx.options.workspace,
+                            work_dir=ctx.tmp)
+
+    return build

@@ -59,8 +59,3 @@ def amp_dtype_for(capability: tuple[int, int]) -> torch.dtype:
     Not `torch.cuda.is_bf16_supported()`: it is true on pre-Ampere GPUs too (T4, V100, Xavier), where bf16
     is emulated and slow."""
     return torch.bfloat16 if tuple(capability)[:2] >= (8, 0) else torch.float16
-
-
-def default_workers() -> int:
-    """Data-loading worker processes: leave one core for the training step."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))

@@ -109,6 +109,20 @@ def unverified_here(artifact: str | Path, backend_name: str) -> str | None:
             f"`tledge verify {artifact}`")
 
 
+def parity_here(artifact: str | Path, backend_name: str) -> str | None:
+    """The parity outcome recorded for this file in an environment that computes like this one (within, over,
+    inconclusive; the latest), "not verified here" when its verdicts are all from elsewhere, None without any:
+    bench's parity column."""
+    try:
+        verdicts = read_verdicts(artifact)
+    except OSError:
+        return None
+    if not verdicts:
+        return None
+    here = matching(verdicts, environment.describe(backend_name))
+    return here[-1]["outcome"] if here else "not verified here"
+
+
 def rows(artifact: str | Path) -> list[dict]:
     """The verdicts as table rows for `tledge info`."""
     out = []

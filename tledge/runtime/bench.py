@@ -22,16 +22,16 @@ from tledge.card import ModelCard
 from tledge.errors import TledgeError
 from tledge.logs import log_note
 from tledge.metrics import accuracy, latency_stats
-from tledge.runtime.backends import backend_options, exported_suffixes, kind_of, load_backend
+from tledge.runtime.backends import backend_options, exported_suffixes, kind_of, load_backend, other_runtimes
 from tledge.runtime.backends.base import check_batch_fits
-from tledge.provenance.verdicts import unverified_here
+from tledge.provenance.verdicts import parity_here, unverified_here
 from tledge.runtime.options import BenchOptions
 from tledge.staleness import stale_reason
 from tledge.table import format_table
 from tledge.timing import Clock, time_calls
 
 log = logging.getLogger(__name__)
-ROW_KEYS = ("artifact", "format", "backend", "batch", "status", "size_mb", "accuracy", "p50_ms", "p99_ms",
+ROW_KEYS = ("artifact", "format", "backend", "batch", "status", "size_mb", "accuracy", "parity", "p50_ms", "p99_ms",
             "throughput", "speedup")
 BASELINE_FORMAT = "pytorch"
 
@@ -164,15 +164,22 @@ def time_backend(backend, x: np.ndarray, iters: int, warmup: int, min_time: floa
 
 
 def _size_mb(path: Path) -> float:
-    return path.stat().st_size / 1e6
+    return kind_of(path).backend.artifact_bytes(path) / 1e6
 
 
 def _backend_options(path: Path, threads: int | None, cache: str | None = None, fp16: bool = False,
-                     batch: int | None = None) -> dict:
+                     batch: int | None = None, runtime: str | None = None) -> dict:
     """Bench's options where the artifact's backend takes them (one table of files mixes kinds: --threads
     means nothing to an engine); batch: the TensorRT EP's profile covers every batch size benched."""
     return backend_options(path, defaults={"threads": threads, "cache_dir": cache, "fp16": fp16 or None,
-                                           "batch": batch})
+                                           "batch": batch}, runtime=runtime)
+
+
+def bench_runs(artifacts: Sequence[Path]) -> list[tuple[Path, str | None]]:
+    """(artifact, runtime) pairs: each file on its default runtime (None), then on every other installed runtime
+    that opens it (an .onnx on OpenVINO too), so rows of one file on two runtimes stand side by side."""
+    return [(path, runtime) for path in artifacts
+            for runtime in [None] + [kind.name for kind in other_runtimes(path)]]
 
 
 def _reason(exc: BaseException) -> str:
@@ -192,12 +199,12 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
     rows: list[dict] = []
     inputs: dict[int, np.ndarray] = {}  # the same timing batch for every backend
     eval_cache: dict = {}
-    for path in artifacts:
+    for path, runtime in bench_runs(artifacts):
         fmt = artifact_format(path)
         base = {"artifact": path.name, "format": fmt, "size_mb": _size_mb(path) if path.is_file() else None}
         try:
             backend = load_backend(path, options.device, **_backend_options(path, options.threads, options.cache,
-                                                                             options.fp16, max(batches)))
+                                                                             options.fp16, max(batches), runtime))
         except Exception as exc:  # noqa: BLE001 - a row fails, the table goes on
             for b in batches:
                 rows.append({**base, "backend": "-", "batch": b, "status": f"failed: {_reason(exc)}"})
@@ -231,7 +238,7 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
                     log.warning(f"{path.name}: accuracy failed ({_reason(exc)})")
             for b in batches:
                 row = {**base, "backend": backend.name, "provider": getattr(backend, "provider", None), "batch": b,
-                       "accuracy": acc}
+                       "accuracy": acc, "parity": parity_here(path, backend.name)}
                 try:
                     if backend.max_batch is not None and b > backend.max_batch:
                         raise TledgeError(f"batch {b} exceeds this artifact's maximum {backend.max_batch}")
@@ -251,7 +258,7 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
                 except Exception as exc:  # noqa: BLE001
                     row["status"] = f"failed: {_reason(exc)}"
                 rows.append(row)
-                log.warning(f"{path.name} batch {b}: {row['status']}")
+                (log.info if row["status"] == "ok" else log.warning)(f"{path.name} batch {b}: {row['status']}")
         finally:
             backend.close()
     for row in rows:
@@ -312,6 +319,16 @@ def machine_facts() -> dict:
         facts["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    from tledge.runtime.backends import KINDS
+
+    for kind in KINDS:  # every other runtime's installed version, without importing it
+        if kind.module not in facts and kind.module != "torch":
+            try:
+                facts[kind.module] = version(kind.module)
+            except PackageNotFoundError:
+                pass
     return facts
 
 
@@ -323,6 +340,7 @@ def format_bench_table(result: dict) -> str:
             "artifact": r["artifact"], "backend": r["backend"], "batch": r["batch"],
             "status": "ok" if ok else r["status"], "size MB": r.get("size_mb"),
             "accuracy": f"{r['accuracy'] * 100:.2f}%" if r.get("accuracy") is not None else None,
+            "parity": r.get("parity"),
             "p50 ms/img": r.get("p50_ms"), "p99 ms/img": r.get("p99_ms"), "GPU ms/img": r.get("gpu_ms"),
             "img/s": f"{r['throughput']:.1f}" if r.get("throughput") else None,
             "speed-up": f"{r['speedup']:.2f}x" if r.get("speedup") else None,

@@ -49,9 +49,8 @@ def card_rows(card: ModelCard, path: str | Path | None = None) -> list[dict]:
 
 
 def _size_mb(path: Path) -> float | None:
-    if path.is_dir():
-        path = path / "best.pt"
-    return path.stat().st_size / 1e6 if path.is_file() else None
+    size = kind_of(path).backend.artifact_bytes(path) if path.exists() else 0
+    return size / 1e6 if size else None
 
 
 def format_card(card: ModelCard, path: str | Path | None = None) -> str:

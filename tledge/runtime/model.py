@@ -18,6 +18,8 @@ import numpy as np
 from tledge.errors import TledgeError
 from tledge.metrics import softmax
 from tledge.preprocess import load_image, preprocess_rgb
+from tledge.options import default_of
+from tledge.runtime.options import PredictRequest
 from tledge.runtime.predict import preprocessor, topk_records
 
 ImageInput = Union[str, Path, np.ndarray, "PIL.Image.Image"]  # noqa: F821 - PIL is optional
@@ -37,12 +39,13 @@ class Prediction:
 
 @dataclass
 class Model:
-    """A loaded artifact (run folder, .pt, .onnx or .engine). Close it, or use it in a `with` block."""
+    """A loaded artifact (run folder, .pt, .onnx, .engine or .xml). Close it, or use it in a `with` block; made
+    by `load`, whose topk and batch defaults are predict's (PredictRequest)."""
 
     path: Path
     backend: object
-    topk: int = 5
-    batch: int = 16
+    topk: int
+    batch: int
     skipped: list[str] = field(default_factory=list)  # unreadable files of the last predict(), with reasons
     closed: bool = False
 
@@ -190,7 +193,9 @@ def _kind(value) -> str:
     return f"a {type(value).__name__}"
 
 
-def load(artifact: str | Path, *, device: str = "auto", topk: int = 5, batch: int = 16, **backend_options) -> Model:
+def load(artifact: str | Path, *, device: str = default_of(PredictRequest, "device"),
+         topk: int = default_of(PredictRequest, "topk"), batch: int = default_of(PredictRequest, "batch"),
+         **backend_options) -> Model:
     """Open a run folder (its best.pt), a .pt, an .onnx or an .engine for prediction."""
     from tledge.runtime.backends import load_backend
 

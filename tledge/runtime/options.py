@@ -9,9 +9,9 @@ from typing import Any, Sequence
 from tledge.devices import DEVICE_HELP, THREADS_HELP, parse_device
 from tledge.errors import TledgeError
 from tledge.options import option, validate
-from tledge.runtime.backends import artifact_types
+from tledge.runtime.backends import KINDS, artifact_types
 
-PROVIDERS = ("tensorrt", "cuda", "cpu")
+PROVIDERS = tuple(provider for kind in KINDS for provider in kind.providers)  # tensorrt, cuda, cpu, openvino
 CACHE_HELP = "ONNX Runtime's TensorRT provider engine cache folder (default: MODEL.onnx.trt-cache next to the model)."
 FP16_HELP = "Let ONNX Runtime's TensorRT provider use FP16 kernels (.onnx files)."
 
@@ -37,7 +37,8 @@ class PredictRequest:
     topk: int = option(5, "How many classes to report per item.", min=1)
     batch: int = option(1, "Items per inference call (files and video).", min=1)
     device: str = option("auto", DEVICE_HELP, parse=parse_device)
-    provider: str | None = option(None, "ONNX Runtime provider to force: tensorrt, cuda or cpu.", choices=PROVIDERS)
+    provider: str | None = option(None, "ONNX Runtime provider to force: tensorrt, cuda or cpu; openvino runs the "
+                                        ".onnx with OpenVINO instead.", choices=PROVIDERS)
     cache: str | None = option(None, CACHE_HELP)
     fp16: bool = option(False, FP16_HELP)
     threads: int | None = option(None, THREADS_HELP, min=1)

@@ -15,6 +15,8 @@ from tledge.options import option, validate
 from tledge.devices import device_problem
 from tledge.training.tracking import parse_track, track_problem
 
+OPTIMIZER_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2, "adadelta": 1.0}  # each optimizer's usual rate
+
 FREEZE_HELP = ("none (full fine-tune), all (feature extractor: only the head trains; features are cached), "
                "stages:K (freeze the first K stages), last:N (only the last N Conv/Linear layers + head train).")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adadelta")
@@ -58,7 +60,8 @@ class TrainConfig:
     epochs: int = option(15, "Training epochs.", min=1)
     batch_size: int = option(32, "Images per batch (a training step; an eval forward pass).", min=1)
     optimizer: str = option("adam", "Optimizer (sgd uses Nesterov momentum).", choices=OPTIMIZERS)
-    lr: float | None = option(None, "Default: adam/adamw 1e-3, sgd 1e-2, adadelta 1.0.", above=0)
+    lr: float | None = option(None, "Learning rate (unset: the optimizer's usual rate, adam/adamw 1e-3, sgd 1e-2, "
+                              "adadelta 1.0).", above=0)
     weight_decay: float = option(0.0, "L2 weight decay.", min=0)
     momentum: float = option(0.9, "SGD momentum (Nesterov when > 0).", min=0, below=1)
     scheduler: str = option("cosine", "Learning-rate schedule: cosine (with linear warm-up), step, none.",
@@ -74,7 +77,7 @@ class TrainConfig:
     seed: int = option(0, "Random seed (splits, order, augmentation).", min=0)
     device: str = option("auto", "auto, cpu, cuda or cuda:N. CUDA uses AMP (bf16 on compute capability >= 8.0, "
                         "else fp16 + GradScaler), channels_last and pinned memory.", check=device_problem)
-    workers: int | None = option(None, "Data-loading processes (default: CPU count - 1, at most 4).", min=0)
+    workers: int | None = option(None, "Data-loading processes (unset: CPU count - 1, at most 4).", min=0)
     amp: bool = option(True, "Train in float32 on CUDA too.", flag="--no-amp", negate=True)
     sync_bn: bool = option(False, "Under torchrun on CUDA: synchronise BatchNorm statistics across GPUs.")
     cache_features: bool = option(True, "Recompute the frozen prefix every epoch instead of caching its outputs "
@@ -91,6 +94,16 @@ class TrainConfig:
                                     "'tledge[track]'): RUN/tensorboard, an MLflow store in RUN/mlruns or "
                                     "MLFLOW_TRACKING_URI.", parse=parse_track, check=track_problem, show="off",
                                     metavar="NAMES")
+
+    def learning_rate(self) -> float:
+        """--lr, or unset: the optimizer's usual rate."""
+        return self.lr if self.lr is not None else OPTIMIZER_LR[self.optimizer]
+
+    def loader_workers(self) -> int:
+        """--workers, or unset: leave one core for the training step (at most 4 loader processes)."""
+        import os
+
+        return self.workers if self.workers is not None else max(0, min(4, (os.cpu_count() or 1) - 1))
 
     def __post_init__(self) -> None:
         if isinstance(self.split, (list, str)):

@@ -16,7 +16,6 @@ from tledge.checkpoint import LAST
 from tledge.errors import WriteError
 from tledge.training import distributed
 from tledge.training.dataset import ImageDataset, make_loader
-from tledge.models.device import default_workers
 from tledge.training.features import feature_loader
 from tledge.training.freeze import set_train_mode
 from tledge.training.loop import EpochStats, evaluate, train_one_epoch
@@ -39,7 +38,7 @@ def make_datasets(session: TrainSession):
 
 def _loader(session: TrainSession, dataset, shuffle: bool, epoch: int = 0):
     config = session.config
-    workers = default_workers() if config.workers is None else config.workers
+    workers = config.loader_workers()
     shard = session.dist if shuffle else None  # training is sharded; every rank validates on everything
     return make_loader(dataset, config.batch_size, shuffle, config.seed, epoch, workers, session.setup.pin_memory,
                        shard=shard)

@@ -20,18 +20,17 @@ OPTIMIZERS = {
     ),
     "adadelta": lambda params, lr, wd, momentum: torch.optim.Adadelta(params, lr=lr, weight_decay=wd),
 }
-DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2, "adadelta": 1.0}
 SCHEDULERS = ("none", "step", "cosine")
 
 
-def make_optimizer(name: str, params, lr: float | None, weight_decay: float = 0.0, momentum: float = 0.9):
+def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9):
     """Only parameters that require grad are handed over, so frozen layers cost no optimizer state."""
     if name not in OPTIMIZERS:
         raise TledgeError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
     trainable = [p for p in params if p.requires_grad]
     if not trainable:
         raise TledgeError("nothing to train: every parameter is frozen")
-    return OPTIMIZERS[name](trainable, DEFAULT_LR[name] if lr is None else lr, weight_decay, momentum)
+    return OPTIMIZERS[name](trainable, lr, weight_decay, momentum)
 
 
 def make_scheduler(

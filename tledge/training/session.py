@@ -120,7 +120,8 @@ def _assemble(config, run_dir, splits, card, weights, info=distributed.SINGLE) -
     model = model.to(setup.device)
     if setup.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay, config.momentum)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.learning_rate(), config.weight_decay,
+                               config.momentum)
     scheduler = make_scheduler(
         config.scheduler, optimizer, config.epochs, config.step_size, config.gamma, config.warmup_epochs
     )

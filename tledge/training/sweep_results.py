@@ -88,12 +88,9 @@ def _mean_std(values: list) -> tuple[float | None, float | None]:
 def cell_result(cell: Cell, cell_dir: Path, status: str = "pending", error: str | None = None) -> dict:
     """One results row: the cell's options, then numbers read from its files. A cell whose results exist
     is 'done' whatever `status` says (e.g. finished by an earlier invocation)."""
-    from tledge.training.optim import DEFAULT_LR
-
     row: dict[str, Any] = {"cell": cell.name, "status": status}
     row.update({axis: getattr(cell.config, axis) for axis in AXIS_TYPES})
-    if row["lr"] is None:  # the optimizer's usual rate, which is what the run used
-        row["lr"] = DEFAULT_LR.get(cell.config.optimizer)
+    row["lr"] = cell.config.learning_rate()  # the rate the run used (the optimizer's usual one when unset)
     row["k"] = cell.config.kfold or None
     row.update({m: None for m in METRICS})
     row.update({f"{m}_std": None for m in METRICS})

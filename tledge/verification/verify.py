@@ -30,11 +30,12 @@ EXIT_CODES = {"within": 0, "over": ParityError.exit_code, "inconclusive": Parity
 class VerifyOptions:
     """Everything `tledge verify ARTIFACT` takes."""
 
-    artifact: str = option(help=".onnx or .engine file to check on this device, or an export folder (each "
-                                "artifact export checked in it).", argument=True)
+    artifact: str = option(help="An exported artifact (.onnx, .engine, .xml) to check on this device, or an export "
+                                "folder (each artifact export checked in it).", argument=True)
     pack: str | None = option(None, "Parity pack folder (default: parity-pack/ beside the artifact).")
-    provider: str | None = option(None, "ONNX Runtime provider to check: tensorrt, cuda or cpu (default: what "
-                                        "predict would use).", choices=PROVIDERS)
+    provider: str | None = option(None, "ONNX Runtime provider to check: tensorrt, cuda or cpu, or openvino for "
+                                        "the .onnx run by OpenVINO (default: what predict would use).",
+                                  choices=PROVIDERS)
     device: str = option("auto", DEVICE_HELP, parse=parse_device)
     threads: int | None = option(None, THREADS_HELP, min=1)
     tolerance: str | None = option(None, "Override parity gates: KIND=VALUE or KIND.METRIC=VALUE, comma-separated; "

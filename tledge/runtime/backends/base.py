@@ -76,6 +76,15 @@ class Backend:
         """What bench's format column calls this file (onnx-int8, tensorrt-fp16, pytorch)."""
         raise NotImplementedError
 
+    @classmethod
+    def artifact_bytes(cls, path) -> int:
+        """The artifact's size on disk (an OpenVINO IR counts its .bin too; a run folder its best.pt)."""
+        from pathlib import Path
+
+        path = Path(path)
+        path = path / "best.pt" if path.is_dir() else path
+        return path.stat().st_size if path.is_file() else 0
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Logits [N, C] for a normalized float32 NCHW batch, or for the card's own uint8 input (a model with
         its normalization in the graph); a softmax-output model's probabilities come back as their log, so
