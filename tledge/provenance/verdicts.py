@@ -90,13 +90,18 @@ def matching(verdicts: list[dict], env: dict) -> list[dict]:
     return [v for v in verdicts if environment.numerics_key(v["environment"]) == key]
 
 
+def _readable_verdicts(artifact: str | Path) -> list[dict]:
+    """The artifact's verdicts; none when its verdict file cannot be read (a warning must not stop a run)."""
+    try:
+        return read_verdicts(artifact)
+    except OSError:
+        return []
+
+
 def unverified_here(artifact: str | Path, backend_name: str) -> str | None:
     """A one-line warning when the artifact was verified, but never in an environment that computes like this
     one (see module doc); None when it was, or when it has no verdicts at all."""
-    try:
-        verdicts = read_verdicts(artifact)
-    except OSError:
-        return None
+    verdicts = _readable_verdicts(artifact)
     if not verdicts:
         return None
     here = environment.describe(backend_name)
@@ -113,10 +118,7 @@ def parity_here(artifact: str | Path, backend_name: str) -> str | None:
     """The parity outcome recorded for this file in an environment that computes like this one (within, over,
     inconclusive; the latest), "not verified here" when its verdicts are all from elsewhere, None without any:
     bench's parity column."""
-    try:
-        verdicts = read_verdicts(artifact)
-    except OSError:
-        return None
+    verdicts = _readable_verdicts(artifact)
     if not verdicts:
         return None
     here = matching(verdicts, environment.describe(backend_name))
