@@ -181,7 +181,8 @@ def test_tpe_search_keeps_its_trial_budget_and_names_the_best_cell(data, tmp_pat
     out = capsys.readouterr().out
     sweep_dir = project / "sweep"
     trials = sweep_study.study_trials(sweep_dir)
-    assert len(trials) == 3 and all(t.state.is_finished() for t in trials)
+    # the budget is 3 distinct cells: a suggestion of a cell already tried records its value again, for free
+    assert len({t.user_attrs["cell"] for t in trials}) == 3 and all(t.state.is_finished() for t in trials)
     assert set(trials[0].params) == {"freeze", "optimizer"}
     result = json.loads((sweep_dir / "results.json").read_text())
     done = [c for c in result["cells"] if c["status"] == "done"]
@@ -272,3 +273,22 @@ def test_views_are_a_grid_axis_with_their_own_name_token():
     cells = expand_grid(TrainConfig(data="x"), {"cache_views": ["1", "2"]})
     assert [c.name for c in cells] == ["mobilenet_v2-views1", "mobilenet_v2-views2"]
     assert [c.config.cache_views for c in cells] == [1, 2]
+
+
+def test_a_search_budget_counts_distinct_cells_and_a_busy_cell_is_not_trained_twice():
+    from tledge.training import sweep_study
+
+    study = optuna.create_study(direction="maximize")
+    dist = optuna.distributions.CategoricalDistribution(["a", "b", "c"])
+    for cell, state in (("a", "COMPLETE"), ("a", "COMPLETE"), ("b", "PRUNED")):
+        study.add_trial(optuna.trial.create_trial(params={"cell": cell}, distributions={"cell": dist},
+                                                  value=0.5 if state == "COMPLETE" else None,
+                                                  state=getattr(optuna.trial.TrialState, state),
+                                                  user_attrs={"cell": cell}))
+    assert sweep_study._tried_cells(study) == {"a", "b"}
+    assert sweep_study._budget_left(study, trials=3, cells=3)  # three trials, but only two cells tried
+    assert not sweep_study._budget_left(study, trials=2, cells=3)
+    assert not sweep_study._budget_left(study, trials=8, cells=2)  # never more than the grid holds
+    running = study.ask()
+    running.set_user_attr("cell", "c")
+    assert sweep_study._tried_cells(study, running_only=True) == {"c"}

@@ -57,7 +57,8 @@ class SweepOptions:
                                  "or cpu,cpu. Default: one worker, this process.")
     search: str = option("grid", "grid: every cell (Optuna's GridSampler); tpe: a TPE search over the same values "
                          "with a trial budget and pruning on per-epoch val accuracy.", choices=("grid", "tpe"))
-    trials: int | None = option(None, "Trial budget of --search tpe (default: the grid's size).", min=1)
+    trials: int | None = option(None, "Trial budget of --search tpe: this many distinct cells (unset: the grid's "
+                                "size).", min=1)
     storage: str | None = option(None, "Study storage URL (postgresql://…, mysql://…) shared by workers that "
                                  "run the same command on other machines. Default: SQLite in the sweep folder.",
                                  metavar="URL")

@@ -158,11 +158,17 @@ def _grid_has_work(study, names: Sequence[str]) -> bool:
     return any(index not in taken for index in range(len(names)))
 
 
-def _budget_left(study, trials: int) -> bool:
-    optuna = _optuna()
-    states = optuna.trial.TrialState
-    counted = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.RUNNING))
-    return len(counted) < trials
+def _budget_left(study, trials: int, cells: int) -> bool:
+    """Fewer distinct cells tried (finished, pruned or running) than the budget: TPE suggesting a cell it has
+    already tried costs no budget (the trial records that cell's value again, and the next one is asked)."""
+    return len(_tried_cells(study)) < min(trials, cells)
+
+
+def _tried_cells(study, running_only: bool = False, besides: int | None = None) -> set[str]:
+    """The cells of the study's trials (only those running now, with `running_only`), but trial `besides`."""
+    states = _optuna().trial.TrialState
+    wanted = (states.RUNNING,) if running_only else (states.COMPLETE, states.PRUNED, states.RUNNING)
+    return {t.user_attrs.get("cell") for t in study.get_trials(deepcopy=False, states=wanted) if t.number != besides}
 
 
 def _suggest_cell(trial, cells: Sequence[Cell], axes: dict, search: str) -> Cell:
@@ -214,15 +220,22 @@ def run_worker(sweep_dir: Path, cells: Sequence[Cell], axes: dict, *, search: st
     while True:
         with _locked(sweep_dir):
             _reap_dead_trials(study)
-            more = _grid_has_work(study, names) if search == "grid" else _budget_left(study, budget)
+            more = _grid_has_work(study, names) if search == "grid" else _budget_left(study, budget, len(cells))
             if not more or asked >= len(cells) + budget:  # the last: a worker whose every cell fails stops
                 break
             trial = study.ask()
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
             cell = _suggest_cell(trial, cells, axes, search)
+            busy = search != "grid" and cell.name in _tried_cells(study, running_only=True, besides=trial.number)
             trial.set_user_attr("cell", cell.name)
+            if busy:  # another worker is training it now: one folder, one trainer
+                trial.set_user_attr("error", "running in another worker")
+                study.tell(trial, state=states.PRUNED)
         asked += 1
+        if busy:
+            log.info(f"trial {trial.number}: {cell.name} is running in another worker; asking again")
+            continue
         log.info(f"\n=== sweep trial {trial.number}: {cell.name} ===")
 
         def report(epoch: int, row: dict, trial=trial) -> None:
