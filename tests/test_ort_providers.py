@@ -184,7 +184,7 @@ def test_cli_cache_and_fp16_reach_the_tensorrt_provider(artifacts, monkeypatch, 
     assert trt["trt_engine_cache_path"] == str(cache) and trt["trt_fp16_enable"] == "True"
     assert "onnxruntime-tensorrt-fp16" in out and "provider tensorrt" in out
     code, _, err = run_cli(capsys, "predict", artifacts["pt"], artifacts["paths"][0], "--fp16")
-    assert code == 2 and "--fp16 applies to .onnx artifacts only" in err
+    assert code == 2 and "--fp16 applies to .onnx and .xml artifacts only" in err
 
 
 def test_tensorrt_ep_gets_one_batch_profile_for_every_batch_size(artifacts, monkeypatch, capsys):
