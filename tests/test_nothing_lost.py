@@ -495,7 +495,8 @@ def test_artifacts_are_checked_when_they_load(base, capsys, tmp_path):
     code, out, err = cli(capsys, "bench", *[c[1] for c in bench_cases], "--iters", "1", "--warmup", "0", "--batch",
                          "1", "--out", tmp_path / "bench")
     assert code == 2, err
-    rows = json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]
+    rows = [r for r in json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]
+            if r["runtime"] in ("onnxruntime", "torch")]  # each file's own runtime (OpenVINO adds rows of its own)
     assert [r["status"] == "ok" for r in rows] == [False, False, False]
     for row, (_, _, fragment) in zip(rows, bench_cases):
         assert fragment in row["status"], row
@@ -1127,5 +1128,5 @@ def test_batches_bounded_by_memory(base, capsys, tmp_path, monkeypatch):
                          "--out", tmp_path / "b")
     assert code == 2
     rows = json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]
-    assert [(r["batch"], r["status"] == "ok") for r in rows] == [(1, True), (1000, False)]
+    assert {(r["batch"], r["status"] == "ok") for r in rows} == {(1, True), (1000, False)}  # on every runtime
     assert rows[1]["status"].startswith("failed: --batch 1000: its input alone needs 0.0 GB (1000 x 3 x 32 x 32")

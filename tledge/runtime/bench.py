@@ -31,7 +31,7 @@ from tledge.table import format_table
 from tledge.timing import Clock, time_calls
 
 log = logging.getLogger(__name__)
-ROW_KEYS = ("artifact", "format", "backend", "batch", "status", "size_mb", "accuracy", "parity", "p50_ms", "p99_ms",
+ROW_KEYS = ("artifact", "format", "runtime", "backend", "batch", "status", "size_mb", "accuracy", "parity", "p50_ms", "p99_ms",
             "throughput", "speedup")
 BASELINE_FORMAT = "pytorch"
 
@@ -201,7 +201,8 @@ def bench(source, data: str | Path | None = None, options: BenchOptions | None =
     eval_cache: dict = {}
     for path, runtime in bench_runs(artifacts):
         fmt = artifact_format(path)
-        base = {"artifact": path.name, "format": fmt, "size_mb": _size_mb(path) if path.is_file() else None}
+        base = {"artifact": path.name, "format": fmt, "runtime": runtime or kind_of(path).name,
+                "size_mb": _size_mb(path) if path.is_file() else None}
         try:
             backend = load_backend(path, options.device, **_backend_options(path, options.threads, options.cache,
                                                                              options.fp16, max(batches), runtime))
