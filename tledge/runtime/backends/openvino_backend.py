@@ -16,6 +16,7 @@ Needs only numpy and openvino (the `openvino` extra), imported when a backend is
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,14 @@ def card_from_openvino_model(model, source: str | Path) -> ModelCard:
 def read_openvino_card(path: str | Path) -> ModelCard:
     """The card of an IR (or ONNX) through OpenVINO, without compiling it (`tledge info`)."""
     ov = import_openvino("reading an OpenVINO model card")
-    return card_from_openvino_model(_read_model(ov.Core(), Path(path)), path)
+    return card_from_openvino_model(_read_model(shared_core(ov), Path(path)), path)
+
+
+@functools.lru_cache(maxsize=1)
+def shared_core(ov):
+    """One OpenVINO Core for the process, as OpenVINO advises: a Core destroyed while a model it compiled is
+    still alive unloads the plugin under it (the full test suite segfaulted at a later garbage collection)."""
+    return ov.Core()
 
 
 def _read_model(core, path: Path):
@@ -92,7 +100,7 @@ class OpenVINOBackend(Backend):
         threads, note = cap_threads(threads)
         if note:
             self.notes.append(note)
-        core = ov.Core()
+        core = shared_core(ov)
         model = _read_model(core, self.path)
         self.card: ModelCard = card_from_openvino_model(model, self.path)
         self._check_graph_matches_card(model)
