@@ -358,11 +358,11 @@ def test_a_second_worker_waits_for_the_first_and_loads_its_outputs(tmp_path):
 
     results = {}
     first = threading.Thread(target=lambda: results.setdefault("first", trunk_cache.shared_features(
-        tmp_path, "k", slow, log=lambda s: None)))
+        tmp_path, "k", slow)))
     first.start()
     started.wait(60)
     second = threading.Thread(target=lambda: results.setdefault("second", trunk_cache.shared_features(
-        tmp_path, "k", lambda: second_computed.append(1), log=lambda s: None)))
+        tmp_path, "k", lambda: second_computed.append(1))))
     second.start()
     release.set()
     first.join(60), second.join(60)
@@ -376,7 +376,7 @@ def test_a_second_worker_waits_for_the_first_and_loads_its_outputs(tmp_path):
         raise RuntimeError("worker died")
 
     with pytest.raises(RuntimeError):
-        trunk_cache.shared_features(tmp_path, "other", broken, log=lambda s: None)
+        trunk_cache.shared_features(tmp_path, "other", broken)
     assert not (tmp_path / "other.pt").exists()
-    *_, reused = trunk_cache.shared_features(tmp_path, "other", slow, log=lambda s: None)
+    *_, reused = trunk_cache.shared_features(tmp_path, "other", slow)
     assert reused is False and (tmp_path / "other.pt").is_file()
