@@ -120,7 +120,3 @@ def parse_formats(value: str | Iterable[str]) -> list[ExportFormat]:
     if unknown:
         raise TledgeError(f"unknown export format {', '.join(map(repr, unknown))}; choose from {', '.join(FORMATS)}")
     return [FORMATS[name] for name in FORMATS if name in names]
-
-
-def artifact_path(out_dir: str | Path, fmt: ExportFormat) -> Path:
-    return Path(out_dir) / fmt.filename

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from tledge.errors import ExportOptionError, TledgeError
 from tledge.exporting.formats import FORMAT_OPTIONS, FORMATS, ExportFormat, parse_formats

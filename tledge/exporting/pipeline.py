@@ -23,7 +23,7 @@ from tledge.exporting.checks import check_parity, compare_flavours, parity_data
 from tledge.exporting.context import Calibrated, ExportContext
 from tledge.exporting.formats import ExportFormat, parse_formats, plan, target_path
 from tledge.exporting.options import ExportOptions
-from tledge.exporting.prepare import DEFAULT_FORMATS, default_formats, prepare  # noqa: F401 - public names
+from tledge.exporting.prepare import prepare
 from tledge.exporting.result import ArtifactRow, ExportResult, next_commands, worst_outcome
 from tledge.options import build
 from tledge.paths import clean_stale_temp_files

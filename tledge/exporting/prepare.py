@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tledge.errors import TledgeError
 from tledge.exporting.context import CalibrationPlan, ExportContext
-from tledge.exporting.formats import FORMAT_OPTIONS, parse_formats, plan
+from tledge.exporting.formats import parse_formats, plan
 from tledge.exporting.options import ExportOptions, check_options, int8_search_mode
 from tledge.image_files import find_images
 from tledge.splits import SPLITS_FILE, Splits
